@@ -1,0 +1,519 @@
+"""Typed stack configuration: one model per stack, validated once before any resource.
+
+Every key lives in the ``zlh-infra`` namespace of the stack's Pulumi config. A bad
+value raises ``ConfigError`` listing each problem as ``zlh-infra:<key path>: <rule>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from zlh_infra.errors import ConfigError
+from zlh_infra.platform.addressing import DEFAULT_FLEET_OFFSET, AddressPlanError, fleet_address, usable
+from zlh_infra.platform.catalogue import (
+    CONTROL_PLANE_SERVICES,
+    EDGE_SERVICES,
+    RUNTIME_SERVICES,
+    Network,
+    ServiceSpec,
+)
+from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
+
+NAMESPACE = "zlh-infra"
+
+# Proxmox bridge names are ``vmbr<N>``; Linux caps interface names at 15 bytes and
+# Proxmox's own check is stricter, so keep them short and canonical.
+_BRIDGE = re.compile(r"^vmbr\d{1,4}$")
+# A guest name becomes its hostname: one DNS label.
+_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _bridge(value: str) -> str:
+    if not _BRIDGE.match(value):
+        raise ValueError(
+            f"bridge name {value!r} must be 'vmbr' followed by 1 to 4 digits (at most 8 characters)"
+        )
+    return value
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid guest name: lower-case letters, digits and '-', "
+            "1 to 63 characters, not starting or ending with '-'"
+        )
+    return value
+
+
+def _non_empty_secret(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("secret must not be empty")
+    return value
+
+
+BridgeName = Annotated[str, AfterValidator(_bridge)]
+GuestName = Annotated[str, AfterValidator(_hostname)]
+Secret = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
+Vmid = Annotated[int, Field(ge=100, le=999_999_999)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class ProxmoxHost(_Model):
+    """How the stack reaches its Proxmox VE node's API (and its shell, for in-guest steps)."""
+
+    endpoint: str = Field(description="HTTPS URL of the node's API, e.g. https://zlh-core:8006/")
+    node: GuestName = Field(description="Proxmox node name")
+    insecure: bool = Field(
+        default=False, description="skip TLS verification (only for a self-signed lab host)"
+    )
+    ssh_user: str = Field(default="root", min_length=1)
+    ssh_address: str | None = Field(
+        default=None, description="address for SSH to the node; defaults to the endpoint's host"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"{value!r} must be an https:// URL with a host name")
+        return value
+
+    @property
+    def endpoint_host(self) -> str:
+        return urlsplit(self.endpoint).hostname or ""
+
+    @property
+    def shell_address(self) -> str:
+        return self.ssh_address or self.endpoint_host
+
+
+class Segment(_Model):
+    """A bridged network on the host."""
+
+    bridge: BridgeName
+    cidr: IPv4Network
+    gateway: IPv4Address | None = None
+
+
+class NetworkPlan(_Model):
+    lan: Segment
+    management: Segment
+    dns_domain: str = Field(default="zlh.internal", min_length=1)
+    fleet_offset: int = Field(
+        default=DEFAULT_FLEET_OFFSET, ge=1, description="first fleet host number on each network"
+    )
+
+
+class Storage(_Model):
+    datastore: str = Field(default="local-lvm", min_length=1, description="guest disks")
+    image_store: str = Field(
+        default="local", min_length=1, description="holds LXC templates and ISO images"
+    )
+
+
+class Download(_Model):
+    """A file the node downloads itself (LXC template or ISO), pinned by checksum."""
+
+    url: str = Field(pattern=r"^https://")
+    checksum: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{32,128}$", description="hex digest; pin it for production"
+    )
+    checksum_algorithm: Literal["md5", "sha1", "sha224", "sha256", "sha384", "sha512"] = "sha256"
+    file_name: str | None = None
+    decompression_algorithm: Literal["gz", "lzo", "zst", "bz2"] | None = None
+
+
+class Size(_Model):
+    cores: int = Field(default=1, ge=1, le=128)
+    memory_mb: int = Field(default=1024, ge=128)
+    disk_gb: int = Field(default=8, ge=1)
+
+
+class ServiceGuest(Size):
+    """One of the platform's named services."""
+
+    vmid: Vmid
+    lan_address: IPv4Address | None = Field(
+        default=None, description="static LAN address; a router's is the LAN gateway"
+    )
+    management_address: IPv4Address | None = None
+    data_disk_gb: int | None = Field(default=None, ge=1, description="extra volume for data")
+
+
+class Backup(_Model):
+    schedule: str = Field(default="*-*-* 02:30", min_length=1, description="systemd calendar event")
+    keep_daily: int = Field(default=7, ge=1)
+    keep_weekly: int = Field(default=4, ge=0)
+    keep_monthly: int = Field(default=3, ge=0)
+
+
+class CoreDomains(_Model):
+    """Host names zlh-proxy (core Traefik) routes."""
+
+    portal: str
+    api: str
+    grafana: str
+    headscale: str
+
+
+class Pbs(_Model):
+    datastore: str = Field(default="zlh", pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{2,31}$")
+    fingerprint: str | None = Field(
+        default=None, description="PBS certificate fingerprint, known after its first boot"
+    )
+    runtime_user: str = Field(default="zlh-runtime@pbs", pattern=r"^[A-Za-z0-9._-]+@pbs$")
+
+
+class _StackConfig(_Model):
+    proxmox: ProxmoxHost
+    proxmox_api_token: Secret | None = Field(
+        default=None, description="API token; else PROXMOX_VE_API_TOKEN in the environment"
+    )
+    ssh_private_key: Secret | None = Field(
+        default=None, description="key for SSH to the node; else the SSH agent"
+    )
+    network: NetworkPlan
+    storage: Storage = Storage()
+    os_template: Download
+    router_iso: Download
+    guests: dict[str, ServiceGuest]
+    backup: Backup = Backup()
+
+    #: Services this kind of stack runs (checked against ``guests``).
+    SERVICES: ClassVar[tuple[Mapping[str, ServiceSpec], ...]] = ()
+
+    def service_specs(self) -> dict[str, ServiceSpec]:
+        specs: dict[str, ServiceSpec] = {}
+        for group in self.SERVICES:
+            specs.update(group)
+        return specs
+
+    def all_vmids(self) -> Iterator[tuple[str, int]]:
+        """(config key path, VMID) for every guest the stack declares."""
+        for name, guest in self.guests.items():
+            yield f"guests.{name}.vmid", guest.vmid
+
+    def all_addresses(self) -> Iterator[tuple[str, Network, IPv4Address]]:
+        for name, guest in self.guests.items():
+            if guest.lan_address is not None:
+                yield f"guests.{name}.lanAddress", Network.LAN, guest.lan_address
+            if guest.management_address is not None:
+                yield f"guests.{name}.managementAddress", Network.MANAGEMENT, guest.management_address
+
+    def problems(self) -> list[str]:
+        """Rules across fields; each problem starts with the config key it concerns."""
+        found: list[str] = []
+        specs = self.service_specs()
+        for name in specs.keys() - self.guests.keys():
+            found.append(f"guests.{name}: missing; this stack runs {specs[name].description}")
+        for name in self.guests.keys() - specs.keys():
+            found.append(
+                f"guests.{name}: unknown service; known: {', '.join(sorted(specs))}"
+            )
+        for name, guest in self.guests.items():
+            spec = specs.get(name)
+            if spec is None:
+                continue
+            found += _role_problem(f"guests.{name}.vmid", guest.vmid, spec.role)
+            if Network.LAN in spec.networks and guest.lan_address is None and spec.kind != "vm":
+                found.append(f"guests.{name}.lanAddress: required, {name} has a LAN NIC")
+            if Network.MANAGEMENT in spec.networks and guest.management_address is None:
+                found.append(
+                    f"guests.{name}.managementAddress: required, {name} has a management NIC"
+                )
+            if Network.MANAGEMENT not in spec.networks and guest.management_address is not None:
+                found.append(
+                    f"guests.{name}.managementAddress: {name} has no management NIC; remove it"
+                )
+        found += self._network_problems()
+        found += _duplicates("VMID", self.all_vmids())
+        found += _duplicates(
+            "address", ((key, address) for key, _, address in self.all_addresses())
+        )
+        segments = {Network.LAN: self.network.lan, Network.MANAGEMENT: self.network.management}
+        for key, network, address in self.all_addresses():
+            why = usable(segments[network].cidr, address)
+            if why:
+                found.append(f"{key}: {why} (network.{network})")
+        return found
+
+    def _network_problems(self) -> list[str]:
+        found = []
+        lan, management = self.network.lan, self.network.management
+        if lan.gateway is None:
+            found.append("network.lan.gateway: required, the router's LAN address")
+        else:
+            why = usable(lan.cidr, lan.gateway)
+            if why:
+                found.append(f"network.lan.gateway: {why}")
+        if management.gateway is not None:
+            found.append(
+                "network.management.gateway: the management network is not routed; remove it"
+            )
+        if lan.bridge == management.bridge:
+            found.append(f"network.management.bridge: {lan.bridge} is the LAN bridge too")
+        if lan.cidr.overlaps(management.cidr):
+            found.append(f"network.management.cidr: {management.cidr} overlaps the LAN {lan.cidr}")
+        return found
+
+
+class CoreStackConfig(_StackConfig):
+    """``Pulumi.core.yaml``: the control plane on the core host."""
+
+    SERVICES: ClassVar[tuple[Mapping[str, ServiceSpec], ...]] = (CONTROL_PLANE_SERVICES,)
+    domains: CoreDomains
+    pbs: Pbs = Pbs()
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        router = self.guests.get("zlh-router")
+        if router is not None and router.lan_address not in (None, self.network.lan.gateway):
+            found.append("guests.zlh-router.lanAddress: must equal network.lan.gateway")
+        return found
+
+
+class Template(_Model):
+    """A base template (200-299) that game or dev containers are cloned from."""
+
+    vmid: Vmid
+    kind: Literal["game", "dev"]
+    lan_address: IPv4Address = Field(description="LAN address while the image is being built")
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        min_length=1, description="ports the workload serves on the LAN, via the edge"
+    )
+    setup: str = Field(default="", description="shell run once inside the template")
+
+
+class FleetGuest(Size):
+    """A game or dev container, declared in the runtime stack's config."""
+
+    name: GuestName
+    vmid: Vmid
+    template: str
+
+
+class RuntimeDomains(_Model):
+    """Host names zlh-zpack-proxy (runtime Traefik) routes."""
+
+    games: str
+    dev_ide: str
+
+
+class Agent(_Model):
+    version: str = Field(pattern=r"^[0-9][0-9A-Za-z.+-]*$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class RuntimeStackConfig(_StackConfig):
+    """``Pulumi.runtime.yaml`` (and ``Pulumi.runtime-<x>.yaml``): edge and runtime layers."""
+
+    SERVICES: ClassVar[tuple[Mapping[str, ServiceSpec], ...]] = (EDGE_SERVICES, RUNTIME_SERVICES)
+    core_stack: str = Field(
+        min_length=1, description="the core stack to read the contract from, e.g. org/zlh-infra/core"
+    )
+    domains: RuntimeDomains
+    agent: Agent
+    base_template: ServiceGuest = Field(description="the 200-299 image every template derives from")
+    templates: dict[GuestName, Template] = Field(min_length=1)
+    games: list[FleetGuest] = []
+    devs: list[FleetGuest] = []
+
+    def all_vmids(self) -> Iterator[tuple[str, int]]:
+        yield from super().all_vmids()
+        yield "baseTemplate.vmid", self.base_template.vmid
+        for name, template in self.templates.items():
+            yield f"templates.{name}.vmid", template.vmid
+        for kind, fleet in (("games", self.games), ("devs", self.devs)):
+            for index, guest in enumerate(fleet):
+                yield f"{kind}[{index}].vmid", guest.vmid
+
+    def fleet_addresses(self, network: Network, vmid: int) -> IPv4Address:
+        segment = self.network.lan if network is Network.LAN else self.network.management
+        first = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
+        return fleet_address(segment.cidr, self.network.fleet_offset, first, vmid)
+
+    def all_addresses(self) -> Iterator[tuple[str, Network, IPv4Address]]:
+        yield from super().all_addresses()
+        if self.base_template.lan_address is not None:
+            yield "baseTemplate.lanAddress", Network.LAN, self.base_template.lan_address
+        for name, template in self.templates.items():
+            yield f"templates.{name}.lanAddress", Network.LAN, template.lan_address
+        for kind, fleet in (("games", self.games), ("devs", self.devs)):
+            for index, guest in enumerate(fleet):
+                for network in (Network.LAN, Network.MANAGEMENT):
+                    try:
+                        address = self.fleet_addresses(network, guest.vmid)
+                    except AddressPlanError:
+                        continue  # reported by problems()
+                    yield f"{kind}[{index}] ({network} address)", network, address
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        router = self.guests.get("zlh-zpack-router")
+        if router is not None and router.lan_address not in (None, self.network.lan.gateway):
+            found.append("guests.zlh-zpack-router.lanAddress: must equal network.lan.gateway")
+        found += _role_problem("baseTemplate.vmid", self.base_template.vmid, VmidRole.BASE_TEMPLATE)
+        if self.base_template.lan_address is None:
+            found.append("baseTemplate.lanAddress: required while the image is being built")
+        if self.base_template.management_address is not None:
+            found.append("baseTemplate.managementAddress: base images have no management NIC")
+        for name, template in self.templates.items():
+            found += _role_problem(f"templates.{name}.vmid", template.vmid, VmidRole.BASE_TEMPLATE)
+        for kind, fleet, role in (
+            ("games", self.games, VmidRole.GAME),
+            ("devs", self.devs, VmidRole.DEV),
+        ):
+            vmid_range = DEFAULT_SCHEME.range_of(role)
+            if len(fleet) > vmid_range.size:
+                found.append(
+                    f"{kind}: {len(fleet)} {role} containers do not fit the {role} range "
+                    f"{vmid_range.describe()} ({vmid_range.size} VMIDs)"
+                )
+            found += _duplicates("name", ((f"{kind}[{i}].name", g.name) for i, g in enumerate(fleet)))
+            for index, guest in enumerate(fleet):
+                found += _role_problem(f"{kind}[{index}].vmid", guest.vmid, role)
+                template = self.templates.get(guest.template)
+                if template is None:
+                    found.append(
+                        f"{kind}[{index}].template: unknown template {guest.template!r}; "
+                        f"declared: {', '.join(sorted(self.templates))}"
+                    )
+                elif template.kind != role:
+                    found.append(
+                        f"{kind}[{index}].template: {guest.template!r} is a {template.kind} "
+                        f"template, not a {role} one"
+                    )
+                for network in (Network.LAN, Network.MANAGEMENT):
+                    try:
+                        self.fleet_addresses(network, guest.vmid)
+                    except AddressPlanError as error:
+                        found.append(f"{kind}[{index}].vmid: on network.{network}: {error}")
+        names = Counter(g.name for g in [*self.games, *self.devs])
+        for name in sorted(n for n, count in names.items() if count > 1):
+            found.append(f"devs: name {name!r} is also a game container's name")
+        return found
+
+    def refuse_core_vmids(self, core_vmids: frozenset[int]) -> list[str]:
+        """VMIDs the core stack already uses (PBS keys backups by VMID across hosts)."""
+        return [
+            f"{key}: VMID {vmid} is used by the core stack; VMIDs are unique across hosts "
+            "because Proxmox Backup Server keys backups by VMID"
+            for key, vmid in self.all_vmids()
+            if vmid in core_vmids
+        ]
+
+
+def _role_problem(key: str, vmid: int, role: VmidRole) -> list[str]:
+    if DEFAULT_SCHEME.role_of(vmid) is role:
+        return []
+    vmid_range = DEFAULT_SCHEME.range_of(role)
+    return [f"{key}: VMID {vmid} is outside the {role} range {vmid_range.describe()}"]
+
+
+def _duplicates(what: str, items: Iterator[tuple[str, Any]]) -> list[str]:
+    first_key: dict[Any, str] = {}
+    found = []
+    for key, value in items:
+        if value in first_key:
+            found.append(f"{key}: {what} {value} is already used by {first_key[value]}")
+        else:
+            first_key[value] = key
+    return found
+
+
+def _error_location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+M = TypeVar("M", bound="_StackConfig")
+
+
+def parse_stack_config(model: type[M], raw: Mapping[str, str], *, stack: str) -> M:
+    """Validate the ``zlh-infra:*`` keys of ``raw`` (the engine's flat config map).
+
+    Values arrive as strings; objects and lists as JSON text, as the engine passes them.
+    """
+    values: dict[str, Any] = {}
+    for full_key, text in raw.items():
+        namespace, _, key = full_key.partition(":")
+        if namespace != NAMESPACE:
+            continue
+        try:
+            values[key] = json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            values[key] = text
+    try:
+        config = model.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(
+            [
+                f"{NAMESPACE}:{_error_location(issue['loc'])}: {_message(issue)}"
+                for issue in error.errors(include_url=False)
+            ],
+            stack=stack,
+        ) from None
+    problems = config.problems()
+    if problems:
+        raise ConfigError([f"{NAMESPACE}:{problem}" for problem in problems], stack=stack)
+    return config
+
+
+def _message(issue: Any) -> str:
+    if issue["type"] == "extra_forbidden":
+        return "unknown key"
+    if issue["type"] == "missing":
+        return "required"
+    message = str(issue["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def check_secret_keys(model: type[_StackConfig], secret_keys: set[str], raw: Mapping[str, str]) -> list[str]:
+    """Secret fields set in plain text (``pulumi config set`` without ``--secret``)."""
+    found = []
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        full_key = f"{NAMESPACE}:{alias}"
+        annotation = str(field.annotation)
+        if "SecretStr" in annotation and full_key in raw and full_key not in secret_keys:
+            found.append(
+                f"{full_key}: holds a credential in plain text; set it with "
+                f"`pulumi config set --secret {alias}`"
+            )
+    return found
+
+
+ConfigModel = CoreStackConfig | RuntimeStackConfig
+__all__ = [
+    "NAMESPACE",
+    "ConfigModel",
+    "CoreStackConfig",
+    "RuntimeStackConfig",
+    "parse_stack_config",
+    "check_secret_keys",
+]

@@ -1,0 +1,98 @@
+"""In-guest steps the Proxmox provider cannot do, run through the node's shell with ``pct``.
+
+The node is reachable wherever its API is, while the guests sit behind their router,
+so every step is an SSH command to the node that enters the guest with ``pct``.
+Each step's trigger is the hash of what it writes: it reruns only when that changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+
+
+@dataclass(frozen=True, slots=True)
+class NodeShell:
+    """SSH access to a Proxmox node (root, or a user allowed to run ``pct``)."""
+
+    address: str
+    user: str
+    private_key: pulumi.Input[str] | None = None
+
+    def connection(self) -> command.remote.ConnectionArgs:
+        return command.remote.ConnectionArgs(
+            host=self.address,
+            user=self.user,
+            private_key=pulumi.Output.secret(self.private_key) if self.private_key else None,
+        )
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_guest_file(
+    name: str,
+    *,
+    shell: NodeShell,
+    vmid: int,
+    path: str,
+    content: pulumi.Input[str],
+    after: str = "",
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> command.remote.Command:
+    """Write ``content`` to ``path`` inside container ``vmid``, then run ``after`` there.
+
+    The content travels on stdin, so it never appears in the command line or its log.
+    """
+    directory = path.rsplit("/", 1)[0] or "/"
+    script = f"mkdir -p {shlex.quote(directory)} && cat > {shlex.quote(path)}"
+    if after:
+        script += f" && {after}"
+    return command.remote.Command(
+        name,
+        connection=shell.connection(),
+        create=f"pct exec {vmid} -- sh -c {shlex.quote(script)}",
+        stdin=content,
+        triggers=[pulumi.Output.from_input(content).apply(_sha256)],
+        logging="stderr",
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+    )
+
+
+def run_in_base_image(
+    name: str,
+    *,
+    shell: NodeShell,
+    vmid: int,
+    script: str,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> command.remote.Command:
+    """Start base image ``vmid``, run ``script`` in it, and shut it down again.
+
+    Base images stay stopped so that clones copy a quiet file system; they run only
+    for the time an image step takes.
+    """
+    wrapped = (
+        "set -eu; "
+        f"pct start {vmid}; "
+        f"trap 'pct shutdown {vmid} --timeout 60' EXIT; "
+        f"pct exec {vmid} -- sh -c 'until getent hosts deb.debian.org >/dev/null; do sleep 2; done'; "
+        f"pct exec {vmid} -- sh -eu"
+    )
+    return command.remote.Command(
+        name,
+        connection=shell.connection(),
+        create=f"sh -c {shlex.quote(wrapped)}",
+        stdin=script,
+        triggers=[_sha256(script)],
+        logging="stderr",
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+    )

@@ -1,0 +1,64 @@
+"""Per-guest Proxmox firewall rules derived from the service catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from zlh_infra.platform.catalogue import Ingress, Network, Peer
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallRule:
+    """One Proxmox guest firewall rule (``[RULES]`` line) as the program writes it."""
+
+    action: str
+    proto: str
+    dport: int
+    iface: str
+    #: CIDR, or None for any source.
+    source: str | None
+    comment: str
+    direction: str = "in"
+
+
+def iface_of(nics: Sequence[Network], network: Network) -> str:
+    """The Proxmox firewall interface (``net<i>``) of a guest's NIC on ``network``."""
+    return f"net{list(nics).index(network)}"
+
+
+def resolve_ingress(
+    ingress: Sequence[Ingress],
+    *,
+    nics: Sequence[Network],
+    networks: Mapping[Network, IPv4Network],
+    addresses: Mapping[tuple[str, Network], IPv4Address],
+) -> list[FirewallRule]:
+    """Turn catalogue ingress entries into concrete ACCEPT rules.
+
+    ``addresses`` maps (service, network) to that service's address; core services
+    named ``core:<name>`` come from the core -> runtime contract.
+    """
+    rules = []
+    for entry in ingress:
+        if entry.network not in nics:
+            raise ValueError(f"ingress on {entry.network} but the guest has no NIC there")
+        source: str | None
+        if entry.source == Peer.ANY:
+            source = None
+        elif entry.source in (Peer.LAN, Peer.MANAGEMENT):
+            source = str(networks[Network(entry.source)])
+        else:
+            source = f"{addresses[(entry.source, entry.network)]}/32"
+        rules.append(
+            FirewallRule(
+                action="ACCEPT",
+                proto=entry.proto,
+                dport=entry.port,
+                iface=iface_of(nics, entry.network),
+                source=source,
+                comment=entry.comment,
+            )
+        )
+    return rules

@@ -1,0 +1,1 @@
+"""Offline preview: run a stack's program in-process and check it like the engine does."""

@@ -1,0 +1,307 @@
+"""The Pulumi program: pick the stack's role, validate its config once, build its layers.
+
+``core`` builds the control plane and exports the contract; ``runtime`` and
+``runtime-<x>`` read that contract through a StackReference and build the edge and
+runtime layers. Nothing here reads from a runtime stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from ipaddress import IPv4Address
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+import pulumi_proxmoxve as proxmox
+import pulumi_random as random
+from pulumi.runtime import config as runtime_config
+from pulumi.runtime.sync_await import _sync_await
+
+from zlh_infra.config import (
+    NAMESPACE,
+    CoreStackConfig,
+    M,
+    RuntimeStackConfig,
+    check_secret_keys,
+    parse_stack_config,
+)
+from zlh_infra.contract import (
+    CONTRACT_OUTPUTS,
+    CONTRACT_VERSION,
+    SECRET_OUTPUTS,
+    ContractError,
+    CoreContract,
+    parse_contract,
+)
+from zlh_infra.errors import ConfigError
+from zlh_infra.layers.control_plane import ControlPlane, ControlPlaneArgs
+from zlh_infra.layers.edge import Edge, EdgeArgs
+from zlh_infra.layers.guest_steps import NodeShell
+from zlh_infra.layers.host import Host, HostArgs
+from zlh_infra.layers.runtime import FleetMember, Runtime, RuntimeArgs
+from zlh_infra.layers.site import Site
+from zlh_infra.platform.catalogue import EDGE_SERVICES, RUNTIME_SERVICES, Network
+from zlh_infra.platform.proxy_config import GameServer, HttpRoute
+from zlh_infra.platform.topology import StackRole, UnknownStackError, stack_role
+from zlh_infra.platform.vmids import VmidRole
+
+WAN_BRIDGE = "vmbr0"
+
+
+def main() -> None:
+    stack = pulumi.get_stack()
+    try:
+        role = stack_role(stack)
+    except UnknownStackError as error:
+        raise ConfigError([str(error)], stack=stack) from None
+    raw, secret_keys = _stack_config()
+    if role is StackRole.CORE:
+        deploy_core(stack, _load(CoreStackConfig, raw, secret_keys, stack))
+    else:
+        config = _load(RuntimeStackConfig, raw, secret_keys, stack)
+        deploy_runtime(stack, config, read_core_contract(config.core_stack))
+
+
+def _stack_config() -> tuple[dict[str, str], set[str]]:
+    """The engine's flat config map (set in-process or through the environment)."""
+    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret_keys = set(runtime_config.get_config_secret_keys_env())
+    secret_keys |= {key for key in raw if runtime_config.is_config_secret(key)}
+    return {k: v for k, v in raw.items() if k.startswith(f"{NAMESPACE}:")}, secret_keys
+
+
+def _load(model: type[M], raw: Mapping[str, str], secret_keys: set[str], stack: str) -> M:
+    plain_credentials = check_secret_keys(model, secret_keys, raw)
+    if plain_credentials:
+        raise ConfigError(plain_credentials, stack=stack)
+    return parse_stack_config(model, raw, stack=stack)
+
+
+def _providers(stack: str, config: CoreStackConfig | RuntimeStackConfig) -> list[pulumi.ProviderResource]:
+    """One explicit provider per package: default providers are disabled in every stack."""
+    host = config.proxmox
+    token = config.proxmox_api_token
+    key = config.ssh_private_key
+    proxmox_provider = proxmox.Provider(
+        f"{stack}-proxmox",
+        endpoint=host.endpoint,
+        insecure=host.insecure,
+        # Unset, the provider reads PROXMOX_VE_API_TOKEN from the environment.
+        api_token=pulumi.Output.secret(token.get_secret_value()) if token else None,
+        ssh=proxmox.ProviderSshArgs(
+            username=host.ssh_user,
+            agent=key is None,
+            private_key=pulumi.Output.secret(key.get_secret_value()) if key else None,
+        ),
+    )
+    return [
+        proxmox_provider,
+        random.Provider(f"{stack}-random"),
+        command.Provider(f"{stack}-command"),
+    ]
+
+
+def _site(
+    stack: str,
+    config: CoreStackConfig | RuntimeStackConfig,
+    host: Host,
+    *,
+    dns_servers: list[str],
+    extra_addresses: Mapping[tuple[str, Network], IPv4Address] | None = None,
+) -> Site:
+    addresses: dict[tuple[str, Network], IPv4Address] = dict(extra_addresses or {})
+    for name, guest in config.guests.items():
+        if guest.lan_address is not None:
+            addresses[(name, Network.LAN)] = guest.lan_address
+        if guest.management_address is not None:
+            addresses[(name, Network.MANAGEMENT)] = guest.management_address
+    key = config.ssh_private_key
+    return Site(
+        stack=stack,
+        node=config.proxmox.node,
+        datastore=config.storage.datastore,
+        wan_bridge=WAN_BRIDGE,
+        lan=config.network.lan,
+        management=config.network.management,
+        dns_domain=config.network.dns_domain,
+        dns_servers=dns_servers,
+        os_template_file_id=host.os_template_file_id,
+        router_iso_file_id=host.router_iso_file_id,
+        shell=NodeShell(
+            address=config.proxmox.shell_address,
+            user=config.proxmox.ssh_user,
+            private_key=key.get_secret_value() if key else None,
+        ),
+        addresses=addresses,
+    )
+
+
+def _host(stack: str, config: CoreStackConfig | RuntimeStackConfig, providers: list[pulumi.ProviderResource]) -> Host:
+    return Host(
+        f"{stack}-host",
+        HostArgs(
+            node=config.proxmox.node,
+            image_store=config.storage.image_store,
+            os_template=config.os_template,
+            router_iso=config.router_iso,
+        ),
+        pulumi.ResourceOptions(providers=providers),
+    )
+
+
+def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
+    providers = _providers(stack, config)
+    host = _host(stack, config, providers)
+    dns = config.guests["zlh-dns"].lan_address
+    site = _site(stack, config, host, dns_servers=[str(dns)])
+    control_plane = ControlPlane(
+        "control-plane",
+        ControlPlaneArgs(
+            site=site,
+            guests=config.guests,
+            domains=config.domains,
+            pbs=config.pbs,
+            backup=config.backup,
+        ),
+        pulumi.ResourceOptions(providers=providers),
+    )
+    exports: dict[str, Any] = {
+        "contractVersion": CONTRACT_VERSION,
+        "coreNode": config.proxmox.node,
+        "managementCidr": str(config.network.management.cidr),
+        "apiManagementAddress": control_plane.api_management_address,
+        "monitorManagementAddress": control_plane.monitor_management_address,
+        "pbsServer": control_plane.pbs_server,
+        "pbsDatastore": control_plane.pbs_datastore,
+        "pbsFingerprint": control_plane.pbs_fingerprint,
+        "pbsUsername": control_plane.pbs_username,
+        "pbsPassword": control_plane.pbs_password,
+        "headscaleUrl": control_plane.headscale_url,
+        "coreVmids": control_plane.vmids,
+    }
+    for name in CONTRACT_OUTPUTS:
+        if exports[name] is None:
+            continue
+        value = exports[name]
+        pulumi.export(name, pulumi.Output.secret(value) if name in SECRET_OUTPUTS else value)
+    return control_plane
+
+
+def read_core_contract(core_stack: str) -> CoreContract:
+    """Read and validate the core stack's contract before any resource is registered.
+
+    The outputs are awaited here, synchronously, because every runtime resource is
+    shaped by them and a bad contract must stop the program before it starts.
+    """
+    reference = pulumi.StackReference(core_stack)
+    values: dict[str, Any] = {}
+    for name in CONTRACT_OUTPUTS:
+        details = _sync_await(reference.get_output_details(name))
+        value = details.secret_value if details.secret_value is not None else details.value
+        if value is not None:
+            values[name] = value
+    try:
+        return parse_contract(values, core_stack=core_stack)
+    except ContractError as error:
+        raise ConfigError([str(error)], stack=pulumi.get_stack()) from None
+
+
+def fleet_members(config: RuntimeStackConfig) -> list[FleetMember]:
+    return [
+        FleetMember(
+            guest=guest,
+            role=role,
+            lan_address=config.fleet_addresses(Network.LAN, guest.vmid),
+            management_address=config.fleet_addresses(Network.MANAGEMENT, guest.vmid),
+        )
+        for role, fleet in ((VmidRole.GAME, config.games), (VmidRole.DEV, config.devs))
+        for guest in fleet
+    ]
+
+
+def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContract) -> Runtime:
+    problems = config.refuse_core_vmids(contract.core_vmids)
+    if contract.core_node == config.proxmox.node:
+        problems.append(
+            f"{NAMESPACE}:proxmox.node: {config.proxmox.node} is the core host's node; "
+            "runtime guests must never run on the core host"
+        )
+    if contract.management_cidr != config.network.management.cidr:
+        problems.append(
+            f"{NAMESPACE}:network.management.cidr: {config.network.management.cidr} differs from "
+            f"the core stack's management network {contract.management_cidr}"
+        )
+    if problems:
+        raise ConfigError(
+            [p if p.startswith(NAMESPACE) else f"{NAMESPACE}:{p}" for p in problems], stack=stack
+        )
+
+    providers = _providers(stack, config)
+    host = _host(stack, config, providers)
+    router = str(config.network.lan.gateway)
+    site = _site(
+        stack,
+        config,
+        host,
+        # zlh-zpack-router resolves for the runtime host: no runtime guest needs the
+        # core host to boot or run.
+        dns_servers=[router],
+        extra_addresses={
+            ("core:zpack-api", Network.MANAGEMENT): contract.api_management_address,
+            ("core:zlh-monitor", Network.MANAGEMENT): contract.monitor_management_address,
+        },
+    )
+    members = fleet_members(config)
+    layer_opts = pulumi.ResourceOptions(providers=providers)
+    Edge(
+        "edge",
+        EdgeArgs(
+            site=site,
+            guests={name: config.guests[name] for name in EDGE_SERVICES},
+            routes=[
+                HttpRoute(
+                    f"ide-{m.guest.name}",
+                    f"{m.guest.name}.{config.domains.dev_ide}",
+                    f"http://{m.lan_address}:{config.templates[m.guest.template].ports[0]}",
+                )
+                for m in members
+                if m.role is VmidRole.DEV
+            ],
+            game_servers=[
+                GameServer(m.guest.name, f"{m.lan_address}:{config.templates[m.guest.template].ports[0]}")
+                for m in members
+                if m.role is VmidRole.GAME
+            ],
+        ),
+        layer_opts,
+    )
+    runtime = Runtime(
+        "runtime",
+        RuntimeArgs(
+            site=site,
+            contract=contract,
+            guests={name: config.guests[name] for name in RUNTIME_SERVICES},
+            base_image=config.base_template,
+            templates=config.templates,
+            fleet=members,
+            agent=config.agent,
+            backup=config.backup,
+        ),
+        layer_opts,
+    )
+    pulumi.export("node", config.proxmox.node)
+    pulumi.export("coreStack", config.core_stack)
+    pulumi.export(
+        "fleet",
+        {
+            m.guest.name: {
+                "vmid": m.guest.vmid,
+                "role": str(m.role),
+                "lanAddress": str(m.lan_address),
+                "managementAddress": str(m.management_address),
+            }
+            for m in members
+        },
+    )
+    return runtime
