@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -251,7 +251,9 @@ class _StackConfig(_Model):
         found += self._network_problems()
         found += _duplicates("VMID", self.all_vmids())
         found += _duplicates(
-            "address", ((key, address) for key, _, address in self.all_addresses())
+            "address",
+            ((key, (network, address)) for key, network, address in self.all_addresses()),
+            show=lambda value: str(value[1]),
         )
         segments = {Network.LAN: self.network.lan, Network.MANAGEMENT: self.network.management}
         for key, network, address in self.all_addresses():
@@ -361,8 +363,13 @@ class RuntimeStackConfig(_StackConfig):
             yield "baseTemplate.lanAddress", Network.LAN, self.base_template.lan_address
         for name, template in self.templates.items():
             yield f"templates.{name}.lanAddress", Network.LAN, template.lan_address
+        # A derived address repeats only where a VMID does, which is reported as such.
+        seen_vmids: set[int] = set()
         for kind, fleet in (("games", self.games), ("devs", self.devs)):
             for index, guest in enumerate(fleet):
+                if guest.vmid in seen_vmids:
+                    continue
+                seen_vmids.add(guest.vmid)
                 for network in (Network.LAN, Network.MANAGEMENT):
                     try:
                         address = self.fleet_addresses(network, guest.vmid)
@@ -433,12 +440,14 @@ def _role_problem(key: str, vmid: int, role: VmidRole) -> list[str]:
     return [f"{key}: VMID {vmid} is outside the {role} range {vmid_range.describe()}"]
 
 
-def _duplicates(what: str, items: Iterator[tuple[str, Any]]) -> list[str]:
+def _duplicates(
+    what: str, items: Iterator[tuple[str, Any]], show: Callable[[Any], str] = str
+) -> list[str]:
     first_key: dict[Any, str] = {}
     found = []
     for key, value in items:
         if value in first_key:
-            found.append(f"{key}: {what} {value} is already used by {first_key[value]}")
+            found.append(f"{key}: {what} {show(value)} is already used by {first_key[value]}")
         else:
             first_key[value] = key
     return found

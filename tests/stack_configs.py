@@ -1,0 +1,72 @@
+"""The shipped stack configurations as test data, and the malformed variants of them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMESPACE = "zlh-infra"
+_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def shipped(stack: str) -> dict[str, Any]:
+    """``Pulumi.<stack>.yaml``'s config as nested data, keys without the namespace."""
+    data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {
+        key.partition(":")[2] if key.startswith(f"{NAMESPACE}:") else key: value
+        for key, value in data.items()
+    }
+
+
+def _walk(path: str) -> list[str | int]:
+    return [name if name else int(index) for name, index in _TOKEN.findall(path)]
+
+
+def set_path(config: dict[str, Any], path: str, value: Any) -> None:
+    parts = _walk(path)
+    node: Any = config
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def delete_path(config: dict[str, Any], path: str) -> None:
+    parts = _walk(path)
+    node: Any = config
+    for part in parts[:-1]:
+        node = node[part]
+    del node[parts[-1]]
+
+
+def engine_config(config: dict[str, Any]) -> dict[str, str]:
+    """The flat ``namespace:key -> string`` map the engine hands a program."""
+    flat = {}
+    for key, value in config.items():
+        full = key if ":" in key else f"{NAMESPACE}:{key}"
+        flat[full] = value if isinstance(value, str) else json.dumps(value)
+    return flat
+
+
+def bad_cases() -> list[dict[str, Any]]:
+    return yaml.safe_load((ROOT / "tests" / "data" / "bad_configs.yaml").read_text())
+
+
+def apply_case(case: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """The case's configuration and its secret keys (full names)."""
+    config = copy.deepcopy(shipped(case.get("base", case["stack"])))
+    for path, value in (case.get("set") or {}).items():
+        set_path(config, path, value)
+    for path in case.get("delete") or ():
+        delete_path(config, path)
+    if "generate_games" in case:
+        config["games"] = [
+            {"name": f"game-{i}", "vmid": 1000 + i, "template": "minecraft-paper"}
+            for i in range(case["generate_games"])
+        ]
+    return config, {f"{NAMESPACE}:{key}" for key in case.get("secret", ())}

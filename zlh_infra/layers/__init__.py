@@ -1,0 +1,1 @@
+"""The three layers (control plane, edge, runtime), the host they share, and their guests."""

@@ -1,0 +1,248 @@
+"""Where things run: guests on their stack's node, and the two hosts kept apart.
+
+The seed's rules "control plane never depends on runtime" and "runtime cannot break
+control plane", as far as a policy pack can see them: nodes, provider endpoints,
+layer components, tags and the dependency graph of one stack. What a stack reads from
+another through a StackReference is never shown to a pack; the program and its tests
+enforce that the core stack reads nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from zlh_infra.platform.topology import Layer, StackRole, UnknownStackError, stack_role
+from zlh_infra.policies.config import IndependenceConfig, IsolationConfig, PlacementConfig
+from zlh_infra.policies.resources import (
+    PROXMOX_PROVIDER,
+    Findings,
+    Resource,
+    host_matches,
+    is_guest,
+    label,
+    layer_of_type,
+    layer_tags,
+    node_of,
+    provider_host,
+    service_tags,
+    short_stack,
+    type_chain,
+)
+
+
+def role_of_stack(stack: str) -> StackRole | None:
+    try:
+        return stack_role(stack)
+    except UnknownStackError:
+        return None
+
+
+def describe(resource: Resource) -> str:
+    """How messages name any resource: guests by name and VMID, others by name and kind."""
+    if is_guest(resource):
+        return label(resource)
+    if resource.type == PROXMOX_PROVIDER:
+        return f"provider {resource.name}"
+    return f"{resource.name} ({resource.type})"
+
+
+def layers_of(resource: Resource) -> list[Layer]:
+    """Layer components above (or at) a resource, from its URN and its parent's URN.
+
+    The engine's URNs carry the whole parent type chain; the parent's URN is read too
+    so a URN that keeps only the nearest parent type still shows the layer.
+    """
+    urns = [resource.urn] + ([resource.parent] if resource.parent else [])
+    found: list[Layer] = []
+    for urn in urns:
+        for token in type_chain(urn):
+            layer = layer_of_type(token)
+            if layer is not None and layer not in found:
+                found.append(layer)
+    return found
+
+
+def check_placement(resource: Resource, config: PlacementConfig, stack: str) -> list[str]:
+    """A guest runs on the node of the host its stack deploys."""
+    if not is_guest(resource):
+        return []
+    name = short_stack(stack)
+    expected = config.stack_nodes.get(name)
+    role = role_of_stack(name)
+    if expected is None and role is None:
+        return [
+            f"{label(resource)}: stack {name!r} is neither 'core' nor 'runtime' / "
+            "'runtime-<name>' and policy config stackNodes names no node for it, so its "
+            "host is unknown; rename the stack or add it to stackNodes."
+        ]
+    if expected is None and role is StackRole.CORE:
+        expected = config.core_node
+    node = node_of(resource)
+    if node is None:
+        target = expected or "its runtime host's node"
+        return [f"{label(resource)} names no node; set its node to {target}."]
+    owners = [other for other, owned in config.stack_nodes.items() if owned == node and other != name]
+    if expected is not None:
+        if node == expected:
+            return []
+        where = f"declare it in stack {owners[0]}" if owners else "declare it in the stack of that host"
+        return [
+            f"{label(resource)} is on node {node}, but stack {name} deploys to node {expected} "
+            f"(policy config stackNodes); set its node to {expected}, or {where}."
+        ]
+    # A runtime stack that stackNodes does not list: its node is its own, whatever it is,
+    # as long as it is neither the core host nor another stack's host.
+    if node == config.core_node:
+        return [
+            f"{label(resource)} is on the core node {node}, but stack {name} is a runtime "
+            f"stack; set its node to this runtime host's node and add stack {name} to "
+            "policy config stackNodes."
+        ]
+    if owners:
+        return [
+            f"{label(resource)} is on node {node}, which policy config stackNodes gives to "
+            f"stack {owners[0]}; each runtime host belongs to one runtime stack: give stack "
+            f"{name} its own node and add it to stackNodes."
+        ]
+    return []
+
+
+def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[str]:
+    """Why a resource of the core stack belongs to the edge/runtime side, with the fix."""
+    what = describe(resource)
+    reasons: list[str] = []
+    outer = [layer for layer in layers_of(resource) if layer is not Layer.CONTROL_PLANE]
+    if outer:
+        reasons.append(
+            f"{what} sits in the {outer[0]} layer, which the core stack must not deploy; "
+            "declare it in a runtime stack"
+        )
+    if is_guest(resource):
+        for layer in layer_tags(resource):
+            if layer in (Layer.EDGE, Layer.RUNTIME):
+                reasons.append(
+                    f"{what} is tagged layer-{layer}; declare it in a runtime stack, or "
+                    "correct its layer tag"
+                )
+        for service in service_tags(resource):
+            if service in config.runtime_services:
+                reasons.append(
+                    f"{what} is tagged svc-{service}, an edge/runtime service (policy config "
+                    "runtimeServices); declare it in a runtime stack"
+                )
+    node = node_of(resource)
+    if node is not None and node != config.core_node:
+        reasons.append(
+            f"{what} is on node {node}, not the core node {config.core_node}; set its node "
+            f"to {config.core_node}"
+        )
+    if resource.type == PROXMOX_PROVIDER:
+        reasons.extend(_endpoint_problem(what, provider_host(resource), config))
+    elif resource.provider is not None and resource.provider.type == PROXMOX_PROVIDER:
+        host = provider_host(resource.provider)
+        if host is not None and not host_matches(host, config.core_endpoint_hosts):
+            reasons.append(
+                f"{what} is managed through provider {resource.provider.name}, whose endpoint "
+                f"{host} is not the core host; manage it through the core host's provider"
+            )
+    return reasons
+
+
+def _endpoint_problem(what: str, host: str | None, config: IndependenceConfig) -> list[str]:
+    if host is None:
+        return [
+            f"{what} sets no endpoint, so the host it manages cannot be checked; set its "
+            "endpoint to the core host's API URL"
+        ]
+    if not host_matches(host, config.core_endpoint_hosts):
+        return [
+            f"{what} points at {host}, not the core host (policy config coreEndpointHosts: "
+            f"{', '.join(config.core_endpoint_hosts)}); point it at the core host's API"
+        ]
+    return []
+
+
+def check_control_plane_independent(
+    resources: Sequence[Resource], config: IndependenceConfig, stack: str
+) -> Findings:
+    """The core stack holds no edge/runtime guest, node or endpoint and depends on none."""
+    findings = Findings()
+    if role_of_stack(stack) is not StackRole.CORE:
+        return findings
+    runtime_side: dict[str, Resource] = {}
+    for resource in resources:
+        with findings.reading():
+            reasons = _runtime_side(resource, config)
+            for reason in reasons:
+                findings.add(f"{reason}.", resource.urn)
+            if reasons:
+                runtime_side[resource.urn] = resource
+    for resource in resources:
+        if resource.urn in runtime_side:
+            continue
+        edges = [resource.parent, *resource.dependencies]
+        edges += [urn for urns in resource.property_dependencies.values() for urn in urns]
+        seen: set[str] = set()
+        for urn in edges:
+            if urn is None or urn in seen or urn not in runtime_side:
+                continue
+            seen.add(urn)
+            findings.add(
+                f"{describe(resource)} depends on {describe(runtime_side[urn])}, which belongs "
+                "to the edge/runtime side; the control plane must never depend on the "
+                "runtime: remove the dependency.",
+                resource.urn,
+            )
+    return findings
+
+
+def check_runtime_isolation(resource: Resource, config: IsolationConfig, stack: str) -> list[str]:
+    """A runtime stack puts nothing on the core host and deploys no control-plane part."""
+    if role_of_stack(stack) is not StackRole.RUNTIME:
+        return []
+    what = describe(resource)
+    problems: list[str] = []
+    if resource.type == PROXMOX_PROVIDER:
+        host = provider_host(resource)
+        if host is None:
+            problems.append(
+                f"{what} sets no endpoint, so the host it manages cannot be checked; set "
+                "its endpoint to this runtime host's API URL."
+            )
+        elif host_matches(host, config.core_endpoint_hosts):
+            problems.append(
+                f"{what} points at {host}, the core host (policy config coreEndpointHosts); "
+                "a runtime stack must never manage the core host: point it at this runtime "
+                "host's API."
+            )
+    elif resource.provider is not None and resource.provider.type == PROXMOX_PROVIDER:
+        host = provider_host(resource.provider)
+        if host is not None and host_matches(host, config.core_endpoint_hosts):
+            problems.append(
+                f"{what} is managed through provider {resource.provider.name}, which points "
+                f"at the core host {host}; manage it through this runtime host's provider."
+            )
+    node = node_of(resource)
+    if node is not None and node == config.core_node:
+        problems.append(
+            f"{what} is on the core node {node}; a runtime stack must never place anything "
+            "on the core host: set its node to this runtime host's node."
+        )
+    if Layer.CONTROL_PLANE in layers_of(resource):
+        problems.append(
+            f"{what} sits in the control-plane layer; a runtime stack must not deploy the "
+            "control plane: declare it in the core stack."
+        )
+    if is_guest(resource):
+        if Layer.CONTROL_PLANE in layer_tags(resource):
+            problems.append(
+                f"{what} is tagged layer-control-plane; declare it in the core stack, or "
+                "correct its layer tag."
+            )
+        for service in service_tags(resource):
+            if service in config.control_plane_services:
+                problems.append(
+                    f"{what} is tagged svc-{service}, a control-plane service (policy config "
+                    "controlPlaneServices); declare it in the core stack."
+                )
+    return problems

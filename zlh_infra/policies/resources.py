@@ -1,0 +1,292 @@
+"""What a check sees of one resource, and readers for the properties the checks use.
+
+Properties arrive as the engine sends them to a policy pack: camelCase keys, every
+number a float, secrets already unwrapped to plain values by ``pulumi_policy``, and,
+during preview, values not yet known. ``pulumi_policy`` wraps the properties in a
+proxy that raises ``UnknownValueError`` when a check reads such a value; a resource
+check lets it propagate (the SDK then reports "can't run policy ... during preview"
+as advisory), and a stack check skips only the resource it could not read
+(:meth:`Findings.reading`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from pulumi_policy.proxy import UnknownValueError
+
+from zlh_infra.platform.topology import TAG_PREFIX_LAYER, TAG_PREFIX_ROLE, TAG_PREFIX_SERVICE, Layer
+
+CONTAINER = "proxmoxve:index/containerLegacy:ContainerLegacy"
+VM = "proxmoxve:index/vmLegacy:VmLegacy"
+# The experimental framework VM classes: the program does not use them, but a guest
+# made with one must not slip past the checks.
+VM_FRAMEWORK = "proxmoxve:index/vm:Vm"
+VM2 = "proxmoxve:index/vm2Legacy:Vm2Legacy"
+GUEST_TYPES = frozenset({CONTAINER, VM, VM_FRAMEWORK, VM2})
+
+PROXMOX_PROVIDER = "pulumi:providers:proxmoxve"
+FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
+FIREWALL_OPTIONS = "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
+SECURITY_GROUP = "proxmoxve:cluster/firewall/security/groupLegacy:GroupLegacy"
+CLUSTER_FIREWALL = "proxmoxve:cluster/firewallLegacy:FirewallLegacy"
+
+#: Type tokens of the program's own components start with this package name.
+COMPONENT_PACKAGE = "zlh"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """The explicit provider a resource is managed through."""
+
+    urn: str
+    type: str
+    name: str
+    props: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One registered resource: a guest, a firewall resource, a component, a provider."""
+
+    urn: str
+    type: str
+    name: str
+    #: Inputs (resource policies) or outputs (stack policies), in wire form.
+    props: Mapping[str, Any]
+    provider: Provider | None = None
+    parent: str | None = None
+    dependencies: tuple[str, ...] = ()
+    property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    protect: bool = False
+
+
+class Violation(NamedTuple):
+    """A stack check's finding; ``urn`` None attributes it to the stack."""
+
+    message: str
+    urn: str | None = None
+
+
+@dataclass(slots=True)
+class Findings:
+    """A stack check's violations, and the unknown values it had to skip."""
+
+    violations: list[Violation] = field(default_factory=list)
+    unknowns: list[UnknownValueError] = field(default_factory=list)
+
+    def add(self, message: str, urn: str | None = None) -> None:
+        self.violations.append(Violation(message, urn))
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Run a block; if it reads a value unknown during preview, skip the rest of it."""
+        try:
+            yield
+        except UnknownValueError as error:
+            self.unknowns.append(error)
+
+    @property
+    def messages(self) -> list[str]:
+        return [violation.message for violation in self.violations]
+
+
+# --- URNs and stacks ------------------------------------------------------------
+
+
+def _urn_parts(urn: str) -> list[str]:
+    # urn:pulumi:<stack>::<project>::<parent types $-joined>$<type>::<name>; the name
+    # may itself contain "::", so split at most three times.
+    return urn.split("::", 3)
+
+
+def urn_stack(urn: str) -> str:
+    head = _urn_parts(urn)[0]
+    return head.removeprefix("urn:pulumi:")
+
+
+def type_chain(urn: str) -> list[str]:
+    """The type tokens of a resource's parents (outermost first) and its own, from its URN."""
+    parts = _urn_parts(urn)
+    return parts[2].split("$") if len(parts) == 4 else []
+
+
+def layer_of_type(type_token: str) -> Layer | None:
+    """``zlh:edge:Edge`` -> Layer.EDGE; None for any other type."""
+    parts = type_token.split(":")
+    if len(parts) != 3 or parts[0] != COMPONENT_PACKAGE:
+        return None
+    try:
+        return Layer(parts[1])
+    except ValueError:
+        return None
+
+
+def component_layers(urn: str) -> list[Layer]:
+    """The layers of the program's layer components a resource sits in, by its URN."""
+    return [layer for token in type_chain(urn) if (layer := layer_of_type(token)) is not None]
+
+
+def current_stack(urn: str | None = None) -> str:
+    """The stack under analysis: what the engine passed in PULUMI_STACK, else the URN's."""
+    stack = os.environ.get("PULUMI_STACK", "").strip()
+    if stack:
+        return stack
+    return urn_stack(urn) if urn else ""
+
+
+def short_stack(stack: str) -> str:
+    """``acme/zlh-infra/runtime-2`` -> ``runtime-2``."""
+    return stack.rsplit("/", 1)[-1]
+
+
+# --- property readers -------------------------------------------------------------
+
+
+def whole_number(value: object) -> int | None:
+    """A wire-form number (floats on the wire, digits in some string fields) as an int."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def is_guest(resource: Resource) -> bool:
+    return resource.type in GUEST_TYPES
+
+
+def raw_vmid(resource: Resource) -> object:
+    key = "resourceId" if resource.type in (VM_FRAMEWORK, VM2) else "vmId"
+    return resource.props.get(key)
+
+
+def vmid_of(resource: Resource) -> int | None:
+    return whole_number(raw_vmid(resource))
+
+
+def node_of(resource: Resource) -> str | None:
+    node = resource.props.get("nodeName")
+    return node if isinstance(node, str) and node else None
+
+
+def tags_of(resource: Resource) -> list[str]:
+    tags = resource.props.get("tags")
+    if isinstance(tags, str):
+        # Proxmox's own form is one string separated by ';' (or ',' / spaces).
+        return [tag for tag in tags.replace(",", ";").replace(" ", ";").split(";") if tag]
+    if isinstance(tags, Sequence):
+        return [tag for tag in tags if isinstance(tag, str)]
+    return []
+
+
+def tag_values(tags: Iterable[str], prefix: str) -> list[str]:
+    return [tag[len(prefix) :] for tag in tags if tag.startswith(prefix)]
+
+
+def role_tags(resource: Resource) -> list[str]:
+    return tag_values(tags_of(resource), TAG_PREFIX_ROLE)
+
+
+def layer_tags(resource: Resource) -> list[str]:
+    return tag_values(tags_of(resource), TAG_PREFIX_LAYER)
+
+
+def service_tags(resource: Resource) -> list[str]:
+    return tag_values(tags_of(resource), TAG_PREFIX_SERVICE)
+
+
+def label(resource: Resource) -> str:
+    """How messages name a guest: its logical name and VMID."""
+    try:
+        vmid = raw_vmid(resource)
+    except UnknownValueError:
+        return f"{resource.name} (VMID not known yet)"
+    number = whole_number(vmid)
+    if number is not None:
+        return f"{resource.name} (VMID {number})"
+    if vmid is None:
+        return f"{resource.name} (no VMID)"
+    return f"{resource.name} (VMID {vmid!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    """A guest NIC; ``index`` i is Proxmox's ``net<i>``, the firewall's interface name."""
+
+    index: int
+    bridge: str
+    firewall: bool
+
+    @property
+    def iface(self) -> str:
+        return f"net{self.index}"
+
+
+def nics_of(resource: Resource) -> list[Nic]:
+    key = "networkDevices" if resource.type == VM else "networkInterfaces"
+    devices = resource.props.get(key)
+    if not isinstance(devices, Sequence) or isinstance(devices, str):
+        return []
+    nics = []
+    for index, device in enumerate(devices):
+        if not isinstance(device, Mapping):
+            continue
+        # Both provider resources default the bridge to vmbr0 and the firewall to off.
+        bridge = device.get("bridge") or "vmbr0"
+        nics.append(Nic(index, str(bridge), device.get("firewall") is True))
+    return nics
+
+
+def endpoint_host(endpoint: object) -> str | None:
+    """The host name of a provider endpoint URL, lower case; None when there is none."""
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        return None
+    text = endpoint.strip()
+    if "://" not in text:
+        text = "https://" + text
+    try:
+        host = urlsplit(text).hostname
+    except ValueError:
+        return None
+    return host.rstrip(".").lower() if host else None
+
+
+def provider_host(provider: Provider | Resource) -> str | None:
+    return endpoint_host(provider.props.get("endpoint"))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def host_matches(host: str, names: Iterable[str]) -> bool:
+    """Whether ``host`` is one of ``names``.
+
+    An FQDN or address matches exactly; a bare name also matches any FQDN whose first
+    label it is, so ``zlh-core`` covers ``zlh-core.zerolaghub.net``.
+    """
+    host = host.rstrip(".").lower()
+    for name in names:
+        name = name.strip().rstrip(".").lower()
+        if not name:
+            continue
+        if host == name:
+            return True
+        if "." not in name and not _is_ip(name) and host.split(".", 1)[0] == name:
+            return True
+    return False

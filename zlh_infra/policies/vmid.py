@@ -1,0 +1,100 @@
+"""VMID checks: a guest's VMID lies in its role's range; no two guests share one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from zlh_infra.platform.vmids import PROXMOX_MAX_VMID, PROXMOX_MIN_VMID, VmidRole, VmidScheme
+from zlh_infra.policies.config import VmidRangeConfig, VmidUniqueConfig
+from zlh_infra.policies.resources import (
+    Findings,
+    Resource,
+    is_guest,
+    label,
+    raw_vmid,
+    role_tags,
+    vmid_of,
+    whole_number,
+)
+
+
+def describe_scheme(scheme: VmidScheme) -> str:
+    return ", ".join(f"{r.role} {r.describe()}" for r in scheme.ranges)
+
+
+def tagged_role(resource: Resource) -> VmidRole | None:
+    """The role the guest's first valid ``role-*`` tag names (the tags check judges the rest)."""
+    for value in role_tags(resource):
+        try:
+            return VmidRole(value)
+        except ValueError:
+            continue
+    return None
+
+
+def check_vmid_range(resource: Resource, config: VmidRangeConfig) -> list[str]:
+    """A guest's VMID is in a configured range, the range of the role its tag names."""
+    if not is_guest(resource):
+        return []
+    scheme = config.scheme
+    name = label(resource)
+    tagged = tagged_role(resource)
+    wanted = (
+        f"the {tagged} range {scheme.range_of(tagged).describe()}"
+        if tagged is not None
+        else "the range of its role"
+    )
+    raw = raw_vmid(resource)
+    if raw is None:
+        return [
+            f"{name} sets no VMID, so Proxmox would take the next free one whatever its "
+            f"role; give it a free VMID in {wanted}."
+        ]
+    vmid = whole_number(raw)
+    if vmid is None or not PROXMOX_MIN_VMID <= vmid <= PROXMOX_MAX_VMID:
+        return [
+            f"{name}: {raw!r} is not a VMID (a whole number from {PROXMOX_MIN_VMID} to "
+            f"{PROXMOX_MAX_VMID}); give it a free VMID in {wanted}."
+        ]
+    role = scheme.role_of(vmid)
+    if role is None:
+        return [
+            f"{name}: VMID {vmid} is in no VMID range ({describe_scheme(scheme)}); "
+            f"give it a free VMID in {wanted}."
+        ]
+    if tagged is not None and tagged is not role:
+        return [
+            f"{name}: VMID {vmid} is in the {role} range {scheme.range_of(role).describe()}, "
+            f"but the guest is tagged role-{tagged}; give it a free VMID in {wanted}, "
+            f"or correct its tag to role-{role}."
+        ]
+    return []
+
+
+def check_vmid_unique(resources: Sequence[Resource], config: VmidUniqueConfig) -> Findings:
+    """No two guests of the stack share a VMID, and none takes a reserved VMID."""
+    findings = Findings()
+    owners: dict[int, Resource] = {}
+    for resource in resources:
+        if not is_guest(resource):
+            continue
+        with findings.reading():
+            vmid = vmid_of(resource)
+            if vmid is None:
+                continue
+            if vmid in config.reserved:
+                findings.add(
+                    f"{label(resource)}: VMID {vmid} belongs to a guest outside this stack "
+                    "(policy config reservedVmids); give it a free VMID in its role's range.",
+                    resource.urn,
+                )
+            owner = owners.setdefault(vmid, resource)
+            if owner is not resource:
+                findings.add(
+                    f"{label(resource)}: VMID {vmid} is already used by {owner.name}; a "
+                    "host refuses a second guest with one VMID and Proxmox Backup Server "
+                    "mixes up the backups of guests sharing one. Give it a free VMID in "
+                    "its role's range.",
+                    resource.urn,
+                )
+    return findings

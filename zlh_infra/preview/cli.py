@@ -1,0 +1,215 @@
+"""``python -m zlh_infra``: the offline preview's command line.
+
+Exit codes:
+  0  every stack ran and nothing failed
+  1  a mandatory policy violation
+  2  a configuration or usage error (bad arguments, missing or malformed stack file,
+     a ConfigError / ContractError raised by the program)
+  3  the program itself failed (an exception, a duplicate URN)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from zlh_infra.preview.recording import Diagnostic, StackRecording
+from zlh_infra.preview.render import FORMATS, render
+from zlh_infra.preview.stack_files import (
+    PROJECT_FILE_NAMES,
+    StackFileError,
+    find_project_file,
+)
+
+EXIT_OK = 0
+EXIT_POLICY = 1
+EXIT_CONFIG = 2
+EXIT_PROGRAM = 3
+
+CORE_STACK = "core"
+RUNTIME_STACK = "runtime"
+_STACK_NAME = re.compile(r"^(core|runtime(-[a-z0-9][a-z0-9-]*)?)$")
+
+#: A check run on each stack's recording after the programs ran; it returns diagnostics
+#: to add to that recording (a policy pack's violations have source "policy").
+Check = Callable[[StackRecording], Iterable[Diagnostic]]
+
+
+def default_checks() -> Sequence[Check]:
+    """The checks ``preview`` runs after the programs. None yet: the policy pack plugs in here."""
+    return ()
+
+
+def run_checks(recordings: Sequence[StackRecording], checks: Sequence[Check]) -> None:
+    """Add every check's diagnostics to the recording it was given."""
+    for recording in recordings:
+        for check in checks:
+            recording.diagnostics.extend(check(recording))
+
+
+def exit_code(recordings: Sequence[StackRecording]) -> int:
+    """The process exit code for a preview; config errors win, then program errors, then policy."""
+    diagnostics = [d for recording in recordings for d in recording.diagnostics]
+    if any(d.source == "config" and d.severity == "error" for d in diagnostics):
+        return EXIT_CONFIG
+    if any(d.source == "program" and d.severity == "error" for d in diagnostics):
+        return EXIT_PROGRAM
+    if any(d.source == "policy" and d.enforcement_level == "mandatory" for d in diagnostics):
+        return EXIT_POLICY
+    return EXIT_OK
+
+
+def project_root(cwd: Path | None = None) -> Path:
+    """The current directory if it holds Pulumi.yaml, else the directory above this package."""
+    here = cwd or Path.cwd()
+    if find_project_file(here) is not None:
+        return here
+    return Path(__file__).resolve().parents[2]
+
+
+def _stack_choice(value: str) -> str:
+    if value == "all" or _STACK_NAME.match(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"invalid stack {value!r}: expected core, runtime, runtime-<name> or all"
+    )
+
+
+def _stack_file_arg(value: str) -> tuple[str, Path]:
+    stack, sep, path = value.partition("=")
+    if not sep or not path or not _STACK_NAME.match(stack):
+        raise argparse.ArgumentTypeError(
+            f"invalid --stack-file {value!r}: expected STACK=PATH with STACK core or runtime[-<name>]"
+        )
+    return stack, Path(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m zlh_infra",
+        description="ZeroLagHub infrastructure tools.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    preview = commands.add_parser(
+        "preview",
+        help="run the stacks' program offline and show what it would deploy",
+        description=(
+            "Run the Pulumi program in-process under mocks, stack by stack (core first, "
+            "its exports feeding the runtime stack's StackReference), and show what each "
+            "stack registers. Secure config values read as a placeholder; secrets are "
+            "never shown."
+        ),
+    )
+    preview.add_argument(
+        "--stack",
+        type=_stack_choice,
+        default="all",
+        metavar="{core,runtime,all}",
+        help="stack to preview (default: all)",
+    )
+    preview.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    preview.add_argument(
+        "--stack-file",
+        type=_stack_file_arg,
+        action="append",
+        default=[],
+        metavar="STACK=PATH",
+        help="stack file to use for STACK instead of Pulumi.<STACK>.yaml (repeatable)",
+    )
+    preview.add_argument("--output", type=Path, metavar="FILE", help="write the output to FILE")
+    return parser
+
+
+def _stack_files(root: Path, overrides: Sequence[tuple[str, Path]]) -> dict[str, Path]:
+    """Every ``Pulumi.<stack>.yaml`` in the project root, then the overrides."""
+    files: dict[str, Path] = {}
+    for path in sorted(root.glob("Pulumi.*.y*ml")):
+        stack = path.name.split(".", 1)[1].rsplit(".", 1)[0]
+        if path.suffix in (".yaml", ".yml") and _STACK_NAME.match(stack):
+            files.setdefault(stack, path)
+    files.update(dict(overrides))
+    return files
+
+
+def _stacks(choice: str, files: dict[str, Path]) -> list[str]:
+    if choice != "all":
+        return [choice]
+    extra = sorted(s for s in files if s.startswith(f"{RUNTIME_STACK}-"))
+    return [CORE_STACK, RUNTIME_STACK, *extra]
+
+
+def preview(
+    args: argparse.Namespace,
+    *,
+    program: Callable[[], None] | None = None,
+    checks: Sequence[Check] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    # Imported here: it loads the Pulumi SDKs, which `--help` and usage errors do not need.
+    from zlh_infra.preview.runner import load_program, run_platform
+
+    root = project_root(cwd)
+    project_file = find_project_file(root)
+    if project_file is None:
+        raise StackFileError(f"no {' or '.join(PROJECT_FILE_NAMES)} in {root}")
+    files = _stack_files(root, args.stack_file)
+    stacks = _stacks(args.stack, files)
+    missing = [stack for stack in stacks if stack not in files]
+    if missing:
+        expected = ", ".join(str(root / f"Pulumi.{stack}.yaml") for stack in missing)
+        raise StackFileError(f"stack file not found: {expected}")
+
+    if program is None:
+        try:
+            program = load_program()
+        except ImportError as error:
+            print(f"error: cannot load the program: {error}", file=sys.stderr)
+            return EXIT_PROGRAM
+
+    # The program's prints must not end up inside JSON or Markdown on stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        recordings = run_platform(files, stacks, project_file=project_file, program=program)
+    run_checks(recordings, default_checks() if checks is None else checks)
+
+    output = render(recordings, args.format)
+    if args.output is not None:
+        try:
+            args.output.write_text(output, encoding="utf-8")
+        except OSError as error:
+            raise StackFileError(f"cannot write {args.output}: {error.strerror or error}") from None
+    else:
+        sys.stdout.write(output)
+
+    for recording in recordings:
+        for d in recording.diagnostics:
+            if d.severity == "error":
+                print(f"error: {recording.stack}: {d.message.splitlines()[0]}", file=sys.stderr)
+    return exit_code(recordings)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    program: Callable[[], None] | None = None,
+    checks: Sequence[Check] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Parse ``argv`` and run the subcommand; returns the exit code.
+
+    ``program``, ``checks`` and ``cwd`` replace the real program, the default checks and
+    the current directory (for tests).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "preview":
+            return preview(args, program=program, checks=checks, cwd=cwd)
+    except StackFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    raise AssertionError(f"unhandled command {args.command!r}")
