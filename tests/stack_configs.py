@@ -54,7 +54,10 @@ def engine_config(config: dict[str, Any]) -> dict[str, str]:
 
 
 def bad_cases() -> list[dict[str, Any]]:
-    return yaml.safe_load((ROOT / "tests" / "data" / "bad_configs.yaml").read_text())
+    cases: list[dict[str, Any]] = yaml.safe_load(
+        (ROOT / "tests" / "data" / "bad_configs.yaml").read_text()
+    )
+    return cases
 
 
 def apply_case(case: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:

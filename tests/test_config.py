@@ -7,18 +7,28 @@ from typing import Any
 import pytest
 
 from tests.stack_configs import apply_case, bad_cases, engine_config, shipped
-from zlh_infra.config import CoreStackConfig, RuntimeStackConfig, check_secret_keys, parse_stack_config
+from zlh_infra.config import (
+    CoreStackConfig,
+    RuntimeStackConfig,
+    check_secret_keys,
+    parse_stack_config,
+)
 from zlh_infra.errors import ConfigError
 from zlh_infra.platform.topology import StackRole, stack_role
 
-MODELS = {StackRole.CORE: CoreStackConfig, StackRole.RUNTIME: RuntimeStackConfig}
+MODELS: dict[StackRole, type[CoreStackConfig] | type[RuntimeStackConfig]] = {
+    StackRole.CORE: CoreStackConfig,
+    StackRole.RUNTIME: RuntimeStackConfig,
+}
 CONFIG_CASES = [case for case in bad_cases() if case["stack"] in ("core", "runtime")]
 
 
 @pytest.mark.parametrize("stack", ["core", "runtime"])
 def test_shipped_stack_files_are_valid(stack: str) -> None:
     model = MODELS[stack_role(stack)]
-    config = parse_stack_config(model, engine_config(shipped(stack)), stack=stack)
+    config: CoreStackConfig | RuntimeStackConfig = parse_stack_config(
+        model, engine_config(shipped(stack)), stack=stack
+    )
     assert config.proxmox.node == f"zlh-{stack}"
 
 

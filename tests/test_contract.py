@@ -33,7 +33,9 @@ def test_good_contract_parses_and_hides_the_password() -> None:
 @pytest.mark.parametrize("missing", [n for n in CONTRACT_OUTPUTS if n != "pbsFingerprint"])
 def test_missing_output_is_named_with_the_core_stack(missing: str) -> None:
     outputs = {k: v for k, v in GOOD.items() if k != missing}
-    with pytest.raises(ContractError, match=f"core stack 'acme/zlh-infra/core' does not export {missing}:"):
+    with pytest.raises(
+        ContractError, match=f"core stack 'acme/zlh-infra/core' does not export {missing}:"
+    ):
         parse_contract(outputs, core_stack="acme/zlh-infra/core")
 
 

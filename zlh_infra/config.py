@@ -26,7 +26,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from zlh_infra.errors import ConfigError
-from zlh_infra.platform.addressing import DEFAULT_FLEET_OFFSET, AddressPlanError, fleet_address, usable
+from zlh_infra.platform.addressing import (
+    DEFAULT_FLEET_OFFSET,
+    AddressPlanError,
+    fleet_address,
+    usable,
+)
 from zlh_infra.platform.catalogue import (
     CONTROL_PLANE_SERVICES,
     EDGE_SERVICES,
@@ -221,7 +226,11 @@ class _StackConfig(_Model):
             if guest.lan_address is not None:
                 yield f"guests.{name}.lanAddress", Network.LAN, guest.lan_address
             if guest.management_address is not None:
-                yield f"guests.{name}.managementAddress", Network.MANAGEMENT, guest.management_address
+                yield (
+                    f"guests.{name}.managementAddress",
+                    Network.MANAGEMENT,
+                    guest.management_address,
+                )
 
     def problems(self) -> list[str]:
         """Rules across fields; each problem starts with the config key it concerns."""
@@ -230,9 +239,7 @@ class _StackConfig(_Model):
         for name in specs.keys() - self.guests.keys():
             found.append(f"guests.{name}: missing; this stack runs {specs[name].description}")
         for name in self.guests.keys() - specs.keys():
-            found.append(
-                f"guests.{name}: unknown service; known: {', '.join(sorted(specs))}"
-            )
+            found.append(f"guests.{name}: unknown service; known: {', '.join(sorted(specs))}")
         for name, guest in self.guests.items():
             spec = specs.get(name)
             if spec is None:
@@ -334,7 +341,8 @@ class RuntimeStackConfig(_StackConfig):
 
     SERVICES: ClassVar[tuple[Mapping[str, ServiceSpec], ...]] = (EDGE_SERVICES, RUNTIME_SERVICES)
     core_stack: str = Field(
-        min_length=1, description="the core stack to read the contract from, e.g. org/zlh-infra/core"
+        min_length=1,
+        description="the core stack to read the contract from, e.g. org/zlh-infra/core",
     )
     domains: RuntimeDomains
     agent: Agent
@@ -399,18 +407,20 @@ class RuntimeStackConfig(_StackConfig):
                     f"{kind}: {len(fleet)} {role} containers do not fit the {role} range "
                     f"{vmid_range.describe()} ({vmid_range.size} VMIDs)"
                 )
-            found += _duplicates("name", ((f"{kind}[{i}].name", g.name) for i, g in enumerate(fleet)))
+            found += _duplicates(
+                "name", ((f"{kind}[{i}].name", g.name) for i, g in enumerate(fleet))
+            )
             for index, guest in enumerate(fleet):
                 found += _role_problem(f"{kind}[{index}].vmid", guest.vmid, role)
-                template = self.templates.get(guest.template)
-                if template is None:
+                chosen = self.templates.get(guest.template)
+                if chosen is None:
                     found.append(
                         f"{kind}[{index}].template: unknown template {guest.template!r}; "
                         f"declared: {', '.join(sorted(self.templates))}"
                     )
-                elif template.kind != role:
+                elif chosen.kind != role:
                     found.append(
-                        f"{kind}[{index}].template: {guest.template!r} is a {template.kind} "
+                        f"{kind}[{index}].template: {guest.template!r} is a {chosen.kind} "
                         f"template, not a {role} one"
                     )
                 for network in (Network.LAN, Network.MANAGEMENT):
@@ -502,7 +512,9 @@ def _message(issue: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
-def check_secret_keys(model: type[_StackConfig], secret_keys: set[str], raw: Mapping[str, str]) -> list[str]:
+def check_secret_keys(
+    model: type[_StackConfig], secret_keys: set[str], raw: Mapping[str, str]
+) -> list[str]:
     """Secret fields set in plain text (``pulumi config set`` without ``--secret``)."""
     found = []
     for name, field in model.model_fields.items():
@@ -523,6 +535,6 @@ __all__ = [
     "ConfigModel",
     "CoreStackConfig",
     "RuntimeStackConfig",
-    "parse_stack_config",
     "check_secret_keys",
+    "parse_stack_config",
 ]

@@ -78,7 +78,9 @@ def _load(model: type[M], raw: Mapping[str, str], secret_keys: set[str], stack: 
     return parse_stack_config(model, raw, stack=stack)
 
 
-def _providers(stack: str, config: CoreStackConfig | RuntimeStackConfig) -> list[pulumi.ProviderResource]:
+def _providers(
+    stack: str, config: CoreStackConfig | RuntimeStackConfig
+) -> list[pulumi.ProviderResource]:
     """One explicit provider per package: default providers are disabled in every stack."""
     host = config.proxmox
     token = config.proxmox_api_token
@@ -137,7 +139,11 @@ def _site(
     )
 
 
-def _host(stack: str, config: CoreStackConfig | RuntimeStackConfig, providers: list[pulumi.ProviderResource]) -> Host:
+def _host(
+    stack: str,
+    config: CoreStackConfig | RuntimeStackConfig,
+    providers: list[pulumi.ProviderResource],
+) -> Host:
     return Host(
         f"{stack}-host",
         HostArgs(
@@ -269,7 +275,9 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContrac
                 if m.role is VmidRole.DEV
             ],
             game_servers=[
-                GameServer(m.guest.name, f"{m.lan_address}:{config.templates[m.guest.template].ports[0]}")
+                GameServer(
+                    m.guest.name, f"{m.lan_address}:{config.templates[m.guest.template].ports[0]}"
+                )
                 for m in members
                 if m.role is VmidRole.GAME
             ],

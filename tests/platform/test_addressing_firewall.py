@@ -20,7 +20,12 @@ from zlh_infra.platform.catalogue import (
     Peer,
 )
 from zlh_infra.platform.firewall import FirewallRule, iface_of, resolve_ingress
-from zlh_infra.platform.proxy_config import GameServer, HttpRoute, traefik_dynamic_config, velocity_servers
+from zlh_infra.platform.proxy_config import (
+    GameServer,
+    HttpRoute,
+    traefik_dynamic_config,
+    velocity_servers,
+)
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
 
 NET = IPv4Network("10.20.0.0/22")
@@ -37,12 +42,16 @@ def test_fleet_address_is_a_usable_host_address(vmid: int) -> None:
 
 
 def test_fleet_address_refuses_to_leave_the_network() -> None:
-    with pytest.raises(AddressPlanError, match="host number 255, outside 10.20.0.0/24"):
+    with pytest.raises(AddressPlanError, match=r"host number 255, outside 10\.20\.0\.0/24"):
         fleet_address(IPv4Network("10.20.0.0/24"), 255, 1000, 1000)
 
 
 def test_every_catalogue_service_role_is_a_seed_range() -> None:
-    for spec in [*CONTROL_PLANE_SERVICES.values(), *EDGE_SERVICES.values(), *RUNTIME_SERVICES.values()]:
+    for spec in [
+        *CONTROL_PLANE_SERVICES.values(),
+        *EDGE_SERVICES.values(),
+        *RUNTIME_SERVICES.values(),
+    ]:
         assert DEFAULT_SCHEME.range_of(spec.role)
 
 
@@ -60,7 +69,9 @@ def test_agent_port_is_accepted_only_from_the_api_on_the_management_nic() -> Non
     )
     agent_rules = [rule for rule in rules if rule.dport == AGENT_PORT]
     assert agent_rules == [
-        FirewallRule("ACCEPT", "tcp", AGENT_PORT, "net1", "10.99.0.10/32", "zlh-agent from zpack-api")
+        FirewallRule(
+            "ACCEPT", "tcp", AGENT_PORT, "net1", "10.99.0.10/32", "zlh-agent from zpack-api"
+        )
     ]
     assert all(rule.iface == "net1" for rule in rules)
 
@@ -73,12 +84,20 @@ def test_peer_sources_resolve_to_networks_and_any() -> None:
         networks=nets,
         addresses={},
     )
-    assert [(r.source, r.proto, r.iface) for r in rules] == [(None, "tcp", "net0"), ("10.20.0.0/22", "udp", "net0")]
+    assert [(r.source, r.proto, r.iface) for r in rules] == [
+        (None, "tcp", "net0"),
+        ("10.20.0.0/22", "udp", "net0"),
+    ]
 
 
 def test_ingress_on_a_missing_nic_is_refused() -> None:
     with pytest.raises(ValueError, match="no NIC there"):
-        resolve_ingress([Ingress(1, Peer.ANY, network=Network.MANAGEMENT)], nics=(Network.LAN,), networks={}, addresses={})
+        resolve_ingress(
+            [Ingress(1, Peer.ANY, network=Network.MANAGEMENT)],
+            nics=(Network.LAN,),
+            networks={},
+            addresses={},
+        )
 
 
 def test_iface_follows_nic_order() -> None:
@@ -86,7 +105,10 @@ def test_iface_follows_nic_order() -> None:
 
 
 def test_traefik_config_is_deterministic_and_routes_each_host() -> None:
-    routes = [HttpRoute("b", "b.example.com", "http://10.0.0.2:80"), HttpRoute("a", "a.example.com", "http://10.0.0.1:80")]
+    routes = [
+        HttpRoute("b", "b.example.com", "http://10.0.0.2:80"),
+        HttpRoute("a", "a.example.com", "http://10.0.0.1:80"),
+    ]
     text = traefik_dynamic_config(routes)
     assert text == traefik_dynamic_config(list(reversed(routes)))
     assert '"rule": "Host(`a.example.com`)"' in text
@@ -94,5 +116,12 @@ def test_traefik_config_is_deterministic_and_routes_each_host() -> None:
 
 
 def test_velocity_servers_table() -> None:
-    text = velocity_servers([GameServer("mc-b", "10.20.1.1:25565"), GameServer("mc-a", "10.20.1.0:25565")])
-    assert text == '[servers]\n"mc-a" = "10.20.1.0:25565"\n"mc-b" = "10.20.1.1:25565"\ntry = ["mc-a", "mc-b"]\n'
+    text = velocity_servers(
+        [GameServer("mc-b", "10.20.1.1:25565"), GameServer("mc-a", "10.20.1.0:25565")]
+    )
+    assert text.splitlines() == [
+        "[servers]",
+        '"mc-a" = "10.20.1.0:25565"',
+        '"mc-b" = "10.20.1.1:25565"',
+        'try = ["mc-a", "mc-b"]',
+    ]

@@ -84,7 +84,9 @@ def test_next_free_is_the_lowest_unused_vmid_of_the_role(role: VmidRole, in_use:
 
 
 def test_next_free_reports_an_exhausted_range() -> None:
-    with pytest.raises(VmidRangeExhaustedError, match="no free VMID left in the game range 1000-1099"):
+    with pytest.raises(
+        VmidRangeExhaustedError, match="no free VMID left in the game range 1000-1099"
+    ):
         DEFAULT_SCHEME.next_free(VmidRole.GAME, range(1000, 1100))
 
 
@@ -94,9 +96,7 @@ def test_scheme_accepts_exactly_the_non_overlapping_ranges(spans: list[tuple[int
         VmidRange(role, first, first + length, "test")
         for role, (first, length) in zip(VmidRole, spans, strict=True)
     ]
-    overlapping = any(
-        a.overlaps(b) for i, a in enumerate(ranges) for b in ranges[i + 1 :]
-    )
+    overlapping = any(a.overlaps(b) for i, a in enumerate(ranges) for b in ranges[i + 1 :])
     if overlapping:
         with pytest.raises(VmidSchemeError, match="overlap"):
             VmidScheme(tuple(ranges))

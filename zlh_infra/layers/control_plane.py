@@ -53,9 +53,7 @@ class ControlPlane(pulumi.ComponentResource):
         layer_pool = pool(self, "zlh-control-plane", "ZeroLagHub control plane")
 
         self.guests = {
-            service: service_guest(
-                self, site, spec, guests[service], pool_id=layer_pool.pool_id
-            )
+            service: service_guest(self, site, spec, guests[service], pool_id=layer_pool.pool_id)
             for service, spec in CONTROL_PLANE_SERVICES.items()
         }
 
@@ -81,11 +79,15 @@ class ControlPlane(pulumi.ComponentResource):
 
         back = guests["zlh-back"]
         runtime_password = random.RandomPassword(
-            f"{name}-pbs-runtime-password", length=40, special=False,
+            f"{name}-pbs-runtime-password",
+            length=40,
+            special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
         core_password = random.RandomPassword(
-            f"{name}-pbs-core-password", length=40, special=False,
+            f"{name}-pbs-core-password",
+            length=40,
+            special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
         pbs_users = write_guest_file(
@@ -95,8 +97,10 @@ class ControlPlane(pulumi.ComponentResource):
             path="/root/.zlh/pbs-users",
             content=pulumi.Output.secret(
                 pulumi.Output.all(runtime_password.result, core_password.result).apply(
-                    lambda passwords: f"{args.pbs.runtime_user} {passwords[0]}\n"
-                    f"{CORE_BACKUP_USER} {passwords[1]}\n"
+                    lambda passwords: (
+                        f"{args.pbs.runtime_user} {passwords[0]}\n"
+                        f"{CORE_BACKUP_USER} {passwords[1]}\n"
+                    )
                 )
             ),
             after=_pbs_setup_script(args.pbs.datastore),
@@ -151,12 +155,13 @@ def _pbs_setup_script(datastore: str) -> str:
     """Create the datastore and the backup users written to the users file, idempotently."""
     store = shlex.quote(datastore)
     return (
-        f"(proxmox-backup-manager datastore list --output-format json | grep -q '\"name\":\"{datastore}\"'"
+        f"(proxmox-backup-manager datastore show {store} >/dev/null 2>&1"
         f" || proxmox-backup-manager datastore create {store} /srv/data/{store})"
         " && while read -r user password; do"
-        " (proxmox-backup-manager user update \"$user\" --password \"$password\" 2>/dev/null"
-        " || proxmox-backup-manager user create \"$user\" --password \"$password\")"
-        f" && proxmox-backup-manager acl update /datastore/{store} DatastoreBackup --auth-id \"$user\";"
+        ' (proxmox-backup-manager user update "$user" --password "$password" 2>/dev/null'
+        ' || proxmox-backup-manager user create "$user" --password "$password")'
+        f" && proxmox-backup-manager acl update /datastore/{store} DatastoreBackup"
+        ' --auth-id "$user";'
         " done < /root/.zlh/pbs-users"
         # The passwords live in Pulumi state (encrypted); keep no copy in the guest.
         " ; status=$?; rm -f /root/.zlh/pbs-users; exit $status"

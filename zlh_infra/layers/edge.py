@@ -35,7 +35,9 @@ class Edge(pulumi.ComponentResource):
     guests: dict[str, LxcGuest | VmGuest]
     vmids: list[int]
 
-    def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("zlh:edge:Edge", name, None, opts)
         site, guests = args.site, args.guests
         layer_pool = pool(self, "zlh-edge", "ZeroLagHub edge / gateway")

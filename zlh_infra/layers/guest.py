@@ -273,9 +273,7 @@ def _guest_firewall(
         )
 
 
-def pool(
-    parent: pulumi.Resource, pool_id: str, comment: str
-) -> proxmox.PoolLegacy:
+def pool(parent: pulumi.Resource, pool_id: str, comment: str) -> proxmox.PoolLegacy:
     """The layer's pool, so the Proxmox UI groups a layer's guests together."""
     return proxmox.PoolLegacy(
         pool_id, pool_id=pool_id, comment=comment, opts=pulumi.ResourceOptions(parent=parent)

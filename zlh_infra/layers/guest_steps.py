@@ -61,7 +61,7 @@ def write_guest_file(
         create=f"pct exec {vmid} -- sh -c {shlex.quote(script)}",
         stdin=content,
         triggers=[pulumi.Output.from_input(content).apply(_sha256)],
-        logging="stderr",
+        logging=command.remote.Logging.STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
     )
 
@@ -84,7 +84,9 @@ def run_in_base_image(
         "set -eu; "
         f"pct start {vmid}; "
         f"trap 'pct shutdown {vmid} --timeout 60' EXIT; "
-        f"pct exec {vmid} -- sh -c 'until getent hosts deb.debian.org >/dev/null; do sleep 2; done'; "
+        # Wait (bounded) for the image's network before its script fetches packages.
+        f"pct exec {vmid} -- timeout 120 sh -c "
+        "'until getent hosts deb.debian.org >/dev/null; do sleep 2; done'; "
         f"pct exec {vmid} -- sh -eu"
     )
     return command.remote.Command(
@@ -93,6 +95,6 @@ def run_in_base_image(
         create=f"sh -c {shlex.quote(wrapped)}",
         stdin=script,
         triggers=[_sha256(script)],
-        logging="stderr",
+        logging=command.remote.Logging.STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
     )

@@ -25,7 +25,9 @@ class Host(pulumi.ComponentResource):
     router_iso_file_id: pulumi.Output[str]
     firewall: proxmox.cluster.FirewallLegacy
 
-    def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("zlh:host:Host", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 

@@ -16,7 +16,6 @@ from zlh_infra.layers.backups import backup_to_pbs
 from zlh_infra.layers.guest import GuestArgs, LxcGuest, VmGuest, pool
 from zlh_infra.layers.guest_steps import run_in_base_image, write_guest_file
 from zlh_infra.layers.site import Site, service_guest
-from zlh_infra.platform.addressing import with_prefix
 from zlh_infra.platform.catalogue import (
     AGENT_PORT,
     FLEET_MANAGEMENT_INGRESS,
@@ -70,7 +69,9 @@ class Runtime(pulumi.ComponentResource):
         layer_pool = pool(self, "zlh-runtime", "ZeroLagHub runtime: customer workloads")
 
         self.guests = {
-            service: service_guest(self, site, spec, args.guests[service], pool_id=layer_pool.pool_id)
+            service: service_guest(
+                self, site, spec, args.guests[service], pool_id=layer_pool.pool_id
+            )
             for service, spec in RUNTIME_SERVICES.items()
         }
         artifacts_url = f"http://{args.guests['zlh-artifacts'].lan_address}:{ARTIFACTS_PORT}"
@@ -161,9 +162,7 @@ class Runtime(pulumi.ComponentResource):
                 )
 
         backed_up = [m.guest.vmid for m in args.fleet] + [
-            args.guests[service].vmid
-            for service, spec in RUNTIME_SERVICES.items()
-            if spec.stateful
+            args.guests[service].vmid for service, spec in RUNTIME_SERVICES.items() if spec.stateful
         ]
         if backed_up:
             contract = args.contract
@@ -207,7 +206,10 @@ class Runtime(pulumi.ComponentResource):
             hostname=hostname,
             description="ZeroLagHub base image with zlh-agent; fleet containers are cloned from it",
             tags=guest_tags(
-                layer=Layer.RUNTIME, role=VmidRole.BASE_TEMPLATE, stack=site.stack, service="template"
+                layer=Layer.RUNTIME,
+                role=VmidRole.BASE_TEMPLATE,
+                stack=site.stack,
+                service="template",
             ),
             pool_id=layer_pool.pool_id,
             nics=[site.nic(Network.LAN, spec.lan_address)],

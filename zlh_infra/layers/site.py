@@ -55,7 +55,9 @@ class Site:
         if address is None:
             return Nic(bridge=segment.bridge)
         gateway = str(segment.gateway) if network is Network.LAN and segment.gateway else None
-        return Nic(bridge=segment.bridge, address=with_prefix(address, segment.cidr), gateway=gateway)
+        return Nic(
+            bridge=segment.bridge, address=with_prefix(address, segment.cidr), gateway=gateway
+        )
 
 
 def service_guest(

@@ -43,6 +43,6 @@ def velocity_servers(servers: Sequence[GameServer]) -> str:
     """The ``[servers]`` table of velocity.toml, with ``try`` listing every server."""
     ordered = sorted(servers, key=lambda s: s.name)
     lines = ["[servers]"]
-    lines += [f'{json.dumps(server.name)} = {json.dumps(server.address)}' for server in ordered]
+    lines += [f"{json.dumps(server.name)} = {json.dumps(server.address)}" for server in ordered]
     lines.append(f"try = {json.dumps([server.name for server in ordered])}")
     return "\n".join(lines) + "\n"

@@ -129,7 +129,8 @@ def scheme_problems(ranges: Iterable[VmidRange]) -> list[str]:
         seen[vmid_range.role] = vmid_range
         if vmid_range.first > vmid_range.last:
             problems.append(
-                f"range {vmid_range.role} starts at {vmid_range.first}, after its end {vmid_range.last}"
+                f"range {vmid_range.role} starts at {vmid_range.first}, "
+                f"after its end {vmid_range.last}"
             )
         if vmid_range.first < PROXMOX_MIN_VMID or vmid_range.last > PROXMOX_MAX_VMID:
             problems.append(

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Set up the locked environment on a fresh machine and run a project task.
+
+Needs only Python 3.11+: it installs uv (pinned) into ``.tools/``, lets uv build
+``.venv`` from ``uv.lock``, then runs the task there.
+
+    python3 tasks.py preview [ARGS...]   offline preview of both stacks, with policies
+    python3 tasks.py test [PYTEST ARGS]  lint, type check and the test suite
+    python3 tasks.py bench               the preview benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".tools"
+UV_VERSION = "0.13.8"
+
+
+def _uv() -> Path:
+    bindir = TOOLS / ("Scripts" if os.name == "nt" else "bin")
+    uv = bindir / "uv"
+    if not uv.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
+        subprocess.run(
+            [bindir / "python", "-m", "pip", "install", "--quiet", f"uv=={UV_VERSION}"],
+            check=True,
+        )
+    return uv
+
+
+def _run(*command: str | Path) -> int:
+    return subprocess.run([str(part) for part in command], cwd=ROOT).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("task", choices=["preview", "test", "bench", "sync"])
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the task")
+    options = parser.parse_args(argv)
+
+    uv = _uv()
+    if code := _run(uv, "sync", "--frozen", "--quiet"):
+        return code
+    run = (uv, "run", "--frozen", "--no-sync")
+    if options.task == "sync":
+        return 0
+    if options.task == "preview":
+        return _run(*run, "python", "-m", "zlh_infra", "preview", *options.args)
+    if options.task == "bench":
+        return _run(*run, "python", "-m", "benchmarks.preview", *options.args)
+    for check in (
+        (*run, "ruff", "check", "."),
+        (*run, "ruff", "format", "--check", "."),
+        (*run, "mypy"),
+    ):
+        if code := _run(*check):
+            return code
+    return _run(*run, "pytest", *options.args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
