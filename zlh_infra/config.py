@@ -93,7 +93,9 @@ class ProxmoxHost(_Model):
     insecure: bool = Field(
         default=False, description="skip TLS verification (only for a self-signed lab host)"
     )
-    ssh_user: str = Field(default="root", min_length=1)
+    ssh_user: str = Field(
+        default="root", min_length=1, description="SSH user on the node for in-guest steps"
+    )
     ssh_address: str | None = Field(
         default=None, description="address for SSH to the node; defaults to the endpoint's host"
     )
@@ -118,15 +120,21 @@ class ProxmoxHost(_Model):
 class Segment(_Model):
     """A bridged network on the host."""
 
-    bridge: BridgeName
-    cidr: IPv4Network
-    gateway: IPv4Address | None = None
+    bridge: BridgeName = Field(description="existing Linux bridge on the node, vmbr<N>")
+    cidr: IPv4Network = Field(description="the network, e.g. 10.20.0.0/22")
+    gateway: IPv4Address | None = Field(
+        default=None, description="LAN only: the router's address on it"
+    )
 
 
 class NetworkPlan(_Model):
-    lan: Segment
-    management: Segment
-    dns_domain: str = Field(default="zlh.internal", min_length=1)
+    lan: Segment = Field(description="the host's LAN behind its OPNsense router")
+    management: Segment = Field(
+        description="the management network shared by both hosts (the API -> agent path)"
+    )
+    dns_domain: str = Field(
+        default="zlh.internal", min_length=1, description="guests' search domain"
+    )
     fleet_offset: int = Field(
         default=DEFAULT_FLEET_OFFSET, ge=1, description="first fleet host number on each network"
     )
@@ -142,70 +150,86 @@ class Storage(_Model):
 class Download(_Model):
     """A file the node downloads itself (LXC template or ISO), pinned by checksum."""
 
-    url: str = Field(pattern=r"^https://")
+    url: str = Field(pattern=r"^https://", description="HTTPS download URL")
     checksum: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{32,128}$", description="hex digest; pin it for production"
     )
-    checksum_algorithm: Literal["md5", "sha1", "sha224", "sha256", "sha384", "sha512"] = "sha256"
-    file_name: str | None = None
-    decompression_algorithm: Literal["gz", "lzo", "zst", "bz2"] | None = None
+    checksum_algorithm: Literal["md5", "sha1", "sha224", "sha256", "sha384", "sha512"] = Field(
+        default="sha256", description="algorithm of checksum"
+    )
+    file_name: str | None = Field(default=None, description="file name on the node's storage")
+    decompression_algorithm: Literal["gz", "lzo", "zst", "bz2"] | None = Field(
+        default=None, description="for compressed images (the OPNsense ISO is bz2)"
+    )
 
 
 class Size(_Model):
-    cores: int = Field(default=1, ge=1, le=128)
-    memory_mb: int = Field(default=1024, ge=128)
-    disk_gb: int = Field(default=8, ge=1)
+    cores: int = Field(default=1, ge=1, le=128, description="CPU cores")
+    memory_mb: int = Field(default=1024, ge=128, description="memory in MiB")
+    disk_gb: int = Field(default=8, ge=1, description="root disk in GiB")
 
 
 class ServiceGuest(Size):
     """One of the platform's named services."""
 
-    vmid: Vmid
+    vmid: Vmid = Field(description="Proxmox VMID, in the service's role range")
     lan_address: IPv4Address | None = Field(
         default=None, description="static LAN address; a router's is the LAN gateway"
     )
-    management_address: IPv4Address | None = None
+    management_address: IPv4Address | None = Field(
+        default=None, description="address on the management network, for services with a NIC there"
+    )
     data_disk_gb: int | None = Field(default=None, ge=1, description="extra volume for data")
 
 
 class Backup(_Model):
     schedule: str = Field(default="*-*-* 02:30", min_length=1, description="systemd calendar event")
-    keep_daily: int = Field(default=7, ge=1)
-    keep_weekly: int = Field(default=4, ge=0)
-    keep_monthly: int = Field(default=3, ge=0)
+    keep_daily: int = Field(default=7, ge=1, description="daily backups kept")
+    keep_weekly: int = Field(default=4, ge=0, description="weekly backups kept")
+    keep_monthly: int = Field(default=3, ge=0, description="monthly backups kept")
 
 
 class CoreDomains(_Model):
     """Host names zlh-proxy (core Traefik) routes."""
 
-    portal: str
-    api: str
-    grafana: str
-    headscale: str
+    portal: str = Field(description="host name of the portal")
+    api: str = Field(description="host name of zpack-api")
+    grafana: str = Field(description="host name of Grafana")
+    headscale: str = Field(description="host name of Headscale; dev containers join it over HTTPS")
 
 
 class Pbs(_Model):
-    datastore: str = Field(default="zlh", pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{2,31}$")
+    datastore: str = Field(
+        default="zlh",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{2,31}$",
+        description="PBS datastore that holds both hosts' backups",
+    )
     fingerprint: str | None = Field(
         default=None, description="PBS certificate fingerprint, known after its first boot"
     )
-    runtime_user: str = Field(default="zlh-runtime@pbs", pattern=r"^[A-Za-z0-9._-]+@pbs$")
+    runtime_user: str = Field(
+        default="zlh-runtime@pbs",
+        pattern=r"^[A-Za-z0-9._-]+@pbs$",
+        description="PBS user the runtime hosts back up as (password generated)",
+    )
 
 
 class _StackConfig(_Model):
-    proxmox: ProxmoxHost
+    proxmox: ProxmoxHost = Field(description="the stack's Proxmox node")
     proxmox_api_token: Secret | None = Field(
         default=None, description="API token; else PROXMOX_VE_API_TOKEN in the environment"
     )
     ssh_private_key: Secret | None = Field(
         default=None, description="key for SSH to the node; else the SSH agent"
     )
-    network: NetworkPlan
-    storage: Storage = Storage()
-    os_template: Download
-    router_iso: Download
-    guests: dict[str, ServiceGuest]
-    backup: Backup = Backup()
+    network: NetworkPlan = Field(description="the host's LAN and the management network")
+    storage: Storage = Field(default=Storage(), description="Proxmox storages to use")
+    os_template: Download = Field(description="LXC OS template every container starts from")
+    router_iso: Download = Field(description="OPNsense installer the router VM boots")
+    guests: dict[str, ServiceGuest] = Field(
+        description="the stack's platform services by name (see the catalogue in docs)"
+    )
+    backup: Backup = Field(default=Backup(), description="schedule and retention of backups")
 
     #: Services this kind of stack runs (checked against ``guests``).
     SERVICES: ClassVar[tuple[Mapping[str, ServiceSpec], ...]] = ()
@@ -293,8 +317,8 @@ class CoreStackConfig(_StackConfig):
     """``Pulumi.core.yaml``: the control plane on the core host."""
 
     SERVICES: ClassVar[tuple[Mapping[str, ServiceSpec], ...]] = (CONTROL_PLANE_SERVICES,)
-    domains: CoreDomains
-    pbs: Pbs = Pbs()
+    domains: CoreDomains = Field(description="host names zlh-proxy routes")
+    pbs: Pbs = Field(default=Pbs(), description="Proxmox Backup Server on zlh-back")
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -319,21 +343,23 @@ class Template(_Model):
 class FleetGuest(Size):
     """A game or dev container, declared in the runtime stack's config."""
 
-    name: GuestName
-    vmid: Vmid
-    template: str
+    name: GuestName = Field(description="container and host name")
+    vmid: Vmid = Field(description="VMID in the game (1000-1099) or dev (1100-1199) range")
+    template: str = Field(description="name of a declared template of the same kind")
 
 
 class RuntimeDomains(_Model):
     """Host names zlh-zpack-proxy (runtime Traefik) routes."""
 
-    games: str
-    dev_ide: str
+    games: str = Field(description="domain of game servers")
+    dev_ide: str = Field(description="domain under which each dev container's IDE is routed")
 
 
 class Agent(_Model):
-    version: str = Field(pattern=r"^[0-9][0-9A-Za-z.+-]*$")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    version: str = Field(
+        pattern=r"^[0-9][0-9A-Za-z.+-]*$", description="zlh-agent release on zlh-artifacts"
+    )
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of that release")
 
 
 class RuntimeStackConfig(_StackConfig):
@@ -344,12 +370,14 @@ class RuntimeStackConfig(_StackConfig):
         min_length=1,
         description="the core stack to read the contract from, e.g. org/zlh-infra/core",
     )
-    domains: RuntimeDomains
-    agent: Agent
+    domains: RuntimeDomains = Field(description="host names zlh-zpack-proxy routes")
+    agent: Agent = Field(description="the zlh-agent baked into the base image")
     base_template: ServiceGuest = Field(description="the 200-299 image every template derives from")
-    templates: dict[GuestName, Template] = Field(min_length=1)
-    games: list[FleetGuest] = []
-    devs: list[FleetGuest] = []
+    templates: dict[GuestName, Template] = Field(
+        min_length=1, description="game and dev templates cloned from the base image"
+    )
+    games: list[FleetGuest] = Field(default=[], description="game containers")
+    devs: list[FleetGuest] = Field(default=[], description="dev containers")
 
     def all_vmids(self) -> Iterator[tuple[str, int]]:
         yield from super().all_vmids()
