@@ -169,12 +169,9 @@ def reconcile_policy_config(
             schema["required"] = list(policy.required)
         validator = jsonschema.Draft7Validator(schema)
         props = result[policy.name].properties
-        for err in sorted(
-            validator.iter_errors(props), key=lambda e: list(e.absolute_path)
-        ):
+        for err in sorted(validator.iter_errors(props), key=lambda e: list(e.absolute_path)):
             errors.append(
-                f"validating policy config: {pack} {version}  {policy.name}: "
-                f"{_describe(err)}"
+                f"validating policy config: {pack} {version}  {policy.name}: {_describe(err)}"
             )
     if errors:
         raise PolicyConfigError(sorted(errors))
@@ -188,4 +185,4 @@ def _describe(err: jsonschema.ValidationError) -> str:
         return f"property {prop!r}: {err.message}"
     if err.validator == "required":
         return f"property {err.message}"
-    return err.message
+    return str(err.message)

@@ -21,8 +21,15 @@ What is sent, and why:
   ``AnalyzeStack``; only ``Remediate`` sees ``pulumi_policy.Secret`` wrappers. An unknown
   raises inside the policy, which the pack reports as an advisory "can't run policy ...
   during preview".
-* Remediations are reported as info diagnostics and not applied, so ``Analyze`` sees
-  the inputs as the program gave them.
+* ``Remediate`` is only called when some policy is configured ``remediate``: for any
+  other level ``pulumi_policy`` answers with nothing, and the round trip would double the
+  time per resource. Remediations are reported as info diagnostics and not applied, so
+  ``Analyze`` sees the inputs as the program gave them.
+* ``AnalyzeStack`` gets outputs, parent, dependencies and property dependencies. Like the
+  engine, it is skipped when the program itself failed, and a stack-policy violation
+  whose URN is empty or not in the stack is filed under the root stack's URN.
+* The pack version is the one in ``PulumiPolicy.yaml`` when it has one (the Python SDK
+  always reports 0.0.1).
 * The pack's stdout (after the port line) and stderr lines become info diagnostics, as
   the engine shows them; ``pulumi.log`` inside a policy writes to stderr. A minimal
   Engine gRPC service is served at the engine address for packs that log through it.
@@ -49,8 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
-import yaml  # type: ignore[import-untyped]
+import grpc
+import yaml
 from google.protobuf import empty_pb2, json_format  # type: ignore[import-untyped]
 from pulumi.runtime.proto import (
     analyzer_pb2,
@@ -122,11 +129,7 @@ class PolicyPackError(PolicyEngineError):
     """The pack did not start, crashed, timed out or a policy raised."""
 
     def __init__(self, message: str, stderr: str = "") -> None:
-        full = (
-            f"{message}\n--- policy pack stderr (tail) ---\n{stderr}"
-            if stderr
-            else message
-        )
+        full = f"{message}\n--- policy pack stderr (tail) ---\n{stderr}" if stderr else message
         super().__init__(full)
         self.stderr = stderr
 
@@ -148,9 +151,7 @@ class PolicyReport:
 
 def has_mandatory_violation(diagnostics: Iterable[Diagnostic]) -> bool:
     """True when a policy reported a mandatory violation (preview must fail)."""
-    return any(
-        d.source == "policy" and d.enforcement_level == "mandatory" for d in diagnostics
-    )
+    return any(d.source == "policy" and d.enforcement_level == "mandatory" for d in diagnostics)
 
 
 def run_policy_pack(
@@ -192,16 +193,18 @@ def run_policy_pack(
 
     deadline = time.monotonic() + timeout
     logs = _EngineLogService()
-    engine_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    executor = futures.ThreadPoolExecutor(max_workers=2)
+    engine_server = grpc.server(executor)
     engine_pb2_grpc.add_EngineServicer_to_server(logs, engine_server)
     engine_address = f"127.0.0.1:{engine_server.add_insecure_port('127.0.0.1:0')}"
     engine_server.start()
 
-    pack = _PackProcess(
-        [interpreter, "-u", "-m", "pulumi.policy", engine_address, "."], pack_dir, env
-    )
+    pack: _PackProcess | None = None
     failure: str | None = None
     try:
+        pack = _PackProcess(
+            [interpreter, "-u", "-m", "pulumi.policy", engine_address, "."], pack_dir, env
+        )
         session = _Session(
             pack=pack,
             pack_dir=pack_dir,
@@ -219,11 +222,13 @@ def run_policy_pack(
                 tags=dict(stack_tags or {}),
                 python=interpreter,
             )
-        except _PackFailure as exc:
+        except _PackFailedError as exc:
             failure = str(exc)
     finally:
-        pack.shutdown()
+        if pack is not None:
+            pack.shutdown()
         engine_server.stop(None)
+        executor.shutdown(wait=False)
     if failure is not None:
         raise PolicyPackError(failure, pack.stderr_tail())
 
@@ -236,7 +241,7 @@ def run_policy_pack(
     return report
 
 
-class _PackFailure(Exception):
+class _PackFailedError(Exception):
     """Internal: a call failed; becomes PolicyPackError once stderr is complete."""
 
 
@@ -259,9 +264,7 @@ class _PackProcess:
                 stderr=subprocess.PIPE,
             )
         except OSError as exc:
-            raise PolicyPackError(
-                f"cannot start policy pack with {argv[0]}: {exc}"
-            ) from exc
+            raise PolicyPackError(f"cannot start policy pack with {argv[0]}: {exc}") from exc
         self._readers = [
             threading.Thread(target=self._read_stdout, daemon=True),
             threading.Thread(target=self._read_stderr, daemon=True),
@@ -290,16 +293,13 @@ class _PackProcess:
     def wait_port(self, deadline: float) -> int:
         self._port_ready.wait(max(0.0, deadline - time.monotonic()))
         if self._port is None:
-            if self.proc.poll() is None and not self._port_ready.is_set():
-                raise _PackFailure("policy pack did not report its port in time")
-            self.proc.wait()
-            raise _PackFailure(
+            if self.proc.poll() is None:
+                raise _PackFailedError("policy pack did not report its port in time")
+            raise _PackFailedError(
                 f"policy pack exited with code {self.proc.returncode} before serving"
             )
         if not self._port.isdigit():
-            raise _PackFailure(
-                f"policy pack printed {self._port!r} instead of its port"
-            )
+            raise _PackFailedError(f"policy pack printed {self._port!r} instead of its port")
         return int(self._port)
 
     def shutdown(self) -> None:
@@ -311,8 +311,10 @@ class _PackProcess:
                 self.proc.kill()
                 self.proc.wait()
         # The pipes reach EOF once the process is gone, so every line is read.
-        for reader in self._readers:
+        for reader, pipe in zip(self._readers, (self.proc.stdout, self.proc.stderr), strict=True):
             reader.join(timeout=3)
+            if pipe is not None and not reader.is_alive():
+                pipe.close()
 
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr[-_STDERR_TAIL_LINES:])
@@ -321,23 +323,23 @@ class _PackProcess:
         return [*self._stdout, *(line for line in self._stderr if line.strip())]
 
 
-class _EngineLogService(engine_pb2_grpc.EngineServicer):  # type: ignore[misc]
+class _EngineLogService(engine_pb2_grpc.EngineServicer):
     """Just enough of the engine's host service to capture ``Log`` calls."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._logs: list[tuple[str, str, str]] = []
 
-    def Log(self, request: Any, context: Any) -> empty_pb2.Empty:
+    def Log(self, request: Any, context: Any) -> empty_pb2.Empty:  # noqa: N802 - gRPC method name
         with self._lock:
             severity = _LOG_SEVERITY.get(request.severity, "info")
             self._logs.append((severity, request.message, request.urn))
         return empty_pb2.Empty()
 
-    def GetRootResource(self, request: Any, context: Any) -> Any:
+    def GetRootResource(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
         return engine_pb2.GetRootResourceResponse(urn="")
 
-    def SetRootResource(self, request: Any, context: Any) -> Any:
+    def SetRootResource(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
         return engine_pb2.SetRootResourceResponse()
 
     def diagnostics(self, pack: str) -> list[Diagnostic]:
@@ -383,12 +385,10 @@ class _Session:
     def _remaining(self) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise _PackFailure(f"{self.name} timed out")
+            raise _PackFailedError(f"{self.name} timed out")
         return left
 
-    def _call(
-        self, method: Any, request: Any, what: str, *, optional: bool = False
-    ) -> Any:
+    def _call(self, method: Any, request: Any, what: str, *, optional: bool = False) -> Any:
         try:
             return method(request, timeout=self._remaining())
         except grpc.RpcError as exc:
@@ -396,8 +396,8 @@ class _Session:
             if optional and code == grpc.StatusCode.UNIMPLEMENTED:
                 return None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise _PackFailure(f"{self.name} timed out during {what}") from None
-            raise _PackFailure(
+                raise _PackFailedError(f"{self.name} timed out during {what}") from None
+            raise _PackFailedError(
                 f"{self.name} failed during {what}: {code.name}: {exc.details()}"
             ) from None
 
@@ -417,7 +417,7 @@ class _Session:
             try:
                 grpc.channel_ready_future(channel).result(timeout=self._remaining())
             except grpc.FutureTimeoutError:
-                raise _PackFailure(
+                raise _PackFailedError(
                     f"cannot connect to the policy pack on port {port}"
                 ) from None
             stub = analyzer_pb2_grpc.AnalyzerStub(channel)
@@ -474,16 +474,18 @@ class _Session:
                 # nothing, so the round trip is skipped.
                 self._remediate(stub, res, diagnostics, version)
             response = self._call(stub.Analyze, request, f"Analyze({res.urn})")
-            diagnostics.extend(
-                self._convert(d, res.urn, version) for d in response.diagnostics
-            )
+            diagnostics.extend(self._convert(d, res.urn, version) for d in response.diagnostics)
 
-        stack_request = analyzer_pb2.AnalyzeStackRequest(
-            resources=[self._stack_resource(r) for r in self.recording.resources]
+        # The engine analyses the whole stack only when the program ran to its end.
+        program_failed = any(
+            d.severity == "error" and d.source != "policy" for d in self.recording.diagnostics
         )
-        response = self._call(
-            stub.AnalyzeStack, stack_request, "AnalyzeStack", optional=True
-        )
+        response = None
+        if not program_failed:
+            stack_request = analyzer_pb2.AnalyzeStackRequest(
+                resources=[self._stack_resource(r) for r in self.recording.resources]
+            )
+            response = self._call(stub.AnalyzeStack, stack_request, "AnalyzeStack", optional=True)
         if response is not None:
             for d in response.diagnostics:
                 urn = d.urn if d.urn in self.by_urn else self.root_urn
@@ -516,14 +518,10 @@ class _Session:
         ]
         if not info.supportsConfig:
             if given:
-                raise PolicyConfigError(
-                    [f"policy pack {info.name!r} does not support config"]
-                )
+                raise PolicyConfigError([f"policy pack {info.name!r} does not support config"])
             return {s.name: PolicyConfig(s.enforcement_level) for s in specs}
         initial = initial_config_from_info(info)
-        merged = reconcile_policy_config(
-            specs, initial, given, pack=info.name, version=version
-        )
+        merged = reconcile_policy_config(specs, initial, given, pack=info.name, version=version)
         request = analyzer_pb2.ConfigureAnalyzerRequest()
         for name, cfg in merged.items():
             entry = request.policyConfig[name]
@@ -536,9 +534,7 @@ class _Session:
         self, stub: Any, res: RecordedResource, out: list[Diagnostic], version: str
     ) -> None:
         request = self._analyze_request(res, skip_internal=False)
-        response = self._call(
-            stub.Remediate, request, f"Remediate({res.urn})", optional=True
-        )
+        response = self._call(stub.Remediate, request, f"Remediate({res.urn})", optional=True)
         if response is None:
             return
         for rem in response.remediations:
@@ -559,9 +555,7 @@ class _Session:
                 )
             elif rem.HasField("properties"):
                 after = json_format.MessageToDict(rem.properties)
-                changed = {
-                    k: v for k, v in after.items() if res.inputs.get(k, _MISSING) != v
-                }
+                changed = {k: v for k, v in after.items() if res.inputs.get(k, _MISSING) != v}
                 shown = ", ".join(
                     f"{k}={json.dumps(_mask(v), sort_keys=True)}"
                     for k, v in sorted(changed.items())
@@ -615,9 +609,7 @@ class _Session:
             options=_options(res),
             provider=self._provider(res),
         )
-        request.properties.update(
-            marshal_properties(res.inputs, skip_internal=skip_internal)
-        )
+        request.properties.update(marshal_properties(res.inputs, skip_internal=skip_internal))
         return request
 
     def _stack_resource(self, res: RecordedResource) -> Any:
@@ -653,9 +645,7 @@ def initial_config_from_info(info: Any) -> dict[str, PolicyConfig]:
     }
 
 
-def marshal_properties(
-    props: Mapping[str, Any], *, skip_internal: bool
-) -> dict[str, Any]:
+def marshal_properties(props: Mapping[str, Any], *, skip_internal: bool) -> dict[str, Any]:
     """Wire-form properties as the engine marshals them for an analyzer."""
     return {
         k: _marshal(v, skip_internal)
@@ -673,11 +663,7 @@ def _marshal(value: Any, skip_internal: bool) -> Any:
                 "value": _marshal(value.get("value"), skip_internal),
             }
         if sig == _OUTPUT_SIG:
-            inner = (
-                _marshal(value["value"], skip_internal)
-                if "value" in value
-                else _UNKNOWN
-            )
+            inner = _marshal(value["value"], skip_internal) if "value" in value else _UNKNOWN
             return {_SIG: _SECRET_SIG, "value": inner} if value.get("secret") else inner
         if sig == _RESOURCE_SIG:
             if "id" in value:
@@ -739,9 +725,7 @@ def _options(res: RecordedResource) -> Any:
         protect=bool(opts.get("protect", False)),
         ignoreChanges=list(opts.get("ignoreChanges") or []),
         deleteBeforeReplace=bool(dbr),
-        deleteBeforeReplaceDefined=bool(
-            opts.get("deleteBeforeReplaceDefined", dbr is not None)
-        ),
+        deleteBeforeReplaceDefined=bool(opts.get("deleteBeforeReplaceDefined", dbr is not None)),
         additionalSecretOutputs=list(opts.get("additionalSecretOutputs") or []),
         aliases=aliases,
         customTimeouts=analyzer_pb2.AnalyzerResourceOptions.CustomTimeouts(
@@ -769,9 +753,7 @@ def _load_pack_yaml(pack_dir: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
-        raise PolicyPackError(
-            f"no policy pack at {pack_dir}: {exc.strerror or exc}"
-        ) from exc
+        raise PolicyPackError(f"no policy pack at {pack_dir}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise PolicyPackError(f"{path}: invalid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -793,9 +775,7 @@ def _choose_python(
     options = runtime.get("options") if isinstance(runtime, dict) else None
     venv = options.get("virtualenv") if isinstance(options, dict) else None
     if venv:
-        bindir = (pack_dir / str(venv)).resolve() / (
-            "Scripts" if os.name == "nt" else "bin"
-        )
+        bindir = (pack_dir / str(venv)).resolve() / ("Scripts" if os.name == "nt" else "bin")
         candidate = bindir / ("python.exe" if os.name == "nt" else "python")
         if candidate.is_file():
             return str(candidate), str(bindir)
