@@ -41,7 +41,8 @@ virtualenv instead; falling back keeps offline runs working from the project's o
 environment.
 """
 
-from __future__ import annotations
+from __future__ import contextlib
+import annotations
 
 import json
 import os
@@ -293,6 +294,10 @@ class _PackProcess:
     def wait_port(self, deadline: float) -> int:
         self._port_ready.wait(max(0.0, deadline - time.monotonic()))
         if self._port is None:
+            # stdout closes a moment before the process is reaped: wait for the exit
+            # so a pack that died is reported as such, not as slow.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=max(0.0, min(5.0, deadline - time.monotonic())))
             if self.proc.poll() is None:
                 raise _PackFailedError("policy pack did not report its port in time")
             raise _PackFailedError(
