@@ -41,9 +41,9 @@ virtualenv instead; falling back keeps offline runs working from the project's o
 environment.
 """
 
-from __future__ import contextlib
-import annotations
+from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
