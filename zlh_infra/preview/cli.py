@@ -83,7 +83,8 @@ def _stack_file_arg(value: str) -> tuple[str, Path]:
     stack, sep, path = value.partition("=")
     if not sep or not path or not _STACK_NAME.match(stack):
         raise argparse.ArgumentTypeError(
-            f"invalid --stack-file {value!r}: expected STACK=PATH with STACK core or runtime[-<name>]"
+            f"invalid --stack-file {value!r}: expected STACK=PATH, "
+            "STACK being core, runtime or runtime-<name>"
         )
     return stack, Path(path)
 
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{core,runtime,all}",
         help="stack to preview (default: all)",
     )
-    preview.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    preview.add_argument(
+        "--format", choices=FORMATS, default="text", help="output format (default: text)"
+    )
     preview.add_argument(
         "--stack-file",
         type=_stack_file_arg,
@@ -151,6 +154,7 @@ def preview(
     checks: Sequence[Check] | None = None,
     cwd: Path | None = None,
 ) -> int:
+    """The ``preview`` subcommand: load stack files, run the stacks, check, render."""
     # Imported here: it loads the Pulumi SDKs, which `--help` and usage errors do not need.
     from zlh_infra.preview.runner import load_program, run_platform
 

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import re
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from google.protobuf import empty_pb2, struct_pb2  # type: ignore[import-untyped]
@@ -47,8 +47,8 @@ def struct_to_wire(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A protobuf Struct as plain Python, without the SDK's rehydration.
 
     ``rpc.deserialize_properties`` turns resource references into Resource objects and
-    ints back into ints; the engine hands a policy pack the raw values instead: every
-    number a float, secrets, unknowns and resource references as their sentinels.
+    assets into Asset objects; the engine hands a policy pack the raw values instead:
+    every number a float, secrets, unknowns and resource references as their sentinels.
     """
     return {key: _value_to_wire(value) for key, value in struct.fields.items()}
 
@@ -145,9 +145,7 @@ def duration_seconds(text: str) -> float:
     return sign * total
 
 
-def _alias_urns(
-    request: Any, *, stack: str, project: str, parent_urn: str | None
-) -> list[str]:
+def _alias_urns(request: Any, *, stack: str, project: str, parent_urn: str | None) -> list[str]:
     """The engine turns alias specs into URNs, defaulting each part to the resource's own."""
     urns = list(request.aliasURNs)
     for alias in request.aliases:
@@ -234,7 +232,10 @@ class PreviewMocks(Mocks):
             if isinstance(vmid, (int, float)):
                 return str(int(vmid))
         if args.typ == DOWNLOAD_FILE_TYPE:
-            parts = [rpc.unwrap_rpc_secret(inputs.get(key)) for key in ("datastoreId", "contentType", "fileName")]
+            parts = [
+                rpc.unwrap_rpc_secret(inputs.get(key))
+                for key in ("datastoreId", "contentType", "fileName")
+            ]
             if all(isinstance(part, str) and part for part in parts):
                 return f"{parts[0]}:{parts[1]}/{parts[2]}"
         return f"{args.name}-id"
@@ -252,7 +253,9 @@ class PreviewMocks(Mocks):
                 name: rpc.wrap_rpc_secret(value) if name in secret_names else value
                 for name, value in self.stack_outputs[key].items()
             }
-            secret_names = sorted(set(secret_names) | {n for n, v in outputs.items() if contains_secret(v)})
+            secret_names = sorted(
+                set(secret_names) | {n for n, v in outputs.items() if contains_secret(v)}
+            )
         return target, {**args.inputs, "outputs": outputs, "secretOutputNames": secret_names}
 
     def _find_stack(self, target: str) -> str | None:
@@ -294,7 +297,7 @@ class RecordingMonitor(MockMonitor):
         The loops are remembered so ``close`` can close them: left to the garbage
         collector they fail noisily at interpreter exit.
         """
-        loop = _ensure_event_loop()
+        loop: asyncio.AbstractEventLoop = _ensure_event_loop()  # type: ignore[no-untyped-call]
         with self._lock:
             if loop not in self._thread_loops:
                 self._thread_loops.append(loop)
@@ -309,7 +312,9 @@ class RecordingMonitor(MockMonitor):
 
     @property
     def stack_urn(self) -> str:
-        return engine_urn(self.stack, self.project, None, STACK_TYPE, f"{self.project}-{self.stack}")
+        return engine_urn(
+            self.stack, self.project, None, STACK_TYPE, f"{self.project}-{self.stack}"
+        )
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         return engine_urn(self.stack, self.project, parent or None, type_, name)
@@ -359,7 +364,9 @@ class RecordingMonitor(MockMonitor):
                 bool(request.deleteBeforeReplace) if request.deleteBeforeReplaceDefined else None
             ),
             "additionalSecretOutputs": list(request.additionalSecretOutputs),
-            "aliases": _alias_urns(request, stack=self.stack, project=self.project, parent_urn=parent),
+            "aliases": _alias_urns(
+                request, stack=self.stack, project=self.project, parent_urn=parent
+            ),
             "customTimeouts": timeouts,
             "retainOnDelete": bool(request.retainOnDelete),
             "replaceOnChanges": list(request.replaceOnChanges),
@@ -370,7 +377,7 @@ class RecordingMonitor(MockMonitor):
         with self._lock:
             self.diagnostics.append(diagnostic)
 
-    def RegisterResource(self, request: Any) -> Any:
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802
         parent = request.parent or None
         urn = self.make_urn(request.parent, request.type, request.name)
         inputs = struct_to_wire(request.object)
@@ -423,7 +430,7 @@ class RecordingMonitor(MockMonitor):
             self._responses[urn] = response
         return response
 
-    def ReadResource(self, request: Any) -> Any:
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802
         urn = self.make_urn(request.parent, request.type, request.name)
         read = RecordedRead(
             urn=urn,
@@ -448,7 +455,7 @@ class RecordingMonitor(MockMonitor):
         self.resources[urn] = MockMonitor.ResourceRegistration(urn, resource_id or "", state)
         return resource_pb2.ReadResourceResponse(urn=urn, properties=props)
 
-    def RegisterResourceOutputs(self, request: Any) -> Any:
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802
         outputs = struct_to_wire(request.outputs)
         with self._lock:
             entry = self._by_urn.get(request.urn)
@@ -467,7 +474,7 @@ class RecordingEngine(MockEngine):
         self.diagnostics: list[Diagnostic] = []
         self._lock = threading.Lock()
 
-    def Log(self, request: Any) -> None:
+    def Log(self, request: Any) -> None:  # noqa: N802
         severity = {engine_pb2.WARNING: "warning", engine_pb2.ERROR: "error"}.get(request.severity)
         if severity is None:
             return
@@ -475,14 +482,3 @@ class RecordingEngine(MockEngine):
             self.diagnostics.append(
                 Diagnostic(severity, request.message, "program", urn=request.urn or None)
             )
-
-
-def iter_wire(value: Any) -> Iterable[Any]:
-    """Every value nested in a wire-form value, the value itself first."""
-    yield value
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from iter_wire(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from iter_wire(item)

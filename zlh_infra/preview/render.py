@@ -36,13 +36,22 @@ def mask_secrets(value: Any) -> Any:
     return value
 
 
-def display(value: Any) -> str:
-    """One wire-form value for people: integral floats as ints, secrets and unknowns masked."""
-    value = mask_secrets(value)
+def _for_people(value: Any) -> Any:
+    """Wire numbers are all floats: show the integral ones as ints; name unknowns."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if value == rpc.UNKNOWN:
         return UNKNOWN_MASK
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, dict):
+        return {key: _for_people(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_for_people(item) for item in value]
+    return value
+
+
+def display(value: Any) -> str:
+    """One wire-form value for people: secrets masked, integral floats as ints."""
+    value = _for_people(mask_secrets(value))
     if isinstance(value, str):
         return value
     if value is None:
@@ -279,7 +288,8 @@ def render_json(recordings: Sequence[StackRecording]) -> str:
 
 # --- Markdown ------------------------------------------------------------------------------
 
-_SEVERITY_ICON = {"error": "❌", "warning": "⚠️", "info": "ℹ️"}
+# GitHub emoji shortcodes: plain ASCII here, icons in a job summary or PR comment.
+_SEVERITY_ICON = {"error": ":x:", "warning": ":warning:", "info": ":information_source:"}
 
 
 def _cell(text: str) -> str:
@@ -323,9 +333,8 @@ def render_markdown(recordings: Sequence[StackRecording]) -> str:
                 icon = _SEVERITY_ICON.get(d.severity, "")
                 where = f" (`{d.urn}`)" if d.urn else ""
                 first, _, rest = d.message.partition("\n")
-                lines.append(
-                    f"- {icon} **{d.severity}** ({_cell(_diagnostic_origin(d))}){where}: {_cell(first)}"
-                )
+                origin = _cell(_diagnostic_origin(d))
+                lines.append(f"- {icon} **{d.severity}** ({origin}){where}: {_cell(first)}")
                 more = "\n".join(part for part in (rest.strip(), d.detail or "") if part)
                 if more:
                     lines += [

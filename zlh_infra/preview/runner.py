@@ -9,9 +9,11 @@ resources.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import gc
+import os
 import traceback
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -48,14 +50,17 @@ Program = Callable[[], None]
 #: Exceptions the program raises on purpose for bad config: reported by message only.
 _CONFIG_ERROR_NAMES = frozenset({"ConfigError", "ContractError"})
 
+#: How long a failed run's registrations still in flight may take to finish.
+_DRAIN_SECONDS = 5.0
+
 #: Config key (in the project namespace) naming the core stack a runtime stack reads.
 CORE_STACK_KEY = "coreStack"
 
 
-def is_config_error(error: BaseException) -> bool:
-    """``pulumi.RunError`` and classes named ConfigError / ContractError, or what they caused.
+def _find_config_error(error: BaseException) -> BaseException | None:
+    """The first ``pulumi.RunError`` or ConfigError / ContractError in the cause chain.
 
-    Matched by name so this module does not import the program's error classes.
+    Matched by class name so this module does not import the program's error classes.
     """
     seen: set[int] = set()
     current: BaseException | None = error
@@ -64,32 +69,54 @@ def is_config_error(error: BaseException) -> bool:
         if isinstance(current, pulumi.RunError) or any(
             cls.__name__ in _CONFIG_ERROR_NAMES for cls in type(current).__mro__
         ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _config_error(error: BaseException) -> BaseException:
-    """The config-type exception in ``error``'s cause chain (``error`` itself if none)."""
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, pulumi.RunError) or any(
-            cls.__name__ in _CONFIG_ERROR_NAMES for cls in type(current).__mro__
-        ):
             return current
         current = current.__cause__ or current.__context__
-    return error
+    return None
+
+
+def is_config_error(error: BaseException) -> bool:
+    """Whether ``error`` is (or was caused by) an error the user fixes in the config."""
+    return _find_config_error(error) is not None
+
+
+#: Frames from these directories are the runtime's, not the program's.
+_RUNTIME_DIRS = tuple(
+    str(Path(module.__file__).resolve().parent) + os.sep
+    for module in (pulumi, asyncio, concurrent.futures)
+    if module.__file__
+)
+
+
+def program_traceback(error: BaseException) -> str:
+    """The traceback without the SDK's and asyncio's frames: what the program's author needs.
+
+    Falls back to the whole traceback when no frame is left.
+    """
+    report = traceback.TracebackException.from_exception(error)
+    current: traceback.TracebackException | None = report
+    while current is not None:
+        kept = [
+            frame
+            for frame in current.stack
+            if not str(Path(frame.filename).resolve()).startswith(_RUNTIME_DIRS)
+            and Path(frame.filename).resolve() != Path(__file__).resolve()
+        ]
+        if kept:
+            current.stack = traceback.StackSummary.from_list(kept)
+        current = current.__cause__ or current.__context__
+    return "".join(report.format()).rstrip()
 
 
 def error_diagnostic(error: BaseException) -> Diagnostic:
     """A program exception as a diagnostic: config errors by message, others with traceback."""
-    if is_config_error(error):
-        return Diagnostic(severity="error", message=str(_config_error(error)), source="config")
+    config_error = _find_config_error(error)
+    if config_error is not None:
+        return Diagnostic(severity="error", message=str(config_error), source="config")
     return Diagnostic(
         severity="error",
         message=f"{type(error).__name__}: {error}",
         source="program",
-        detail="".join(traceback.format_exception(error)).rstrip(),
+        detail=program_traceback(error),
     )
 
 
@@ -154,10 +181,11 @@ def _run_stack(
     engine = RecordingEngine()
     # What set_mocks does, minus creating a root Stack: run_in_stack creates the one
     # whose exports get registered at the end.
+    features = monitor.GetDeploymentInfo(empty_pb2.Empty())  # type: ignore[no-untyped-call]
     settings.configure(
-        MockSettings(
+        MockSettings(  # type: ignore[no-untyped-call]
             monitor=monitor,
-            monitor_features=set(monitor.GetDeploymentInfo(empty_pb2.Empty()).supportedFeatures),
+            monitor_features=set(features.supportedFeatures),
             engine=engine,
             project=project,
             stack=stack,
@@ -179,7 +207,7 @@ def _run_stack(
     loop.set_exception_handler(on_loop_error)
     try:
         loop.run_until_complete(run_in_stack(program))
-    except Exception as error:  # noqa: BLE001 - the program's failure is the result
+    except Exception as error:  # the program's failure is the result, not ours
         recording.diagnostics.append(error_diagnostic(error))
     finally:
         _close_loop(loop)
@@ -206,7 +234,15 @@ def _run_stack(
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what a failed run left pending, so the next run starts clean."""
+    """Finish what a failed run left in flight, cancel the rest, and close the loop.
+
+    The SDK stops at the first failure; registrations already under way still reach
+    the monitor, so the preview shows how far the program got.
+    """
+    pending = asyncio.all_tasks(loop)
+    if pending:
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(asyncio.wait(pending, timeout=_DRAIN_SECONDS))
     pending = asyncio.all_tasks(loop)
     for task in pending:
         task.cancel()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 #: What a ``secure:`` value reads as offline. Recognisable on purpose: never a real secret.
 PLACEHOLDER_SECRET = "offline-placeholder-secret"
@@ -29,7 +29,7 @@ class StackFileError(Exception):
     """A project or stack file is missing or malformed: a configuration error."""
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]
     """YAML 1.2 core-schema scalars, as the engine's YAML library reads them.
 
     PyYAML follows YAML 1.1, where ``yes``/``on`` are booleans and ``10:30`` is a
@@ -38,8 +38,11 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (
-        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")]
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
@@ -53,7 +56,7 @@ _Loader.add_implicit_resolver(
 
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
-    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    text = str(loader.construct_scalar(node))
     # base 0 reads the 0o / 0x prefixes but refuses a plain decimal with a leading zero.
     return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
 
@@ -265,9 +268,7 @@ def load_stack_file(
             if key in project_file.secret_keys:
                 secret_keys.add(key)
     settings = {
-        key: _construct(node)
-        for key, node in _entries(path, root, "top level")
-        if key != "config"
+        key: _construct(node) for key, node in _entries(path, root, "top level") if key != "config"
     }
     return StackFile(
         stack=stack or stack_name_of(path),

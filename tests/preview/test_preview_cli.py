@@ -1,0 +1,218 @@
+"""``python -m zlh_infra preview``: arguments, stack files, output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from tests.preview.preview_programs import container
+from zlh_infra.errors import ConfigError
+from zlh_infra.preview import cli
+from zlh_infra.preview.recording import Diagnostic, StackRecording
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "cli-secret-41b7"
+
+
+def program() -> None:
+    config = pulumi.Config("zlh-infra")
+    if config.get_bool("fail"):
+        raise ConfigError(["zlh-infra:fail is set"])
+    print("chatter from the program")
+    container(config.require("guest"), 100, "10.10.0.10/24")
+    if config.get("secret") is not None:
+        pulumi.export("secret", config.require_secret("secret"))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "Pulumi.yaml").write_text("name: zlh-infra\nruntime: python\n")
+    (tmp_path / "Pulumi.core.yaml").write_text(
+        "config:\n  zlh-infra:guest: zpack-api\n  zlh-infra:secret:\n    secure: v1:xyz\n"
+    )
+    (tmp_path / "Pulumi.runtime.yaml").write_text("config:\n  zlh-infra:guest: zlh-build\n")
+    return tmp_path
+
+
+def run(project: Path, *argv: str, checks: Iterable[cli.Check] | None = None) -> int:
+    return cli.main(
+        ["preview", *argv],
+        program=program,
+        cwd=project,
+        checks=None if checks is None else list(checks),
+    )
+
+
+def test_clean_preview_exits_0_with_pure_json_on_stdout(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(project, "--format", "json") == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)  # the program's print went to stderr
+    assert [s["stack"] for s in data["stacks"]] == ["core", "runtime"]
+    assert data["stacks"][0]["outputs"]["secret"] == "[secret]"
+    assert "chatter from the program" in err
+
+
+def test_output_file_and_stack_selection(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = project / "out" / "summary.md"
+    target.parent.mkdir()
+    assert run(project, "--stack", "runtime", "--format", "markdown", "--output", str(target)) == 0
+    assert capsys.readouterr().out == ""
+    text = target.read_text()
+    assert "## Stack `runtime`" in text and "## Stack `core`" not in text
+    assert "| 100 | zlh-build |" in text
+
+
+def test_stack_file_override(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "elsewhere.yaml"
+    other.write_text("config:\n  zlh-infra:guest: zlh-other\n")
+    assert run(project, "--stack", "runtime", "--stack-file", f"runtime={other}") == 0
+    assert "container zlh-other" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--stack", "staging"],
+        ["--format", "yaml"],
+        ["--stack-file", "runtime"],
+        ["--stack-file", "prod=x.yaml"],
+    ],
+)
+def test_usage_errors_exit_2(
+    project: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        run(project, *argv)
+    assert raised.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_missing_stack_file_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "Pulumi.runtime.yaml").unlink()
+    assert run(project) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "stack file not found" in err and "Pulumi.runtime.yaml" in err
+    assert "Traceback" not in err
+
+
+def test_override_pointing_nowhere_exits_2(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(project, "--stack", "core", "--stack-file", f"core={project / 'nope.yaml'}") == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_malformed_stack_file_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "Pulumi.core.yaml").write_text("config: [\n")
+    assert run(project) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_config_error_from_the_program_exits_2(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "Pulumi.runtime.yaml").write_text("config:\n  zlh-infra:fail: true\n")
+    assert run(project) == 2
+    out, err = capsys.readouterr()
+    assert "error: runtime: invalid configuration:" in err
+    assert "zlh-infra:fail is set" in out and "Traceback" not in out + err
+
+
+def test_program_error_exits_3(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "Pulumi.runtime.yaml").write_text("config: {}\n")  # guest missing: a config error
+    assert run(project) == 2
+    capsys.readouterr()
+
+    def broken() -> None:
+        raise RuntimeError("bug")
+
+    assert cli.main(["preview"], program=broken, cwd=project) == 3
+    assert "RuntimeError: bug" in capsys.readouterr().err
+
+
+def mandatory(recording: StackRecording) -> list[Diagnostic]:
+    return (
+        [
+            Diagnostic(
+                "error",
+                "vmid out of range",
+                "policy",
+                policy_pack="zlh",
+                policy_name="vmid-range",
+                enforcement_level="mandatory",
+            )
+        ]
+        if recording.stack == "runtime"
+        else []
+    )
+
+
+def advisory(recording: StackRecording) -> list[Diagnostic]:
+    return [
+        Diagnostic(
+            "warning", "no backup", "policy", policy_name="backup", enforcement_level="advisory"
+        )
+    ]
+
+
+def test_checks_seam_and_policy_exit_code(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(project, checks=[advisory]) == 0
+    assert "no backup" in capsys.readouterr().out
+    assert run(project, "--format", "json", checks=[advisory, mandatory]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["stacks"][1]["diagnostics"][-1]["enforcementLevel"] == "mandatory"
+
+
+def test_exit_code_precedence() -> None:
+    def recording(*diagnostics: Diagnostic) -> StackRecording:
+        return StackRecording("core", "zlh-infra", diagnostics=list(diagnostics))
+
+    policy = Diagnostic("error", "m", "policy", enforcement_level="mandatory")
+    program_error = Diagnostic("error", "bug", "program")
+    config = Diagnostic("error", "bad", "config")
+    assert cli.exit_code([recording()]) == 0
+    assert cli.exit_code([recording(Diagnostic("warning", "w", "program"))]) == 0
+    assert cli.exit_code([recording(Diagnostic("info", "i", "config"))]) == 0
+    assert cli.exit_code([recording(policy)]) == 1
+    assert cli.exit_code([recording(policy), recording(program_error)]) == 3
+    assert cli.exit_code([recording(program_error, config, policy)]) == 2
+
+
+def test_module_entry_point_usage_error_exits_2_without_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "zlh_infra", "preview", "--stack", "staging"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid stack 'staging'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_module_entry_point_missing_stack_file_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: zlh-infra\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "zlh_infra", "preview", "--stack", "core"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "stack file not found" in result.stderr
+    assert "Traceback" not in result.stderr
