@@ -75,6 +75,8 @@ def parse_contract(outputs: Mapping[str, Any], *, core_stack: str) -> CoreContra
             "run `pulumi up` on the core stack first, with this version of the program"
         )
     version = outputs.get("contractVersion")
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)  # numbers cross the wire as floats
     if version != CONTRACT_VERSION:
         raise ContractError(
             f"core stack {core_stack!r} exports contractVersion {version!r}, this program "

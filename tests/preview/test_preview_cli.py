@@ -40,13 +40,9 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(project: Path, *argv: str, checks: Iterable[cli.Check] | None = None) -> int:
-    return cli.main(
-        ["preview", *argv],
-        program=program,
-        cwd=project,
-        checks=None if checks is None else list(checks),
-    )
+def run(project: Path, *argv: str, checks: Iterable[cli.Check] = ()) -> int:
+    """The CLI on a toy project: its program, and only the given checks (no policy pack)."""
+    return cli.main(["preview", *argv], program=program, cwd=project, checks=list(checks))
 
 
 def test_clean_preview_exits_0_with_pure_json_on_stdout(

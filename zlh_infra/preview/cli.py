@@ -39,9 +39,46 @@ _STACK_NAME = re.compile(r"^(core|runtime(-[a-z0-9][a-z0-9-]*)?)$")
 Check = Callable[[StackRecording], Iterable[Diagnostic]]
 
 
-def default_checks() -> Sequence[Check]:
-    """The checks ``preview`` runs after the programs. None yet: the policy pack plugs in here."""
-    return ()
+DEFAULT_POLICY_PACK = "policy"
+
+
+def policy_check(pack_dir: Path, config_file: Path | None = None) -> Check:
+    """Run the CrossGuard pack in ``pack_dir`` on a stack, as ``--policy-pack`` does.
+
+    A stack whose program failed is not analysed (the engine would not get that far).
+    A pack that cannot run fails the stack as a mandatory policy error: a policy gate
+    that could not look must not pass.
+    """
+    from zlh_infra.preview.policy_engine import (
+        PolicyConfigError,
+        PolicyEngineError,
+        run_policy_pack,
+    )
+
+    def check(recording: StackRecording) -> list[Diagnostic]:
+        if any(d.severity == "error" for d in recording.diagnostics):
+            return []
+        try:
+            report = run_policy_pack(
+                pack_dir,
+                recording,
+                stack_config=recording.config,
+                policy_config_file=config_file,
+            )
+        except PolicyConfigError as error:
+            return [Diagnostic(severity="error", message=str(error), source="config")]
+        except PolicyEngineError as error:
+            return [
+                Diagnostic(
+                    severity="error",
+                    message=f"policy pack {pack_dir} failed: {error}",
+                    source="policy",
+                    enforcement_level="mandatory",
+                )
+            ]
+        return report.diagnostics
+
+    return check
 
 
 def run_checks(recordings: Sequence[StackRecording], checks: Sequence[Check]) -> None:
@@ -126,6 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="stack file to use for STACK instead of Pulumi.<STACK>.yaml (repeatable)",
     )
     preview.add_argument("--output", type=Path, metavar="FILE", help="write the output to FILE")
+    preview.add_argument(
+        "--policy-pack",
+        type=Path,
+        metavar="DIR",
+        help=f"policy pack to run on each stack (default: {DEFAULT_POLICY_PACK}/ in the project)",
+    )
+    preview.add_argument(
+        "--policy-pack-config",
+        type=Path,
+        metavar="FILE",
+        help="JSON policy config, as for `pulumi preview --policy-pack-config`",
+    )
+    preview.add_argument("--no-policy", action="store_true", help="do not run the policy pack")
     return parser
 
 
@@ -179,7 +229,10 @@ def preview(
     # The program's prints must not end up inside JSON or Markdown on stdout.
     with contextlib.redirect_stdout(sys.stderr):
         recordings = run_platform(files, stacks, project_file=project_file, program=program)
-    run_checks(recordings, default_checks() if checks is None else checks)
+    if checks is None:
+        pack = args.policy_pack or root / DEFAULT_POLICY_PACK
+        checks = [] if args.no_policy else [policy_check(pack, args.policy_pack_config)]
+    run_checks(recordings, checks)
 
     output = render(recordings, args.format)
     if args.output is not None:

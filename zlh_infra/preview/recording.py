@@ -74,3 +74,6 @@ class StackRecording:
     #: wire sentinels so they stay marked).
     outputs: dict[str, Any] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    #: The flat config the program ran with (secure values as the offline placeholder);
+    #: a policy pack receives it as the engine's PULUMI_CONFIG.
+    config: dict[str, str] = field(default_factory=dict)

@@ -195,7 +195,7 @@ def _run_stack(
         )
     )
 
-    recording = StackRecording(stack=stack, project=project)
+    recording = StackRecording(stack=stack, project=project, config=dict(config))
     loop_errors: list[BaseException] = []
 
     def on_loop_error(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

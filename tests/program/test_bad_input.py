@@ -1,0 +1,103 @@
+"""Every malformed configuration is refused before any resource is registered.
+
+Through the program as `pulumi up` runs it (a RunError whose message the engine prints
+without a traceback), and through the offline preview's command line (exit code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from tests.stack_configs import NAMESPACE, apply_case, bad_cases, engine_config
+from zlh_infra.errors import ConfigError
+from zlh_infra.preview.cli import main as cli_main
+from zlh_infra.preview.recording import StackRecording
+from zlh_infra.preview.runner import load_program, run_stack, secret_exports
+
+CASES = bad_cases()
+
+
+def expected_message(case: dict[str, Any]) -> str:
+    lines = "\n".join(f"  - {error}" for error in case["errors"])
+    return f"stack {case['stack']!r}: invalid configuration:\n{lines}"
+
+
+def test_config_error_is_a_run_error() -> None:
+    assert issubclass(ConfigError, pulumi.RunError)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_program_refuses_bad_config_before_registering_anything(
+    case: dict[str, Any], core: StackRecording
+) -> None:
+    config, secret_keys = apply_case(case)
+    recording = run_stack(
+        case["stack"],
+        engine_config(config),
+        secret_keys,
+        load_program(),
+        stack_outputs={"core": core.outputs},
+        secret_output_names={"core": secret_exports(core.outputs)},
+    )
+    errors = [d for d in recording.diagnostics if d.severity == "error"]
+    assert [(d.source, d.message) for d in errors] == [("config", expected_message(case))]
+    assert all(d.detail is None for d in errors), "a user mistake must not carry a traceback"
+    assert [r.urn for r in recording.resources if r.custom] == []
+
+
+def write_stack_file(path: Path, config: dict[str, Any]) -> None:
+    document = {
+        "config": {
+            key if ":" in key else f"{NAMESPACE}:{key}": value for key, value in config.items()
+        }
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+# Secret values cannot be encrypted here; the stack file carries them in clear, which is
+# the point of the plain-text case and not representable for the empty-secret case.
+CLI_CASES = [c for c in CASES if not c.get("secret") and c["stack"] in ("core", "runtime")]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c["id"] for c in CLI_CASES])
+def test_preview_exits_2_naming_key_and_rule(
+    case: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.stack_configs import shipped
+
+    config, _ = apply_case(case)
+    stack_file = tmp_path / f"Pulumi.{case['stack']}.yaml"
+    write_stack_file(stack_file, config)
+    write_stack_file(
+        tmp_path / "Pulumi.core.yaml", config if case["stack"] == "core" else shipped("core")
+    )
+    code = cli_main(
+        [
+            "preview",
+            "--stack",
+            case["stack"],
+            "--no-policy",
+            "--stack-file",
+            f"core={tmp_path / 'Pulumi.core.yaml'}",
+            "--stack-file",
+            f"{case['stack']}={stack_file}",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 2
+    output = captured.out + captured.err
+    for error in case["errors"]:
+        assert error in output
+    assert "Traceback" not in output
+
+
+def test_unknown_stack_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["preview", "--stack", "staging"])
+    assert exit_info.value.code == 2
+    assert "invalid stack 'staging'" in capsys.readouterr().err

@@ -1,0 +1,199 @@
+"""Core -> runtime: the runtime reads the core run's real exports; never the other way."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import re
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.program.conftest import by_vmid, of_type
+from tests.stack_configs import ROOT, engine_config, shipped
+from zlh_infra.preview.recording import StackRecording
+from zlh_infra.preview.runner import load_program, run_stack, secret_exports
+
+
+def run_runtime(
+    core: StackRecording,
+    config: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> StackRecording:
+    core_outputs = core.outputs if outputs is None else outputs
+    return run_stack(
+        "runtime",
+        engine_config(config or shipped("runtime")),
+        [],
+        load_program(),
+        stack_outputs={"core": core_outputs},
+        secret_output_names={"core": secret_exports(core_outputs)},
+    )
+
+
+def config_errors(recording: StackRecording) -> list[str]:
+    return [d.message for d in recording.diagnostics if d.source == "config"]
+
+
+def test_runtime_reads_only_the_core_stack_through_a_stack_reference(
+    runtime: StackRecording,
+) -> None:
+    assert [(r.type, r.name) for r in runtime.reads] == [("pulumi:pulumi:StackReference", "core")]
+
+
+def test_core_reads_nothing_and_previews_without_any_runtime_stack(core: StackRecording) -> None:
+    assert core.reads == []
+    alone = run_stack("core", engine_config(shipped("core")), [], load_program())
+    assert [d for d in alone.diagnostics if d.severity == "error"] == []
+    assert len(alone.resources) == len(core.resources)
+
+
+def test_core_resources_name_no_runtime_node_or_address(core: StackRecording) -> None:
+    runtime_config = shipped("runtime")
+    runtime_node = runtime_config["proxmox"]["node"]
+    runtime_lan = IPv4Network(runtime_config["network"]["lan"]["cidr"])
+    for res in core.resources:
+        nodes = {res.inputs.get("nodeName"), res.inputs.get("node"), *res.inputs.get("nodes", [])}
+        assert runtime_node not in nodes, res.urn
+        assert runtime_node not in str(res.inputs.get("endpoint", "")), res.urn
+    text = repr([(r.inputs, r.outputs) for r in core.resources]) + repr(core.outputs)
+    addresses = {IPv4Address(a) for a in re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", text)}
+    assert [a for a in addresses if a in runtime_lan] == []
+
+
+def test_core_code_never_imports_runtime_layers() -> None:
+    """The control plane's modules import neither the edge nor the runtime layer."""
+    core_modules = [ROOT / "zlh_infra/layers/control_plane.py", ROOT / "zlh_infra/layers/host.py"]
+    for path in core_modules:
+        imported = {
+            node.module
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not imported & {"zlh_infra.layers.edge", "zlh_infra.layers.runtime"}, path
+
+
+def test_only_runtime_stacks_create_stack_references() -> None:
+    """StackReference appears once in the program: where a runtime stack reads the core."""
+    hits = [
+        (path.relative_to(ROOT), node.lineno)
+        for path in sorted((ROOT / "zlh_infra").rglob("*.py"))
+        if "preview" not in path.parts
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "StackReference"
+    ]
+    assert [str(path) for path, _ in hits] == ["zlh_infra/program.py"]
+    source = (ROOT / "zlh_infra/program.py").read_text()
+    function = next(
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef) and node.name == "read_core_contract"
+    )
+    assert function.lineno <= hits[0][1] <= (function.end_lineno or 0)
+
+
+def test_runtime_uses_the_core_runs_actual_exports(
+    core: StackRecording, runtime: StackRecording
+) -> None:
+    rules = of_type(runtime, "proxmoxve:firewall/rulesLegacy:RulesLegacy")
+    agent_sources = {
+        rule["source"] for r in rules for rule in r.inputs["rules"] if rule.get("dport") == "18888"
+    }
+    assert agent_sources == {f"{core.outputs['apiManagementAddress']}/32"}
+    storage = of_type(runtime, "proxmoxve:storage/pbs:Pbs")[0]
+    assert storage.inputs["server"] == core.outputs["pbsServer"]
+    assert storage.inputs["datastore"] == core.outputs["pbsDatastore"]
+
+    moved = copy.deepcopy(core.outputs)
+    moved["apiManagementAddress"] = "10.99.0.77"
+    changed = run_runtime(core, outputs=moved)
+    agent_sources = {
+        rule["source"]
+        for r in of_type(changed, "proxmoxve:firewall/rulesLegacy:RulesLegacy")
+        for rule in r.inputs["rules"]
+        if rule.get("dport") == "18888"
+    }
+    assert agent_sources == {"10.99.0.77/32"}
+
+
+def test_runtime_backs_up_every_game_and_dev_container(runtime: StackRecording) -> None:
+    job = of_type(runtime, "proxmoxve:backup/job:Job")[0]
+    fleet = {str(v) for v in by_vmid(runtime) if 1000 <= v <= 1199}
+    assert fleet <= set(job.inputs["vmids"])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda o: o.pop("apiManagementAddress"),
+            "core stack 'core' does not export apiManagementAddress: run `pulumi up` on the "
+            "core stack first, with this version of the program",
+        ),
+        (
+            lambda o: o.update(contractVersion=2),
+            "core stack 'core' exports contractVersion 2, this program needs 1: deploy the "
+            "same program version to core and runtime",
+        ),
+    ],
+    ids=["missing-output", "other-version"],
+)
+def test_a_contract_that_does_not_fit_stops_the_runtime_before_any_resource(
+    core: StackRecording, change: Any, expected: str
+) -> None:
+    outputs = copy.deepcopy(core.outputs)
+    change(outputs)
+    recording = run_runtime(core, outputs=outputs)
+    assert config_errors(recording) == [f"stack 'runtime': invalid configuration:\n  - {expected}"]
+    assert [r.type for r in recording.resources if r.custom] == []
+
+
+def test_runtime_refuses_a_vmid_the_core_stack_uses(core: StackRecording) -> None:
+    config = shipped("runtime")
+    config["games"][0]["vmid"] = 1000
+    outputs = copy.deepcopy(core.outputs)
+    outputs["coreVmids"] = [*outputs["coreVmids"], 1000]
+    recording = run_runtime(core, config=config, outputs=outputs)
+    assert config_errors(recording) == [
+        "stack 'runtime': invalid configuration:\n  - zlh-infra:games[0].vmid: VMID 1000 is used by "
+        "the core stack; VMIDs are unique across hosts because Proxmox Backup Server keys "
+        "backups by VMID"
+    ]
+
+
+def test_runtime_refuses_the_core_node(core: StackRecording) -> None:
+    config = shipped("runtime")
+    config["proxmox"]["node"] = "zlh-core"
+    recording = run_runtime(core, config=config)
+    assert config_errors(recording) == [
+        "stack 'runtime': invalid configuration:\n  - zlh-infra:proxmox.node: zlh-core is the "
+        "core host's node; runtime guests must never run on the core host"
+    ]
+
+
+def test_a_second_runtime_host_is_one_more_stack(core: StackRecording) -> None:
+    config = shipped("runtime")
+    config["proxmox"] = {
+        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
+        "node": "zlh-runtime-2",
+    }
+    config["games"] = [{"name": "mc-hub-2", "vmid": 1050, "template": "minecraft-paper"}]
+    config["devs"] = []
+    recording = run_stack(
+        "runtime-2",
+        engine_config(config),
+        [],
+        load_program(),
+        stack_outputs={"core": core.outputs},
+        secret_output_names={"core": secret_exports(core.outputs)},
+    )
+    assert [d for d in recording.diagnostics if d.severity == "error"] == []
+    nodes = {
+        g.inputs["nodeName"]
+        for g in recording.resources
+        if "vmId" in g.inputs and "nodeName" in g.inputs
+    }
+    assert nodes == {"zlh-runtime-2"}
+    assert Path("Pulumi.core.yaml").name  # the core stack's file is untouched by adding a runtime

@@ -1,0 +1,77 @@
+"""The agent firewall as recorded: proven with the reachability evaluator, not pattern-matched."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+
+from tests.program.conftest import by_vmid, guests, tag
+from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
+from zlh_infra.platform.firewall_state import read_firewall
+from zlh_infra.platform.reachability import exposure
+from zlh_infra.preview.recording import StackRecording
+
+MANAGEMENT_BRIDGE = "vmbr2"
+
+
+def firewall(recording: StackRecording):  # type: ignore[no-untyped-def]
+    return read_firewall((r.type, r.name, r.inputs) for r in recording.resources)
+
+
+@pytest.mark.parametrize("stack", ["core", "runtime"])
+def test_every_guest_nic_and_guest_has_the_firewall_on(
+    platform: dict[str, StackRecording], stack: str
+) -> None:
+    host, views = firewall(platform[stack])
+    assert host.enabled
+    for guest in guests(platform[stack]):
+        view = views[int(guest.inputs["vmId"])]
+        assert view.nic_firewall and all(view.nic_firewall.values()), guest.urn
+        assert view.options is not None and view.options["enabled"] is True, guest.urn
+
+
+def test_fleet_management_nic_exposes_only_agent_and_metrics(
+    core: StackRecording, runtime: StackRecording
+) -> None:
+    api = core.outputs["apiManagementAddress"]
+    monitor = core.outputs["monitorManagementAddress"]
+    host, views = firewall(runtime)
+    fleet = [g for g in guests(runtime) if tag(g, "role-") in ("game", "dev")]
+    assert len(fleet) == 5
+    for guest in fleet:
+        view = views[int(guest.inputs["vmId"])]
+        iface = view.iface_on(MANAGEMENT_BRIDGE)
+        assert iface == "net1", guest.urn
+        assert view.firewall().input_policy == "DROP", guest.urn
+        opened = {
+            (e.proto, e.first_port, e.last_port): str(e.sources)
+            for e in exposure(host, view.firewall(), iface=iface)
+        }
+        assert opened == {
+            ("tcp", METRICS_PORT, METRICS_PORT): f"{monitor}/32",
+            ("tcp", AGENT_PORT, AGENT_PORT): f"{api}/32",
+        }, guest.urn
+
+
+def test_game_ports_open_only_to_velocity_on_the_lan(runtime: StackRecording) -> None:
+    host, views = firewall(runtime)
+    velocity = by_vmid(runtime)[312].inputs["initialization"]["ipConfigs"][0]["ipv4"]["address"]
+    for vmid in (1000, 1001, 1002):
+        opened = [
+            (e.proto, e.first_port, str(e.sources))
+            for e in exposure(host, views[vmid].firewall(), iface="net0")
+        ]
+        assert opened == [("tcp", 25565, f"{IPv4Address(velocity.split('/')[0])}/32")]
+
+
+def test_core_database_only_reachable_from_the_api(core: StackRecording) -> None:
+    host, views = firewall(core)
+    api_lan = (
+        by_vmid(core)[100].inputs["initialization"]["ipConfigs"][0]["ipv4"]["address"].split("/")[0]
+    )
+    opened = [
+        (e.proto, e.first_port, str(e.sources))
+        for e in exposure(host, views[102].firewall(), iface="net0")
+    ]
+    assert opened == [("tcp", 3306, f"{api_lan}/32")]
