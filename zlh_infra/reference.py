@@ -6,9 +6,11 @@ the program runs cannot drift apart; a test compares the committed files.
 
 from __future__ import annotations
 
+import argparse
 import json
-from pathlib import Path
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -157,3 +159,34 @@ def generated_files() -> dict[Path, str]:
     }
     files[CONFIG_DOC] = configuration_markdown()
     return files
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "reference",
+        help="check or rewrite the generated config schemas and reference page",
+        description="Compare schema/*.schema.json and docs/reference/configuration.md with "
+        "what the configuration models generate; --write rewrites them.",
+    )
+    parser.add_argument("--write", action="store_true", help="rewrite the generated files")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    stale = []
+    for path, content in generated_files().items():
+        target = args.root / path
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        if current == content:
+            continue
+        if args.write:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+            print(f"wrote {path}")
+        else:
+            stale.append(str(path))
+    if stale:
+        print("stale: " + ", ".join(stale) + " (run with --write)", file=sys.stderr)
+        return 1
+    return 0

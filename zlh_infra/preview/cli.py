@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +41,10 @@ Check = Callable[[StackRecording], Iterable[Diagnostic]]
 
 
 DEFAULT_POLICY_PACK = "policy"
+
+#: Modules adding further subcommands: each has ``register(commands)``, which adds its
+#: parser and sets ``handler(args) -> int`` on it.
+SUBCOMMAND_MODULES: tuple[str, ...] = ("zlh_infra.reference",)
 
 
 def policy_check(pack_dir: Path, config_file: Path | None = None) -> Check:
@@ -176,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON policy config, as for `pulumi preview --policy-pack-config`",
     )
     preview.add_argument("--no-policy", action="store_true", help="do not run the policy pack")
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 
@@ -266,7 +273,7 @@ def main(
     try:
         if args.command == "preview":
             return preview(args, program=program, checks=checks, cwd=cwd)
+        return int(args.handler(args))
     except StackFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    raise AssertionError(f"unhandled command {args.command!r}")
