@@ -81,42 +81,53 @@ class _Reader:
         self.defaults = defaults
         self.values = {**defaults, **(raw or {})}
         self.problems: list[str] = []
+        # A misspelt key would otherwise leave its default silently in force.
+        unknown = sorted(set(raw or {}) - set(defaults) - {"enforcementLevel"})
+        if unknown:
+            self.problems.append(
+                f"unknown key(s) {', '.join(unknown)}; its keys are {', '.join(defaults)}"
+            )
 
-    def bad(self, key: str, expected: str) -> Any:
+    def bad(self, key: str, expected: str) -> None:
         self.problems.append(f"{key} must be {expected}, not {self.values[key]!r}")
-        return self.defaults[key]
 
     def string(self, key: str) -> str:
         value = self.values[key]
         if isinstance(value, str) and value.strip():
             return value.strip()
-        return self.bad(key, "a non-empty string")
+        self.bad(key, "a non-empty string")
+        return str(self.defaults[key])
 
     def strings(self, key: str) -> tuple[str, ...]:
         value = self.values[key]
         if isinstance(value, list | tuple) and all(isinstance(v, str) and v.strip() for v in value):
             return tuple(v.strip() for v in value)
-        return tuple(self.bad(key, "a list of non-empty strings"))
+        self.bad(key, "a list of non-empty strings")
+        return tuple(self.defaults[key])
 
     def integer(self, key: str, low: int, high: int) -> int:
-        number = whole_number(self.values[key])
-        if number is not None and not isinstance(self.values[key], str) and low <= number <= high:
+        value = self.values[key]
+        number = None if isinstance(value, str) else whole_number(value)
+        if number is not None and low <= number <= high:
             return number
-        return self.bad(key, f"a whole number from {low} to {high}")
+        self.bad(key, f"a whole number from {low} to {high}")
+        return int(self.defaults[key])
 
     def integers(self, key: str, low: int, high: int) -> tuple[int, ...]:
         value = self.values[key]
         if isinstance(value, list | tuple):
-            numbers = [whole_number(v) if not isinstance(v, str) else None for v in value]
+            numbers = [None if isinstance(v, str) else whole_number(v) for v in value]
             if all(n is not None and low <= n <= high for n in numbers):
                 return tuple(n for n in numbers if n is not None)
-        return tuple(self.bad(key, f"a list of whole numbers from {low} to {high}"))
+        self.bad(key, f"a list of whole numbers from {low} to {high}")
+        return tuple(self.defaults[key])
 
     def boolean(self, key: str) -> bool:
         value = self.values[key]
         if isinstance(value, bool):
             return value
-        return self.bad(key, "true or false")
+        self.bad(key, "true or false")
+        return bool(self.defaults[key])
 
     def string_map(self, key: str) -> dict[str, str]:
         value = self.values[key]
@@ -124,7 +135,8 @@ class _Reader:
             isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items()
         ):
             return {k: v.strip() for k, v in value.items()}
-        return dict(self.bad(key, "an object mapping names to non-empty strings"))
+        self.bad(key, "an object mapping names to non-empty strings")
+        return dict(self.defaults[key])
 
     def done(self) -> None:
         if self.problems:

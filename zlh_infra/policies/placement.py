@@ -5,6 +5,11 @@ control plane", as far as a policy pack can see them: nodes, provider endpoints,
 layer components, tags and the dependency graph of one stack. What a stack reads from
 another through a StackReference is never shown to a pack; the program and its tests
 enforce that the core stack reads nothing.
+
+Endpoints are judged on the provider resource itself (the engine analyses explicit
+providers like any resource), not again on every resource managed through it. Messages
+never quote an endpoint: ``pulumi_policy`` hands secret properties to a policy as plain
+values, and an endpoint may be configured as a secret.
 """
 
 from __future__ import annotations
@@ -81,11 +86,13 @@ def check_placement(resource: Resource, config: PlacementConfig, stack: str) -> 
     if node is None:
         target = expected or "its runtime host's node"
         return [f"{label(resource)} names no node; set its node to {target}."]
-    owners = [other for other, owned in config.stack_nodes.items() if owned == node and other != name]
+    owners = [
+        other for other, owned in config.stack_nodes.items() if owned == node and other != name
+    ]
     if expected is not None:
         if node == expected:
             return []
-        where = f"declare it in stack {owners[0]}" if owners else "declare it in the stack of that host"
+        where = f"declare it in stack {owners[0]}" if owners else "declare it in that host's stack"
         return [
             f"{label(resource)} is on node {node}, but stack {name} deploys to node {expected} "
             f"(policy config stackNodes); set its node to {expected}, or {where}."
@@ -137,29 +144,19 @@ def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[str]:
             f"to {config.core_node}"
         )
     if resource.type == PROXMOX_PROVIDER:
-        reasons.extend(_endpoint_problem(what, provider_host(resource), config))
-    elif resource.provider is not None and resource.provider.type == PROXMOX_PROVIDER:
-        host = provider_host(resource.provider)
-        if host is not None and not host_matches(host, config.core_endpoint_hosts):
+        host = provider_host(resource)
+        if host is None:
             reasons.append(
-                f"{what} is managed through provider {resource.provider.name}, whose endpoint "
-                f"{host} is not the core host; manage it through the core host's provider"
+                f"{what} sets no endpoint, so the host it manages cannot be checked; set its "
+                "endpoint to the core host's API URL"
+            )
+        elif not host_matches(host, config.core_endpoint_hosts):
+            reasons.append(
+                f"{what} points at a host other than the core host (policy config "
+                f"coreEndpointHosts: {', '.join(config.core_endpoint_hosts)}); point it at "
+                "the core host's API"
             )
     return reasons
-
-
-def _endpoint_problem(what: str, host: str | None, config: IndependenceConfig) -> list[str]:
-    if host is None:
-        return [
-            f"{what} sets no endpoint, so the host it manages cannot be checked; set its "
-            "endpoint to the core host's API URL"
-        ]
-    if not host_matches(host, config.core_endpoint_hosts):
-        return [
-            f"{what} points at {host}, not the core host (policy config coreEndpointHosts: "
-            f"{', '.join(config.core_endpoint_hosts)}); point it at the core host's API"
-        ]
-    return []
 
 
 def check_control_plane_independent(
@@ -211,16 +208,9 @@ def check_runtime_isolation(resource: Resource, config: IsolationConfig, stack: 
             )
         elif host_matches(host, config.core_endpoint_hosts):
             problems.append(
-                f"{what} points at {host}, the core host (policy config coreEndpointHosts); "
-                "a runtime stack must never manage the core host: point it at this runtime "
-                "host's API."
-            )
-    elif resource.provider is not None and resource.provider.type == PROXMOX_PROVIDER:
-        host = provider_host(resource.provider)
-        if host is not None and host_matches(host, config.core_endpoint_hosts):
-            problems.append(
-                f"{what} is managed through provider {resource.provider.name}, which points "
-                f"at the core host {host}; manage it through this runtime host's provider."
+                f"{what} points at the core host (policy config coreEndpointHosts: "
+                f"{', '.join(config.core_endpoint_hosts)}); a runtime stack must never "
+                "manage the core host: point it at this runtime host's API."
             )
     node = node_of(resource)
     if node is not None and node == config.core_node:

@@ -1,0 +1,344 @@
+"""Hand-built stacks in the shape the program registers them, for the policy tests.
+
+Properties are in wire form (camelCase keys, numbers as floats), URNs carry the
+engine's full parent type chain. Every call builds fresh objects, so a test may
+change a fixture's properties in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from pulumi_policy.proxy import unknown_checking_proxy
+
+from zlh_infra.policies.resources import (
+    CLUSTER_FIREWALL,
+    CONTAINER,
+    FIREWALL_OPTIONS,
+    FIREWALL_RULES,
+    PROXMOX_PROVIDER,
+    VM,
+    Provider,
+    Resource,
+)
+
+PROJECT = "zlh-infra"
+CORE_ENDPOINT = "https://zlh-core.zerolaghub.net:8006/"
+RUNTIME_ENDPOINT = "https://zlh-runtime.zerolaghub.net:8006/"
+API = "10.99.0.10"
+MONITOR = "10.99.0.20"
+LAYER_TYPES = {
+    "control-plane": "zlh:control-plane:ControlPlane",
+    "edge": "zlh:edge:Edge",
+    "runtime": "zlh:runtime:Runtime",
+}
+
+
+def urn(stack: str, chain: str, name: str) -> str:
+    return f"urn:pulumi:{stack}::{PROJECT}::{chain}::{name}"
+
+
+def rule(
+    port: int, source: str | None, *, proto: str = "tcp", iface: str = "net1", comment: str = ""
+) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "type": "in",
+        "action": "ACCEPT",
+        "proto": proto,
+        "dport": str(port),
+        "iface": iface,
+        "comment": comment,
+        "enabled": True,
+    }
+    if source is not None:
+        found["source"] = source
+    return found
+
+
+FLEET_RULES = (
+    rule(18888, f"{API}/32", comment="zlh-agent from zpack-api"),
+    rule(9100, f"{MONITOR}/32", comment="metrics scrape from zlh-monitor"),
+)
+
+
+class StackBuilder:
+    """Registers resources the way the program does: layer > guest component > guest."""
+
+    def __init__(self, stack: str, endpoint: str, node: str) -> None:
+        self.stack = stack
+        self.node = node
+        self.resources: list[Resource] = []
+        self.root = self.add("pulumi:pulumi:Stack", f"{PROJECT}-{stack}", {})
+        self.provider_resource = self.add(
+            PROXMOX_PROVIDER,
+            f"{stack}-proxmox",
+            {"endpoint": endpoint, "insecure": False},
+            parent=self.root.urn,
+        )
+        self.layers: dict[str, Resource] = {}
+
+    @property
+    def provider(self) -> Provider:
+        p = self.provider_resource
+        return Provider(p.urn, p.type, p.name, p.props)
+
+    def add(
+        self,
+        chain: str,
+        name: str,
+        props: dict[str, Any],
+        *,
+        parent: str | None = None,
+        managed: bool = False,
+        property_dependencies: dict[str, tuple[str, ...]] | None = None,
+        protect: bool = False,
+    ) -> Resource:
+        deps = property_dependencies or {}
+        resource = Resource(
+            urn=urn(self.stack, chain, name),
+            type=chain.rsplit("$", 1)[-1],
+            name=name,
+            props=props,
+            provider=self.provider if managed else None,
+            parent=parent,
+            dependencies=tuple(dict.fromkeys(u for urns in deps.values() for u in urns)),
+            property_dependencies=deps,
+            protect=protect,
+        )
+        self.resources.append(resource)
+        return resource
+
+    def layer(self, layer: str) -> Resource:
+        if layer not in self.layers:
+            self.layers[layer] = self.add(LAYER_TYPES[layer], layer, {}, parent=self.root.urn)
+        return self.layers[layer]
+
+    def guest(
+        self,
+        name: str,
+        vmid: int,
+        *,
+        layer: str,
+        role: str,
+        service: str,
+        vm: bool = False,
+        bridges: Sequence[str] = ("vmbr1",),
+        rules: Iterable[dict[str, Any]] = (),
+        input_policy: str = "DROP",
+        stateful: bool = False,
+    ) -> Resource:
+        """A guest with its firewall options (and rules, if any); returns the guest."""
+        component_type = "zlh:guest:VmGuest" if vm else "zlh:guest:LxcGuest"
+        outer = f"{LAYER_TYPES[layer]}${component_type}"
+        component = self.add(outer, name, {}, parent=self.layer(layer).urn)
+        tags = sorted(
+            {"zlh", f"layer-{layer}", f"role-{role}", f"stack-{self.stack}", f"svc-{service}"}
+        )
+        props: dict[str, Any] = {
+            "vmId": float(vmid),
+            "nodeName": self.node,
+            "tags": tags,
+            "description": f"{name}, managed by zlh-infra",
+            "protection": stateful,
+        }
+        if vm:
+            props["name"] = name
+            props["networkDevices"] = [
+                {"bridge": bridge, "firewall": True, "model": "virtio"} for bridge in bridges
+            ]
+        else:
+            props["networkInterfaces"] = [
+                {"name": f"eth{index}", "bridge": bridge, "firewall": True}
+                for index, bridge in enumerate(bridges)
+            ]
+        guest = self.add(
+            f"{outer}${VM if vm else CONTAINER}",
+            name,
+            props,
+            parent=component.urn,
+            managed=True,
+            protect=stateful,
+        )
+        owner = "vmId" if vm else "containerId"
+        self.add(
+            f"{outer}${FIREWALL_OPTIONS}",
+            f"{name}-firewall",
+            {
+                owner: float(vmid),
+                "nodeName": self.node,
+                "enabled": True,
+                "inputPolicy": input_policy,
+                "outputPolicy": "ACCEPT",
+            },
+            parent=component.urn,
+            managed=True,
+            property_dependencies={owner: (guest.urn,)},
+        )
+        rule_list = [dict(entry) for entry in rules]  # each guest owns its rule dicts
+        if rule_list:
+            self.add(
+                f"{outer}${FIREWALL_RULES}",
+                f"{name}-rules",
+                {owner: float(vmid), "nodeName": self.node, "rules": rule_list},
+                parent=component.urn,
+                managed=True,
+                property_dependencies={owner: (guest.urn,)},
+            )
+        return guest
+
+    def cluster_firewall(self, *, enabled: bool = True) -> Resource:
+        return self.add(
+            CLUSTER_FIREWALL,
+            f"{self.stack}-datacenter-firewall",
+            {"enabled": enabled, "inputPolicy": "DROP", "outputPolicy": "ACCEPT"},
+            parent=self.root.urn,
+            managed=True,
+        )
+
+
+def core_builder() -> StackBuilder:
+    b = StackBuilder("core", CORE_ENDPOINT, "zlh-core")
+    cp = "control-plane"
+    b.guest(
+        "zlh-router",
+        300,
+        layer=cp,
+        role="network",
+        service="zlh-router",
+        vm=True,
+        bridges=("vmbr0", "vmbr1"),
+        input_policy="ACCEPT",
+    )
+    b.guest(
+        "zpack-api",
+        100,
+        layer=cp,
+        role="core-infra",
+        service="zpack-api",
+        bridges=("vmbr1", "vmbr2"),
+        rules=[rule(8080, "10.10.0.5/32", iface="net0")],
+    )
+    b.guest(
+        "zlh-db",
+        102,
+        layer=cp,
+        role="core-infra",
+        service="zlh-db",
+        stateful=True,
+        rules=[rule(3306, "10.10.0.10/32", iface="net0")],
+    )
+    b.guest(
+        "zlh-proxy",
+        301,
+        layer=cp,
+        role="network",
+        service="zlh-proxy",
+        rules=[rule(80, None, iface="net0"), rule(443, None, iface="net0")],
+    )
+    b.guest(
+        "zlh-monitor",
+        2000,
+        layer=cp,
+        role="monitoring",
+        service="zlh-monitor",
+        bridges=("vmbr1", "vmbr2"),
+        stateful=True,
+    )
+    b.cluster_firewall()
+    return b
+
+
+def runtime_builder(stack: str = "runtime", node: str = "zlh-runtime") -> StackBuilder:
+    b = StackBuilder(stack, RUNTIME_ENDPOINT, node)
+    b.guest(
+        "zlh-zpack-router",
+        310,
+        layer="edge",
+        role="network",
+        service="zlh-zpack-router",
+        vm=True,
+        bridges=("vmbr0", "vmbr1"),
+        input_policy="ACCEPT",
+    )
+    b.guest(
+        "zlh-zpack-proxy",
+        311,
+        layer="edge",
+        role="network",
+        service="zlh-zpack-proxy",
+        rules=[rule(80, None, iface="net0"), rule(443, None, iface="net0")],
+    )
+    b.guest(
+        "zlh-velocity",
+        312,
+        layer="edge",
+        role="network",
+        service="zlh-velocity",
+        rules=[rule(25565, None, iface="net0")],
+    )
+    b.guest(
+        "zlh-artifacts",
+        150,
+        layer="runtime",
+        role="core-infra",
+        service="zlh-artifacts",
+        stateful=True,
+        rules=[rule(8080, "10.20.0.0/22", iface="net0")],
+    )
+    b.guest("zlh-base", 200, layer="runtime", role="template", service="template")
+    b.guest(
+        "mc-survival",
+        1000,
+        layer="runtime",
+        role="game",
+        service="game",
+        bridges=("vmbr1", "vmbr2"),
+        rules=FLEET_RULES,
+        stateful=True,
+    )
+    b.guest(
+        "dev-alice",
+        1100,
+        layer="runtime",
+        role="dev",
+        service="dev",
+        bridges=("vmbr1", "vmbr2"),
+        rules=FLEET_RULES,
+        stateful=True,
+    )
+    b.cluster_firewall()
+    return b
+
+
+def core_stack() -> list[Resource]:
+    return core_builder().resources
+
+
+def runtime_stack(stack: str = "runtime", node: str = "zlh-runtime") -> list[Resource]:
+    return runtime_builder(stack, node).resources
+
+
+def find(resources: Iterable[Resource], name: str, type_: str = CONTAINER) -> Resource:
+    """The resource of that name and type (a guest's container by default)."""
+    for resource in resources:
+        if resource.name == name and resource.type in (type_, VM if type_ == CONTAINER else type_):
+            return resource
+    raise KeyError(f"{name} ({type_})")
+
+
+def props(resource: Resource) -> dict[str, Any]:
+    """A fixture's properties, to change in place (they are a plain dict)."""
+    assert isinstance(resource.props, dict)
+    return resource.props
+
+
+def guests(resources: Iterable[Resource]) -> list[Resource]:
+    return [r for r in resources if r.type in (CONTAINER, VM)]
+
+
+def unknown(resource: Resource, **sentinels: str) -> Resource:
+    """The resource with ``key=sentinel`` values unknown, seen through the SDK's proxy."""
+    props = {**resource.props, **sentinels}
+    return replace(resource, props=unknown_checking_proxy(props))

@@ -1,0 +1,265 @@
+"""The checks as ``pulumi_policy`` policies, ready for ``PolicyPack(...)``.
+
+The wrappers turn the SDK's arguments into :class:`Resource` values, parse the
+policy's configuration (reporting an unusable one as a violation, once per resource
+it concerns), and report what the check finds. A resource check that reads a value
+unknown during preview raises the SDK's ``UnknownValueError``, which the SDK reports
+as an advisory "can't run policy ... during preview"; a stack check reports what it
+could check, then raises the first unknown it skipped, for the same advisory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    PolicyProviderResource,
+    PolicyResource,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    Severity,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from zlh_infra.platform.topology import StackRole
+from zlh_infra.policies import config as cfg
+from zlh_infra.policies.agent import check_agent_port
+from zlh_infra.policies.config import ConfigSpec, PolicyConfigError
+from zlh_infra.policies.placement import (
+    check_control_plane_independent,
+    check_placement,
+    check_runtime_isolation,
+    role_of_stack,
+)
+from zlh_infra.policies.resources import (
+    Findings,
+    Provider,
+    Resource,
+    current_stack,
+    is_guest,
+)
+from zlh_infra.policies.tags import check_required_tags, check_traefik_per_domain
+from zlh_infra.policies.vmid import check_vmid_range, check_vmid_unique
+
+C = TypeVar("C")
+
+PACK_NAME = "zlh-platform"
+PACK_DESCRIPTION = (
+    "ZeroLagHub platform rules: VMID scheme, host placement, control plane and runtime "
+    "kept apart, the agent port firewall, one Traefik per traffic domain, guest tags."
+)
+
+ResourceCheck = Callable[[Resource, C, str], list[str]]
+StackCheck = Callable[[Sequence[Resource], C, str], Findings]
+
+
+def _provider(provider: PolicyProviderResource | None) -> Provider | None:
+    if provider is None:
+        return None
+    return Provider(provider.urn, provider.resource_type, provider.name, provider.props)
+
+
+def resource_of(args: ResourceValidationArgs) -> Resource:
+    return Resource(
+        urn=args.urn,
+        type=args.resource_type,
+        name=args.name,
+        props=args.props,
+        provider=_provider(args.provider),
+        parent=args.opts.parent or None,
+        protect=bool(args.opts.protect),
+    )
+
+
+def stack_resource_of(resource: PolicyResource) -> Resource:
+    parent = resource.parent.urn if resource.parent is not None else resource.opts.parent
+    return Resource(
+        urn=resource.urn,
+        type=resource.resource_type,
+        name=resource.name,
+        props=resource.props,
+        provider=_provider(resource.provider),
+        parent=parent or None,
+        dependencies=tuple(dep.urn for dep in resource.dependencies),
+        property_dependencies={
+            key: tuple(dep.urn for dep in deps)
+            for key, deps in resource.property_dependencies.items()
+        },
+        protect=bool(resource.opts.protect),
+    )
+
+
+def resource_policy(
+    *,
+    name: str,
+    description: str,
+    spec: ConfigSpec[C],
+    check: ResourceCheck[C],
+    applies: Callable[[Resource, str], bool],
+    severity: Severity,
+) -> ResourceValidationPolicy:
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        resource = resource_of(args)
+        stack = current_stack(resource.urn)
+        # Before parsing config, so a bad config is reported only where it matters.
+        if not applies(resource, stack):
+            return
+        try:
+            config = spec.parse(name, args.get_config())
+        except PolicyConfigError as error:
+            report_violation(str(error), None)
+            return
+        for message in check(resource, config, stack):
+            report_violation(message, None)
+
+    return ResourceValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(properties=spec.properties),
+        severity=severity,
+    )
+
+
+def stack_policy(
+    *,
+    name: str,
+    description: str,
+    spec: ConfigSpec[C],
+    check: StackCheck[C],
+    severity: Severity,
+) -> StackValidationPolicy:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        resources = [stack_resource_of(resource) for resource in args.resources]
+        try:
+            config = spec.parse(name, args.get_config())
+        except PolicyConfigError as error:
+            report_violation(str(error), None)
+            return
+        stack = current_stack(resources[0].urn if resources else None)
+        findings = check(resources, config, stack)
+        for violation in findings.violations:
+            report_violation(violation.message, violation.urn)
+        if findings.unknowns:
+            raise findings.unknowns[0]
+
+    return StackValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(properties=spec.properties),
+        severity=severity,
+    )
+
+
+def _guest(resource: Resource, stack: str) -> bool:
+    return is_guest(resource)
+
+
+def _in_runtime_stack(resource: Resource, stack: str) -> bool:
+    return role_of_stack(stack) is StackRole.RUNTIME
+
+
+vmid_range = resource_policy(
+    name="zlh-vmid-range",
+    description=(
+        "Every guest's VMID lies in the range of its role, and its role tag names that role."
+    ),
+    spec=cfg.VMID_RANGE,
+    check=lambda resource, config, stack: check_vmid_range(resource, config),
+    applies=_guest,
+    severity=Severity.MEDIUM,
+)
+
+vmid_unique = stack_policy(
+    name="zlh-vmid-unique",
+    description="No two guests of a stack share a VMID, and no guest takes a reserved VMID.",
+    spec=cfg.VMID_UNIQUE,
+    check=lambda resources, config, stack: check_vmid_unique(resources, config),
+    severity=Severity.HIGH,
+)
+
+guest_placement = resource_policy(
+    name="zlh-guest-placement",
+    description="Every guest runs on the Proxmox node of the host its stack deploys.",
+    spec=cfg.PLACEMENT,
+    check=check_placement,
+    applies=_guest,
+    severity=Severity.HIGH,
+)
+
+control_plane_independent = stack_policy(
+    name="zlh-control-plane-independent",
+    description=(
+        "The core stack holds only the control plane, on the core host, and nothing in it "
+        "depends on an edge or runtime resource."
+    ),
+    spec=cfg.INDEPENDENCE,
+    check=check_control_plane_independent,
+    severity=Severity.CRITICAL,
+)
+
+runtime_isolation = resource_policy(
+    name="zlh-runtime-isolation",
+    description=(
+        "A runtime stack never manages the core host, places anything on its node or "
+        "deploys a control-plane service."
+    ),
+    spec=cfg.ISOLATION,
+    check=check_runtime_isolation,
+    applies=_in_runtime_stack,
+    severity=Severity.CRITICAL,
+)
+
+agent_port = stack_policy(
+    name="zlh-agent-port",
+    description=(
+        "Only zpack-api's management address may reach the zlh-agent port, and every game "
+        "and dev container has its firewall on."
+    ),
+    spec=cfg.AGENT,
+    check=lambda resources, config, stack: check_agent_port(resources, config),
+    severity=Severity.CRITICAL,
+)
+
+traefik_per_domain = stack_policy(
+    name="zlh-traefik-per-domain",
+    description=(
+        "Each traffic domain has exactly one Traefik: zlh-proxy in the core stack, "
+        "zlh-zpack-proxy in a runtime stack."
+    ),
+    spec=cfg.TRAEFIK,
+    check=check_traefik_per_domain,
+    severity=Severity.MEDIUM,
+)
+
+required_tags = resource_policy(
+    name="zlh-required-tags",
+    description=(
+        "Every guest carries the zlh, layer, role, stack and service tags, and its stack "
+        "tag names its stack."
+    ),
+    spec=cfg.TAGS,
+    check=check_required_tags,
+    applies=_guest,
+    severity=Severity.MEDIUM,
+)
+
+#: In the order the pack lists them.
+POLICIES = [
+    vmid_range,
+    vmid_unique,
+    guest_placement,
+    control_plane_independent,
+    runtime_isolation,
+    agent_port,
+    traefik_per_domain,
+    required_tags,
+]
