@@ -11,6 +11,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import importlib
 import re
@@ -233,13 +234,24 @@ def preview(
             print(f"error: cannot load the program: {error}", file=sys.stderr)
             return EXIT_PROGRAM
 
-    # The program's prints must not end up inside JSON or Markdown on stdout.
-    with contextlib.redirect_stdout(sys.stderr):
-        recordings = run_platform(files, stacks, project_file=project_file, program=program)
     if checks is None:
         pack = args.policy_pack or root / DEFAULT_POLICY_PACK
         checks = [] if args.no_policy else [policy_check(pack, args.policy_pack_config)]
-    run_checks(recordings, checks)
+    # A stack's checks run (mostly in the policy pack's own process) while the next
+    # stack's program runs here.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        pending: list[concurrent.futures.Future[None]] = []
+
+        def start_checks(recording: StackRecording) -> None:
+            pending.append(pool.submit(run_checks, [recording], checks))
+
+        # The program's prints must not end up inside JSON or Markdown on stdout.
+        with contextlib.redirect_stdout(sys.stderr):
+            recordings = run_platform(
+                files, stacks, project_file=project_file, program=program, on_recording=start_checks
+            )
+        for future in pending:
+            future.result()
 
     output = render(recordings, args.format)
     if args.output is not None:

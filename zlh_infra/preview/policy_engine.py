@@ -43,6 +43,7 @@ environment.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -75,6 +76,9 @@ from .policy_config import (
     reconcile_policy_config,
 )
 from .recording import Diagnostic, RecordedResource, StackRecording
+
+#: Analyze calls kept in flight at once (the pack serves with a few threads).
+_ANALYZE_WINDOW = 8
 
 __all__ = [
     "PolicyConfigError",
@@ -148,6 +152,8 @@ class PolicyReport:
     python: str
     #: Enforcement level of each policy the pack declares, after configuration.
     policies: dict[str, str] = field(default_factory=dict)
+    #: Seconds spent analysing (Analyze and AnalyzeStack calls), without the pack's start.
+    analysis_seconds: float = 0.0
 
 
 def has_mandatory_violation(diagnostics: Iterable[Diagnostic]) -> bool:
@@ -394,8 +400,12 @@ class _Session:
         return left
 
     def _call(self, method: Any, request: Any, what: str, *, optional: bool = False) -> Any:
+        """A blocking call; its failure becomes the pack's error naming the call."""
+        return self._result(method.future(request, timeout=self._remaining()), what, optional)
+
+    def _result(self, future: Any, what: str, optional: bool = False) -> Any:
         try:
-            return method(request, timeout=self._remaining())
+            return future.result()
         except grpc.RpcError as exc:
             code = exc.code()
             if optional and code == grpc.StatusCode.UNIMPLEMENTED:
@@ -471,15 +481,28 @@ class _Session:
         merged = self._configure(stub, info, version, given)
 
         diagnostics: list[Diagnostic] = []
+        analysis_started = time.perf_counter()
         remediate = any(c.enforcement_level == "remediate" for c in merged.values())
+        # Like the engine, which analyses resources as they register in parallel, keep
+        # several Analyze calls in flight; diagnostics are still collected in order.
+        in_flight: collections.deque[tuple[RecordedResource, Any]] = collections.deque()
+
+        def collect() -> None:
+            res, future = in_flight.popleft()
+            response = self._result(future, f"Analyze({res.urn})")
+            diagnostics.extend(self._convert(d, res.urn, version) for d in response.diagnostics)
+
         for res in self.recording.resources:
-            request = self._analyze_request(res, skip_internal=True)
             if remediate:
                 # Without a remediate-level policy, pulumi_policy's Remediate returns
                 # nothing, so the round trip is skipped.
                 self._remediate(stub, res, diagnostics, version)
-            response = self._call(stub.Analyze, request, f"Analyze({res.urn})")
-            diagnostics.extend(self._convert(d, res.urn, version) for d in response.diagnostics)
+            request = self._analyze_request(res, skip_internal=True)
+            in_flight.append((res, stub.Analyze.future(request, timeout=self._remaining())))
+            if len(in_flight) >= _ANALYZE_WINDOW:
+                collect()
+        while in_flight:
+            collect()
 
         # The engine analyses the whole stack only when the program ran to its end.
         program_failed = any(
@@ -503,6 +526,7 @@ class _Session:
             config=merged,
             python=python,
             policies={p.name: merged[p.name].enforcement_level for p in info.policies},
+            analysis_seconds=time.perf_counter() - analysis_started,
         )
 
     def _configure(

@@ -301,6 +301,7 @@ def run_platform(
     *,
     project_file: Path | None = None,
     program: Program | None = None,
+    on_recording: Callable[[StackRecording], None] | None = None,
 ) -> list[StackRecording]:
     """Preview ``stacks``, each from its stack file, core stacks before the stacks reading them.
 
@@ -308,7 +309,8 @@ def run_platform(
     gets that stack's recorded exports as StackReference answers; the core stack is run
     even if not asked for, when its stack file is known. Returns the recordings of
     ``stacks`` in the order they ran. Raises ``StackFileError`` before running anything
-    if a needed file is missing or malformed.
+    if a needed file is missing or malformed. ``on_recording`` sees each asked-for
+    stack's recording as soon as it is complete (the preview starts its checks there).
     """
     if project_file is None:
         first = next(iter(stack_files.values()), None)
@@ -388,6 +390,8 @@ def run_platform(
                 ),
             )
         recordings[name] = recording
+        if on_recording is not None and name in stacks:
+            on_recording(recording)
     return [recordings[name] for name in order if name in stacks]
 
 
