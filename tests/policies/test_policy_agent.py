@@ -289,3 +289,26 @@ def test_an_unknown_source_skips_only_that_rule() -> None:
     assert [u.message for u in findings.unknowns] == [
         "string value at .rules.0.source can't be known during preview"
     ]
+
+
+def test_another_port_open_on_the_management_nic_is_proven_open() -> None:
+    resources = runtime_stack()
+    rules_of(resources, "mc-survival").append(rule(22, "10.99.0.0/22", iface="net1"))
+    assert check_agent_port(resources, CONFIG).messages == [
+        "mc-survival (VMID 1000): its management NIC net1 is reachable on TCP 22 from "
+        "10.99.0.0/22; there only zpack-api (10.99.0.10, TCP 18888) and zlh-monitor "
+        "(10.99.0.20, TCP 9100) may connect: remove or narrow the rule, alias or IP set that "
+        "opens it."
+    ]
+
+
+def test_an_accepting_input_policy_behind_the_rules_is_proven_open() -> None:
+    resources = runtime_stack()
+    rules_of(resources, "dev-alice").append(
+        {"type": "in", "action": "DROP", "proto": "udp", "iface": "net1", "enabled": True}
+    )
+    rules_of(resources, "dev-alice").append(
+        {"type": "in", "action": "ACCEPT", "proto": "udp", "dport": "53", "iface": "net1"}
+    )
+    # The DROP comes first, so the later ACCEPT opens nothing: no finding.
+    assert check_agent_port(resources, CONFIG).messages == []

@@ -106,7 +106,7 @@ def test_numbers_arrive_as_floats_from_the_engine() -> None:
             cfg.AGENT,
             {"apiAdress": "10.99.0.11"},
             "unknown key(s) apiAdress; its keys are agentPort, apiAddress, managementBridge, "
-            "fleetRoles, requireClusterFirewall",
+            "metricsPort, monitorAddress, fleetRoles, requireClusterFirewall",
         ),
         (
             cfg.TAGS,

@@ -98,6 +98,8 @@ def test_the_pack_declares_its_policies_and_defaults() -> None:
         "agentPort": 18888,
         "apiAddress": "10.99.0.10",
         "managementBridge": "vmbr2",
+        "metricsPort": 9100,
+        "monitorAddress": "10.99.0.20",
         "fleetRoles": ["game", "dev"],
         "requireClusterFirewall": True,
     }

@@ -8,10 +8,15 @@ firewall options are enabled with inbound DROP, and the NIC carries ``firewall=1
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from ipaddress import ip_network
 from typing import Any
 
+from pulumi_policy.proxy import UnknownValueError
+
+from zlh_infra.platform.firewall_state import read_firewall
+from zlh_infra.platform.reachability import AddressSet, UnresolvedSourceError, exposure
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
 from zlh_infra.policies.config import AgentPortConfig
 from zlh_infra.policies.resources import (
@@ -191,11 +196,20 @@ def check_agent_port(resources: Sequence[Resource], config: AgentPortConfig) -> 
                 cluster_firewalls.append(resource)
             elif is_fleet(resource, config):
                 fleet.append(resource)
+    # Guests whose rules or firewall settings were already found wrong (or could not be
+    # read) are not evaluated again: one finding per cause.
+    flagged = {urn for violation in findings.violations if (urn := violation.urn)}
+    exposed: list[Resource] = []
     for guest in fleet:
         with findings.reading():
             vmid = vmid_of(guest)
             options = options_of.get(vmid, []) if vmid is not None else []
+            before = len(findings.violations)
             _check_fleet_guest(guest, options, config, findings)
+            if len(findings.violations) == before:
+                exposed.append(guest)
+    if exposed:
+        _check_exposure(resources, exposed, flagged, config, findings)
     if fleet and config.require_cluster_firewall:
         with findings.reading():
             enabled = [fw for fw in cluster_firewalls if fw.props.get("enabled") is True]
@@ -214,3 +228,87 @@ def check_agent_port(resources: Sequence[Resource], config: AgentPortConfig) -> 
                     disabled.urn if disabled is not None else None,
                 )
     return findings
+
+
+def _plain(value: Any) -> Any:
+    """A deep, plain copy of a property value (reads every value once)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _check_exposure(
+    resources: Sequence[Resource],
+    fleet: Sequence[Resource],
+    flagged: set[str],
+    config: AgentPortConfig,
+    findings: Findings,
+) -> None:
+    """Prove, with the reachability evaluator, what reaches each management NIC.
+
+    The per-rule checks above catch a wrong source on a rule; this catches the rest:
+    rules opening other ports, aliases or IP sets that resolve elsewhere, rule order.
+    """
+    readable: list[tuple[str, str, Any]] = []
+    skip: set[int] = set()
+    for resource in resources:
+        owner = whole_number(resource.props.get("containerId") or resource.props.get("vmId"))
+        try:
+            readable.append((resource.type, resource.name, _plain(resource.props)))
+        except UnknownValueError:
+            # Already reported by the checks above; judge its guest when it is known.
+            if owner is not None:
+                skip.add(owner)
+            continue
+        if resource.urn in flagged and owner is not None:
+            skip.add(owner)
+    host, views = read_firewall(readable)
+    if not config.require_cluster_firewall:
+        # Managed outside this stack: judge the guests as Proxmox will, with it on.
+        host = dataclasses.replace(host, enabled=True)
+    elif not host.enabled:
+        return  # reported above: nothing on this host is filtered yet
+    allowed = {
+        config.agent_port: AddressSet.of(config.api_address),
+        config.metrics_port: AddressSet.of(config.monitor_address),
+    }
+    for guest in fleet:
+        if vmid_of(guest) in skip:
+            continue
+        view = views.get(vmid_of(guest) or -1)
+        iface = view.iface_on(config.management_bridge) if view is not None else None
+        if view is None or iface is None:
+            continue
+        try:
+            opened = exposure(
+                host,
+                view.firewall(),
+                iface=iface,
+                guest_aliases=view.aliases,
+                guest_ipsets=view.ipsets,
+            )
+        except UnresolvedSourceError as error:
+            findings.add(
+                f"{label(guest)}: a firewall rule names what does not exist: {error}.", guest.urn
+            )
+            continue
+        for entry in opened:
+            named = entry.proto == "tcp" and entry.first_port == entry.last_port
+            permitted = allowed.get(entry.first_port) if named else None
+            if permitted is not None and not (entry.sources - permitted):
+                continue
+            ports = (
+                str(entry.first_port)
+                if entry.first_port == entry.last_port
+                else f"{entry.first_port}-{entry.last_port}"
+            )
+            findings.add(
+                f"{label(guest)}: its management NIC {iface} is reachable on "
+                f"{entry.proto.upper()} {ports} from {entry.sources}; there only zpack-api "
+                f"({config.api_address}, TCP {config.agent_port}) and zlh-monitor "
+                f"({config.monitor_address}, TCP {config.metrics_port}) may connect: remove "
+                "or narrow the rule, alias or IP set that opens it.",
+                guest.urn,
+            )

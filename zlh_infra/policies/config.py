@@ -19,6 +19,7 @@ from zlh_infra.platform.catalogue import (
     AGENT_PORT,
     CONTROL_PLANE_SERVICES,
     EDGE_SERVICES,
+    METRICS_PORT,
     RUNTIME_SERVICES,
 )
 from zlh_infra.platform.vmids import (
@@ -40,6 +41,8 @@ DEFAULT_STACK_NODES: dict[str, str] = {"core": CORE_NODE, "runtime": RUNTIME_NOD
 DEFAULT_CORE_ENDPOINT_HOSTS: tuple[str, ...] = (CORE_NODE,)
 #: zpack-api's address on the management network, the only agent source.
 DEFAULT_API_ADDRESS = "10.99.0.10"
+#: zlh-monitor's address on the management network, the only metrics scraper.
+DEFAULT_MONITOR_ADDRESS = "10.99.0.20"
 #: The management network's bridge on both hosts (vmbr0 WAN, vmbr1 LAN, vmbr2 management).
 DEFAULT_MANAGEMENT_BRIDGE = "vmbr2"
 #: Service tags of the guests the runtime stacks build from templates.
@@ -381,27 +384,35 @@ class AgentPortConfig:
     management_bridge: str
     fleet_roles: frozenset[str]
     require_cluster_firewall: bool
+    metrics_port: int
+    monitor_address: IPv4Address
 
 
-def _parse_agent_port(r: _Reader) -> AgentPortConfig:
-    address_text = r.string("apiAddress")
+def _one_address(r: _Reader, key: str, default: str) -> IPv4Address:
+    text = r.string(key)
     try:
-        network = ip_network(address_text)
+        network = ip_network(text)
     except ValueError:
         network = None
     if not isinstance(network, IPv4Network) or network.num_addresses != 1:
-        r.problems.append(f"apiAddress must be one IPv4 address, not {address_text!r}")
-        network = ip_network(DEFAULT_API_ADDRESS)
+        r.problems.append(f"{key} must be one IPv4 address, not {text!r}")
+        return IPv4Address(default)
+    return IPv4Address(network.network_address)
+
+
+def _parse_agent_port(r: _Reader) -> AgentPortConfig:
     roles = r.strings("fleetRoles")
     unknown = sorted(set(roles) - {role.value for role in VmidRole})
     if unknown:
         r.problems.append(f"fleetRoles has unknown role(s) {', '.join(unknown)}")
     return AgentPortConfig(
         agent_port=r.integer("agentPort", 1, 65535),
-        api_address=IPv4Address(network.network_address),
+        api_address=_one_address(r, "apiAddress", DEFAULT_API_ADDRESS),
         management_bridge=r.string("managementBridge"),
         fleet_roles=frozenset(roles),
         require_cluster_firewall=r.boolean("requireClusterFirewall"),
+        metrics_port=r.integer("metricsPort", 1, 65535),
+        monitor_address=_one_address(r, "monitorAddress", DEFAULT_MONITOR_ADDRESS),
     )
 
 
@@ -424,6 +435,18 @@ AGENT = ConfigSpec(
             "minLength": 1,
             "description": "bridge of the management network, where the agent listens",
             "default": DEFAULT_MANAGEMENT_BRIDGE,
+        },
+        "metricsPort": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 65535,
+            "description": "TCP port zlh-monitor scrapes on the management NIC",
+            "default": METRICS_PORT,
+        },
+        "monitorAddress": {
+            "type": "string",
+            "description": "zlh-monitor's management address, the only allowed metrics source",
+            "default": DEFAULT_MONITOR_ADDRESS,
         },
         "fleetRoles": _string_list_schema(
             "VMID roles of the containers that run zlh-agent", DEFAULT_FLEET_ROLES
