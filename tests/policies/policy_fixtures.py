@@ -188,6 +188,21 @@ class StackBuilder:
             )
         return guest
 
+    def backup_job(self) -> Resource:
+        """The host's backup job, taking every stateful guest (PBS itself excepted)."""
+        vmids = sorted(
+            int(r.props["vmId"])
+            for r in self.resources
+            if r.type in (CONTAINER, VM) and r.protect and "svc-zlh-back" not in r.props["tags"]
+        )
+        return self.add(
+            "proxmoxve:backup/job:Job",
+            f"{self.stack}-backup-job",
+            {"node": self.node, "vmids": [str(v) for v in vmids], "enabled": True},
+            parent=self.root.urn,
+            managed=True,
+        )
+
     def cluster_firewall(self, *, enabled: bool = True) -> Resource:
         return self.add(
             CLUSTER_FIREWALL,
@@ -247,6 +262,7 @@ def core_builder() -> StackBuilder:
         stateful=True,
     )
     b.cluster_firewall()
+    b.backup_job()
     return b
 
 
@@ -309,6 +325,7 @@ def runtime_builder(stack: str = "runtime", node: str = "zlh-runtime") -> StackB
         stateful=True,
     )
     b.cluster_firewall()
+    b.backup_job()
     return b
 
 

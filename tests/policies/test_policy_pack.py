@@ -122,8 +122,15 @@ def test_the_policies() -> None:
         "zlh-agent-port",
         "zlh-traefik-per-domain",
         "zlh-required-tags",
+        "zlh-stateful-protected",
+        "zlh-runtime-self-sufficient",
+        "zlh-secret-inputs",
     ]
     for policy in pack.POLICIES:
+        if policy is pack.secret_inputs:
+            # Only a remediation sees whether a value is secret (see its module).
+            assert policy.enforcement_level is EnforcementLevel.REMEDIATE
+            continue
         assert policy.enforcement_level is EnforcementLevel.MANDATORY
         assert policy.description.endswith(".") and policy.description.count(". ") == 0
         assert policy.config_schema is not None

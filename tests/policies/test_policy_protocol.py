@@ -93,7 +93,10 @@ def test_the_pack_declares_its_policies_and_defaults() -> None:
     report = run(recording("core", core_stack()))
     assert report.pack_name == "zlh-platform"
     assert report.pack_version == "0.1.0"
-    assert report.policies == {policy.name: "mandatory" for policy in pack.POLICIES}
+    assert report.policies == {
+        policy.name: "remediate" if policy.name == "zlh-secret-inputs" else "mandatory"
+        for policy in pack.POLICIES
+    }
     assert report.config["zlh-agent-port"].properties == {
         "agentPort": 18888,
         "apiAddress": "10.99.0.10",
@@ -195,6 +198,8 @@ def test_unknown_values_make_advisories_not_failures() -> None:
         ("zlh-vmid-range", "advisory", cannot("zlh-vmid-range"), game.urn),
         ("zlh-vmid-unique", "advisory", cannot("zlh-vmid-unique"), root),
         ("zlh-agent-port", "advisory", cannot("zlh-agent-port"), root),
+        ("zlh-stateful-protected", "advisory", cannot("zlh-stateful-protected"), root),
+        ("zlh-runtime-self-sufficient", "advisory", cannot("zlh-runtime-self-sufficient"), root),
     ]
     assert not has_mandatory_violation(report.diagnostics)
 

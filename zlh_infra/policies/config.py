@@ -519,3 +519,103 @@ TAGS = ConfigSpec(
     },
     parse_values=lambda r: TagsConfig(r.string("platformTag"), r.boolean("requireServiceTag")),
 )
+
+
+# --- zlh-stateful-protected -------------------------------------------------------
+
+DEFAULT_STATEFUL_SERVICES: tuple[str, ...] = tuple(
+    spec.name
+    for group in (CONTROL_PLANE_SERVICES, EDGE_SERVICES, RUNTIME_SERVICES)
+    for spec in group.values()
+    if spec.stateful
+)
+#: Proxmox Backup Server does not back up into itself; sync its datastore off-site.
+DEFAULT_BACKUP_EXEMPT: tuple[str, ...] = ("zlh-back",)
+
+
+@dataclass(frozen=True, slots=True)
+class StatefulConfig:
+    stateful_services: frozenset[str]
+    stateful_roles: frozenset[str]
+    backup_exempt: frozenset[str]
+
+
+STATEFUL = ConfigSpec(
+    properties={
+        "statefulServices": _string_list_schema(
+            "service tags of guests that hold data", DEFAULT_STATEFUL_SERVICES
+        ),
+        "statefulRoles": _string_list_schema(
+            "VMID roles whose guests all hold data (customers' worlds and work)",
+            DEFAULT_FLEET_ROLES,
+        ),
+        "backupExempt": _string_list_schema(
+            "stateful services that need no backup job of their own host", DEFAULT_BACKUP_EXEMPT
+        ),
+    },
+    parse_values=lambda r: StatefulConfig(
+        frozenset(r.strings("statefulServices")),
+        frozenset(r.strings("statefulRoles")),
+        frozenset(r.strings("backupExempt")),
+    ),
+)
+
+
+# --- zlh-runtime-self-sufficient --------------------------------------------------
+
+#: The core LAN and the management network of the platform inventory.
+DEFAULT_CORE_NETWORKS: tuple[str, ...] = ("10.10.0.0/24",)
+DEFAULT_MANAGEMENT_NETWORK = "10.99.0.0/22"
+
+
+@dataclass(frozen=True, slots=True)
+class SelfSufficientConfig:
+    core_networks: tuple[IPv4Network, ...]
+    management_network: IPv4Network
+
+
+def _networks(r: _Reader, key: str) -> tuple[IPv4Network, ...]:
+    found = []
+    for text in r.strings(key):
+        try:
+            network = ip_network(text)
+        except ValueError:
+            network = None
+        if isinstance(network, IPv4Network):
+            found.append(network)
+        else:
+            r.problems.append(f"{key} must list IPv4 networks, not {text!r}")
+    return tuple(found)
+
+
+def _parse_self_sufficient(r: _Reader) -> SelfSufficientConfig:
+    management = _networks_of_one(r, "managementNetwork")
+    return SelfSufficientConfig(_networks(r, "coreNetworks"), management)
+
+
+def _networks_of_one(r: _Reader, key: str) -> IPv4Network:
+    text = r.string(key)
+    try:
+        network = ip_network(text)
+    except ValueError:
+        network = None
+    if not isinstance(network, IPv4Network):
+        r.problems.append(f"{key} must be an IPv4 network, not {text!r}")
+        return IPv4Network(str(r.defaults[key]))
+    return network
+
+
+SELF_SUFFICIENT = ConfigSpec(
+    properties={
+        "coreNetworks": _string_list_schema(
+            "networks on the core host that runtime guests must never need",
+            DEFAULT_CORE_NETWORKS,
+        ),
+        "managementNetwork": {
+            "type": "string",
+            "description": "the management network: no runtime guest's gateway or resolver",
+            "default": DEFAULT_MANAGEMENT_NETWORK,
+        },
+    },
+    parse_values=_parse_self_sufficient,
+)

@@ -10,8 +10,9 @@ could check, then raises the first unknown it skipped, for the same advisory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -21,6 +22,7 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    Secret,
     Severity,
     StackValidationArgs,
     StackValidationPolicy,
@@ -36,6 +38,7 @@ from zlh_infra.policies.placement import (
     check_runtime_isolation,
     role_of_stack,
 )
+from zlh_infra.policies.resilience import check_runtime_self_sufficient, check_stateful_protected
 from zlh_infra.policies.resources import (
     Findings,
     Provider,
@@ -43,6 +46,7 @@ from zlh_infra.policies.resources import (
     current_stack,
     is_guest,
 )
+from zlh_infra.policies.secrets import mark_credentials_secret
 from zlh_infra.policies.tags import check_required_tags, check_traefik_per_domain
 from zlh_infra.policies.vmid import check_vmid_range, check_vmid_unique
 
@@ -51,7 +55,9 @@ C = TypeVar("C")
 PACK_NAME = "zlh-platform"
 PACK_DESCRIPTION = (
     "ZeroLagHub platform rules: VMID scheme, host placement, control plane and runtime "
-    "kept apart, the agent port firewall, one Traefik per traffic domain, guest tags."
+    "kept apart, the agent port firewall, one Traefik per traffic domain, guest tags, "
+    "protected and backed-up data, runtime hosts that run without the core, secret "
+    "credentials."
 )
 
 ResourceCheck = Callable[[Resource, C, str], list[str]]
@@ -252,6 +258,64 @@ required_tags = resource_policy(
     severity=Severity.MEDIUM,
 )
 
+stateful_protected = stack_policy(
+    name="zlh-stateful-protected",
+    description=(
+        "Every guest that holds data is protected from deletion in Pulumi and in Proxmox "
+        "and is in a backup job of its host."
+    ),
+    spec=cfg.STATEFUL,
+    check=check_stateful_protected,
+    severity=Severity.CRITICAL,
+)
+
+runtime_self_sufficient = stack_policy(
+    name="zlh-runtime-self-sufficient",
+    description=(
+        "A runtime host's guests need nothing on the core host to boot or run: their "
+        "gateway, resolver and downloads are on the runtime side."
+    ),
+    spec=cfg.SELF_SUFFICIENT,
+    check=check_runtime_self_sufficient,
+    severity=Severity.HIGH,
+)
+
+
+def _unproxied(value: Any) -> Any:
+    """A plain copy of remediation props that keeps pulumi_policy's Secret wrappers.
+
+    Its secret-preserving proxies unwrap a Secret on every read; their ``__target`` is
+    the data with the wrappers still on.
+    """
+    if isinstance(value, Mapping):
+        with contextlib.suppress(KeyError):
+            value = value["__target"]
+        return {key: _unproxied(value[key]) for key in value}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        with contextlib.suppress(KeyError, TypeError):
+            value = value["__target"]  # type: ignore[call-overload]
+        return [_unproxied(item) for item in value]
+    return value
+
+
+def _remediate_secrets(args: ResourceValidationArgs) -> Any:
+    props, changed = mark_credentials_secret(
+        _unproxied(args.props), lambda value: isinstance(value, Secret), Secret
+    )
+    return props if changed else None
+
+
+secret_inputs = ResourceValidationPolicy(
+    name="zlh-secret-inputs",
+    description=(
+        "Passwords, tokens and keys reach a resource only as secrets, so state and logs "
+        "never hold them in clear."
+    ),
+    remediate=_remediate_secrets,
+    enforcement_level=EnforcementLevel.REMEDIATE,
+    severity=Severity.CRITICAL,
+)
+
 #: In the order the pack lists them.
 POLICIES = [
     vmid_range,
@@ -262,4 +326,7 @@ POLICIES = [
     agent_port,
     traefik_per_domain,
     required_tags,
+    stateful_protected,
+    runtime_self_sufficient,
+    secret_inputs,
 ]
