@@ -157,8 +157,8 @@ def test_runtime_refuses_a_vmid_the_core_stack_uses(core: StackRecording) -> Non
     outputs["coreVmids"] = [*outputs["coreVmids"], 1000]
     recording = run_runtime(core, config=config, outputs=outputs)
     assert config_errors(recording) == [
-        "stack 'runtime': invalid configuration:\n  - zlh-infra:games[0].vmid: VMID 1000 is used by "
-        "the core stack; VMIDs are unique across hosts because Proxmox Backup Server keys "
+        "stack 'runtime': invalid configuration:\n  - zlh-infra:games[0].vmid: VMID 1000 is "
+        "used by the core stack; VMIDs are unique across hosts because Proxmox Backup Server keys "
         "backups by VMID"
     ]
 

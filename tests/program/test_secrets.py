@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
+from pulumi.runtime import rpc
 
 from tests.program.conftest import guests, of_type
 from zlh_infra.preview.recording import StackRecording
 from zlh_infra.preview.render import render
-from pulumi.runtime import rpc
 
 
 def secret_values(value: Any) -> list[str]:
@@ -101,3 +102,23 @@ def test_no_secret_value_appears_in_clear_anywhere_in_the_recording(
     clear = [text for item in everything for text in plain_strings(item)]
     leaked = sorted({secret for secret in secrets for text in clear if secret in text})
     assert leaked == []
+
+
+def test_preview_fails_a_stack_that_takes_a_credential_in_clear(core: StackRecording) -> None:
+    from zlh_infra.preview.cli import secret_inputs_check
+
+    assert secret_inputs_check(core) == []
+    container = next(r for r in core.resources if r.type.endswith("ContainerLegacy"))
+    leaked = copy.deepcopy(container)
+    leaked.inputs["initialization"]["userAccount"]["password"] = "in-clear-password"
+    recording = StackRecording(stack="core", project="zlh-infra", resources=[leaked])
+    (diagnostic,) = secret_inputs_check(recording)
+    assert (diagnostic.severity, diagnostic.enforcement_level, diagnostic.urn) == (
+        "error",
+        "mandatory",
+        container.urn,
+    )
+    assert diagnostic.message.startswith(
+        f"{container.name}: input initialization.userAccount.password is a credential in clear"
+    )
+    assert "in-clear-password" not in diagnostic.message

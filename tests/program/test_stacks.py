@@ -6,8 +6,8 @@ import pytest
 
 from tests.program.conftest import CONTAINER, VM, by_vmid, guests, of_type, resource, tag
 from zlh_infra.contract import CONTRACT_OUTPUTS
-from zlh_infra.preview.recording import StackRecording
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
+from zlh_infra.preview.recording import StackRecording
 
 #: The inventory: VMID -> (service tag, layer) per stack.
 INVENTORY = {

@@ -45,7 +45,43 @@ DEFAULT_POLICY_PACK = "policy"
 
 #: Modules adding further subcommands: each has ``register(commands)``, which adds its
 #: parser and sets ``handler(args) -> int`` on it.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("zlh_infra.reference",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "zlh_infra.reference",
+    "zlh_infra.delivery.plan_diff",
+    "zlh_infra.delivery.diagram",
+    "zlh_infra.audit.cli",
+)
+
+
+def secret_inputs_check(recording: StackRecording) -> list[Diagnostic]:
+    """Fail a stack whose resources take a credential in clear.
+
+    The pack can only remediate this (validation policies never see whether a value is
+    secret); the recording keeps the engine's secret markers, so here it is a failure.
+    """
+    from pulumi.runtime import rpc
+
+    from zlh_infra.policies.secrets import plain_credentials
+
+    found = []
+    for resource in recording.resources:
+        for path in plain_credentials(resource.inputs, rpc.is_rpc_secret):
+            found.append(
+                Diagnostic(
+                    severity="error",
+                    message=(
+                        f"{resource.name}: input {path} is a credential in clear; pass it as "
+                        "a secret (pulumi.Output.secret, a RandomPassword result, or "
+                        "`pulumi config set --secret`)."
+                    ),
+                    source="policy",
+                    urn=resource.urn,
+                    policy_pack="zlh-preview",
+                    policy_name="zlh-secret-inputs",
+                    enforcement_level="mandatory",
+                )
+            )
+    return found
 
 
 def policy_check(pack_dir: Path, config_file: Path | None = None) -> Check:
@@ -236,7 +272,9 @@ def preview(
 
     if checks is None:
         pack = args.policy_pack or root / DEFAULT_POLICY_PACK
-        checks = [] if args.no_policy else [policy_check(pack, args.policy_pack_config)]
+        checks = [secret_inputs_check]
+        if not args.no_policy:
+            checks.append(policy_check(pack, args.policy_pack_config))
     # A stack's checks run (mostly in the policy pack's own process) while the next
     # stack's program runs here.
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:

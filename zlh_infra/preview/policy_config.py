@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 
 #: Enforcement levels the engine accepts (``apitype.EnforcementLevel.IsValid``).
 ENFORCEMENT_LEVELS = ("advisory", "mandatory", "remediate", "disabled")
