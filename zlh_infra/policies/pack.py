@@ -27,6 +27,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 from zlh_infra.platform.topology import StackRole
 from zlh_infra.policies import config as cfg
@@ -46,7 +47,7 @@ from zlh_infra.policies.resources import (
     current_stack,
     is_guest,
 )
-from zlh_infra.policies.secrets import mark_credentials_secret
+from zlh_infra.policies.secrets import CREDENTIAL_KEYS, mark_credentials_secret
 from zlh_infra.policies.tags import check_required_tags, check_traefik_per_domain
 from zlh_infra.policies.vmid import check_vmid_range, check_vmid_unique
 
@@ -299,10 +300,24 @@ def _unproxied(value: Any) -> Any:
 
 
 def _remediate_secrets(args: ResourceValidationArgs) -> Any:
+    # Most resources carry no credential at all: look before copying every input.
+    if not _mentions_credential(args.props):
+        return None
     props, changed = mark_credentials_secret(
         _unproxied(args.props), lambda value: isinstance(value, Secret), Secret
     )
     return props if changed else None
+
+
+def _mentions_credential(value: Any) -> bool:
+    try:
+        if isinstance(value, Mapping):
+            return any(key in CREDENTIAL_KEYS or _mentions_credential(value[key]) for key in value)
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            return any(_mentions_credential(item) for item in value)
+    except UnknownValueError:
+        pass  # not known yet: judged again when it is
+    return False
 
 
 secret_inputs = ResourceValidationPolicy(

@@ -485,20 +485,29 @@ class _Session:
         remediate = any(c.enforcement_level == "remediate" for c in merged.values())
         # Like the engine, which analyses resources as they register in parallel, keep
         # several Analyze calls in flight; diagnostics are still collected in order.
-        in_flight: collections.deque[tuple[RecordedResource, Any]] = collections.deque()
+        # Remediations are reported, not applied, so a resource's Analyze need not wait
+        # for its Remediate.
+        in_flight: collections.deque[tuple[RecordedResource, Any, Any]] = collections.deque()
 
         def collect() -> None:
-            res, future = in_flight.popleft()
-            response = self._result(future, f"Analyze({res.urn})")
+            res, remediation, analysis = in_flight.popleft()
+            if remediation is not None:
+                response = self._result(remediation, f"Remediate({res.urn})", optional=True)
+                self._remediations(res, response, diagnostics, version)
+            response = self._result(analysis, f"Analyze({res.urn})")
             diagnostics.extend(self._convert(d, res.urn, version) for d in response.diagnostics)
 
         for res in self.recording.resources:
+            remediation = None
             if remediate:
                 # Without a remediate-level policy, pulumi_policy's Remediate returns
                 # nothing, so the round trip is skipped.
-                self._remediate(stub, res, diagnostics, version)
+                remediation = stub.Remediate.future(
+                    self._analyze_request(res, skip_internal=False), timeout=self._remaining()
+                )
             request = self._analyze_request(res, skip_internal=True)
-            in_flight.append((res, stub.Analyze.future(request, timeout=self._remaining())))
+            analysis = stub.Analyze.future(request, timeout=self._remaining())
+            in_flight.append((res, remediation, analysis))
             if len(in_flight) >= _ANALYZE_WINDOW:
                 collect()
         while in_flight:
@@ -559,11 +568,9 @@ class _Session:
         self._call(stub.Configure, request, "Configure")
         return merged
 
-    def _remediate(
-        self, stub: Any, res: RecordedResource, out: list[Diagnostic], version: str
+    def _remediations(
+        self, res: RecordedResource, response: Any, out: list[Diagnostic], version: str
     ) -> None:
-        request = self._analyze_request(res, skip_internal=False)
-        response = self._call(stub.Remediate, request, f"Remediate({res.urn})", optional=True)
         if response is None:
             return
         for rem in response.remediations:

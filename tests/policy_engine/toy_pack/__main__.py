@@ -63,7 +63,8 @@ def tag_secrets(args):
 
 def trace(args, report_violation):
     # Anything a pack prints reaches the engine as an info message.
-    print(f"analyzed {args.resource_type} {args.name}", file=sys.stderr)
+    # One write per line: the engine analyses several resources at once.
+    sys.stderr.write(f"analyzed {args.resource_type} {args.name}\n")
 
 
 def unique_vmids(args, report_violation):
