@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pulumi_policy import Secret
 
-from tests.policies.policy_fixtures import core_stack, find, props, runtime_stack
+from tests.policies.policy_fixtures import core_builder, core_stack, find, props, runtime_stack
 from tests.policies.test_policy_protocol import SECRET_SIG, SIG, diags, recording, run
 from zlh_infra.policies.config import SELF_SUFFICIENT, STATEFUL
 from zlh_infra.policies.resilience import check_runtime_self_sufficient, check_stateful_protected
@@ -70,10 +70,17 @@ def test_runtime_guests_resolve_and_route_on_the_runtime_side() -> None:
     assert messages == [
         "mc-survival (VMID 1000): its DNS resolver 10.10.0.2 is on the core side (core LAN or "
         "management network), so the guest would lose its network when the core host is down; "
-        "use zlh-zpack-router's LAN address.",
-        "mc-survival: initialization.dns.servers[0] names 10.10.0.2 on the core LAN; a runtime "
-        "host must not need the core host to run (serve it from the runtime side, e.g. "
-        "zlh-artifacts).",
+        "use zlh-zpack-router's LAN address."
+    ]
+
+
+def test_a_download_from_the_core_lan_is_refused() -> None:
+    resources = runtime_stack()
+    artifacts = find(resources, "zlh-artifacts")
+    props(artifacts)["description"] = "mirror of http://10.10.0.10:8080/zlh-agent"
+    assert check_runtime_self_sufficient(resources, SELF_CONFIG, "runtime").messages == [
+        "zlh-artifacts: description names 10.10.0.10 on the core LAN; a runtime host must not "
+        "need the core host to run (serve it from the runtime side, e.g. zlh-artifacts)."
     ]
 
 
@@ -118,3 +125,56 @@ def test_the_pack_remediates_a_plain_password_and_leaves_secrets_alone() -> None
     assert [(d[1], d[3]) for d in remediated] == [("remediate", game.urn)]
     assert "plain-password-1" not in remediated[0][2]
     assert "secret-password-2" not in str(diags(report))
+
+
+def test_the_pack_process_reports_each_new_rule() -> None:
+    """Through the real pack process, as `pulumi preview --policy-pack` runs it."""
+    resources = runtime_stack()
+    game = find(resources, "mc-survival")
+    replace(resources, game, protect=False)
+    dev = find(resources, "dev-alice")
+    props(dev)["initialization"] = {
+        "ipConfigs": [{"ipv4": {"address": "10.20.1.100/22", "gateway": "10.10.0.1"}}]
+    }
+    velocity = find(resources, "zlh-velocity")
+    props(velocity)["tags"] = [t for t in props(velocity)["tags"] if not t.startswith("layer-")]
+    found = [
+        (d[0], d[2].split("\n", 1)[1], d[3]) for d in diags(run(recording("runtime", resources)))
+    ]
+    assert found == [
+        (
+            "zlh-required-tags",
+            "zlh-velocity (VMID 312) has no layer-* tag; add layer-<its layer>.",
+            velocity.urn,
+        ),
+        (
+            "zlh-stateful-protected",
+            "mc-survival (VMID 1000) holds data but is not protected in Pulumi, so a config "
+            "edit or `pulumi destroy` could delete it: set the resource option protect=True.",
+            game.urn,
+        ),
+        (
+            "zlh-runtime-self-sufficient",
+            "dev-alice (VMID 1100): its gateway of NIC 0 10.10.0.1 is on the core side (core "
+            "LAN or management network), so the guest would lose its network when the core "
+            "host is down; use zlh-zpack-router's LAN address.",
+            dev.urn,
+        ),
+    ]
+
+
+def test_the_pack_process_keeps_runtime_services_out_of_the_core() -> None:
+    builder = core_builder()
+    velocity = builder.guest(
+        "zlh-velocity", 312, layer="control-plane", role="network", service="zlh-velocity"
+    )
+    found = [
+        (d[0], d[2].split("\n", 1)[1]) for d in diags(run(recording("core", builder.resources)))
+    ]
+    assert found[0] == (
+        "zlh-control-plane-independent",
+        "zlh-velocity (VMID 312) is tagged svc-zlh-velocity, an edge/runtime service (policy "
+        "config runtimeServices); declare it in a runtime stack.",
+    )
+    assert all(policy == "zlh-control-plane-independent" for policy, _ in found)
+    assert velocity.urn

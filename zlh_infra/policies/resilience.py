@@ -126,10 +126,12 @@ def check_runtime_self_sufficient(
     off_host = (*config.core_networks, config.management_network)
     for resource in resources:
         with findings.reading():
+            reported: set[IPv4Address] = set()
             if is_guest(resource):
                 for what, text in _ip_configs(resource):
                     address = _address(text)
                     if address is not None and any(address in net for net in off_host):
+                        reported.add(address)
                         findings.add(
                             f"{label(resource)}: its {what} {address} is on the core side "
                             "(core LAN or management network), so the guest would lose its "
@@ -140,6 +142,8 @@ def check_runtime_self_sufficient(
             for path, text in _strings(resource.props, ""):
                 for match in _ADDRESS.finditer(text):
                     address = _address(match.group(1))
+                    if address in reported:
+                        continue
                     if address is not None and any(address in net for net in config.core_networks):
                         findings.add(
                             f"{resource.name}: {path} names {address} on the core LAN; a "
