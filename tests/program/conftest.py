@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from tests.stack_configs import ROOT
+from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER
+from zlh_infra.platform.type_tokens import VM as VM
 from zlh_infra.preview.recording import RecordedResource, StackRecording
 from zlh_infra.preview.runner import run_platform
-
-CONTAINER = "proxmoxve:index/containerLegacy:ContainerLegacy"
-VM = "proxmoxve:index/vmLegacy:VmLegacy"
 
 
 @pytest.fixture(scope="session")

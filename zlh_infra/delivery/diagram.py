@@ -26,9 +26,11 @@ from urllib.parse import urlsplit
 
 from zlh_infra.platform.catalogue import AGENT_PORT
 from zlh_infra.platform.topology import Layer
+from zlh_infra.platform.type_tokens import BACKUP_JOB as BACKUP_JOB_TYPE
+from zlh_infra.platform.type_tokens import PBS_STORAGE as PBS_STORAGE_TYPE
+from zlh_infra.platform.type_tokens import STACK_REFERENCE as STACK_REFERENCE_TYPE
 from zlh_infra.platform.vmids import VmidRole
 from zlh_infra.policies.resources import FIREWALL_RULES, GUEST_TYPES
-from zlh_infra.preview.recorder import STACK_REFERENCE_TYPE
 from zlh_infra.preview.recording import RecordedResource, StackRecording
 from zlh_infra.preview.render import Guest, display, guest_of
 
@@ -46,8 +48,6 @@ EXIT_PROGRAM = 3
 MANAGEMENT_NODE = "management_network"
 
 COMMAND_TYPE = "command:remote:Command"
-BACKUP_JOB_TYPE = "proxmoxve:backup/job:Job"
-PBS_STORAGE_TYPE = "proxmoxve:storage/pbs:Pbs"
 
 #: Guests of these roles are drawn as one node per stack: the fleet grows, the
 #: diagram should not.

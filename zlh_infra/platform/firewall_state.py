@@ -11,16 +11,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zlh_infra.platform import type_tokens
 from zlh_infra.platform.reachability import GuestFirewall, HostFirewall, Rule
 
-CONTAINER = "proxmoxve:index/containerLegacy:ContainerLegacy"
-VM = "proxmoxve:index/vmLegacy:VmLegacy"
-OPTIONS = "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
-RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
-ALIAS = "proxmoxve:firewall/aliasLegacy:AliasLegacy"
-IPSET = "proxmoxve:firewall/ipsetLegacy:IpsetLegacy"
-DATACENTER = "proxmoxve:cluster/firewallLegacy:FirewallLegacy"
-SECURITY_GROUP = "proxmoxve:cluster/firewall/security/groupLegacy:GroupLegacy"
+CONTAINER = type_tokens.CONTAINER
+VM = type_tokens.VM
+OPTIONS = type_tokens.FIREWALL_OPTIONS
+RULES = type_tokens.FIREWALL_RULES
+ALIAS = type_tokens.FIREWALL_ALIAS
+IPSET = type_tokens.FIREWALL_IPSET
+DATACENTER = type_tokens.DATACENTER_FIREWALL
+SECURITY_GROUP = type_tokens.SECURITY_GROUP
 GUEST_TYPES = (CONTAINER, VM)
 
 

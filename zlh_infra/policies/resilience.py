@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
+from zlh_infra.platform import type_tokens
 from zlh_infra.platform.topology import StackRole
 from zlh_infra.policies.config import SelfSufficientConfig, StatefulConfig
 from zlh_infra.policies.placement import role_of_stack
@@ -28,7 +29,7 @@ from zlh_infra.policies.resources import (
     whole_number,
 )
 
-BACKUP_JOB = "proxmoxve:backup/job:Job"
+BACKUP_JOB = type_tokens.BACKUP_JOB
 _ADDRESS = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])")
 
 

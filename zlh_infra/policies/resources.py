@@ -23,19 +23,20 @@ from pulumi_policy.proxy import UnknownValueError
 
 from zlh_infra.platform.topology import TAG_PREFIX_LAYER, TAG_PREFIX_ROLE, TAG_PREFIX_SERVICE, Layer
 
-CONTAINER = "proxmoxve:index/containerLegacy:ContainerLegacy"
-VM = "proxmoxve:index/vmLegacy:VmLegacy"
-# The experimental framework VM classes: the program does not use them, but a guest
-# made with one must not slip past the checks.
-VM_FRAMEWORK = "proxmoxve:index/vm:Vm"
-VM2 = "proxmoxve:index/vm2Legacy:Vm2Legacy"
-GUEST_TYPES = frozenset({CONTAINER, VM, VM_FRAMEWORK, VM2})
+# Re-exported (``X as X``): the checks name resources by these.
+from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER
+from zlh_infra.platform.type_tokens import DATACENTER_FIREWALL
+from zlh_infra.platform.type_tokens import FIREWALL_OPTIONS as FIREWALL_OPTIONS
+from zlh_infra.platform.type_tokens import FIREWALL_RULES as FIREWALL_RULES
+from zlh_infra.platform.type_tokens import PROXMOX_PROVIDER as PROXMOX_PROVIDER
+from zlh_infra.platform.type_tokens import SECURITY_GROUP as SECURITY_GROUP
+from zlh_infra.platform.type_tokens import VM as VM
+from zlh_infra.platform.type_tokens import VM2 as VM2
+from zlh_infra.platform.type_tokens import VM_FRAMEWORK as VM_FRAMEWORK
 
-PROXMOX_PROVIDER = "pulumi:providers:proxmoxve"
-FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
-FIREWALL_OPTIONS = "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
-SECURITY_GROUP = "proxmoxve:cluster/firewall/security/groupLegacy:GroupLegacy"
-CLUSTER_FIREWALL = "proxmoxve:cluster/firewallLegacy:FirewallLegacy"
+GUEST_TYPES = frozenset({CONTAINER, VM, VM_FRAMEWORK, VM2})
+CLUSTER_FIREWALL = DATACENTER_FIREWALL
+
 
 #: Type tokens of the program's own components start with this package name.
 COMPONENT_PACKAGE = "zlh"

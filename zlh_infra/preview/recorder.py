@@ -29,16 +29,14 @@ from pulumi.runtime.mocks import (
 from pulumi.runtime.proto import engine_pb2, resource_pb2
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
+from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER_TYPE
+from zlh_infra.platform.type_tokens import DOWNLOAD_FILE as DOWNLOAD_FILE_TYPE
+from zlh_infra.platform.type_tokens import RANDOM_PASSWORD as RANDOM_PASSWORD_TYPE
+from zlh_infra.platform.type_tokens import RANDOM_STRING as RANDOM_STRING_TYPE
+from zlh_infra.platform.type_tokens import STACK as STACK_TYPE
+from zlh_infra.platform.type_tokens import STACK_REFERENCE as STACK_REFERENCE_TYPE
+from zlh_infra.platform.type_tokens import VM as VM_TYPE
 from zlh_infra.preview.recording import Diagnostic, RecordedRead, RecordedResource
-
-STACK_TYPE = "pulumi:pulumi:Stack"
-STACK_REFERENCE_TYPE = "pulumi:pulumi:StackReference"
-RANDOM_PASSWORD_TYPE = "random:index/randomPassword:RandomPassword"
-RANDOM_STRING_TYPE = "random:index/randomString:RandomString"
-CONTAINER_TYPE = "proxmoxve:index/containerLegacy:ContainerLegacy"
-VM_TYPE = "proxmoxve:index/vmLegacy:VmLegacy"
-DOWNLOAD_FILE_TYPE = "proxmoxve:download/file:File"
-
 
 # --- wire form -------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ from typing import Any
 from pulumi.runtime import rpc
 
 from zlh_infra.platform.topology import TAG_PREFIX_LAYER, TAG_PREFIX_ROLE, tag_value
-from zlh_infra.preview.recorder import CONTAINER_TYPE, STACK_TYPE, VM_TYPE
+from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER_TYPE
+from zlh_infra.platform.type_tokens import STACK as STACK_TYPE
+from zlh_infra.platform.type_tokens import VM as VM_TYPE
 from zlh_infra.preview.recording import Diagnostic, RecordedResource, StackRecording
 
 SECRET_MASK = "[secret]"

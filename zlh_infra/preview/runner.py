@@ -27,8 +27,8 @@ from pulumi.runtime import settings
 from pulumi.runtime.mocks import MockSettings
 from pulumi.runtime.stack import run_in_stack
 
+from zlh_infra.platform.type_tokens import STACK as STACK_TYPE
 from zlh_infra.preview.recorder import (
-    STACK_TYPE,
     PreviewMocks,
     RecordingEngine,
     RecordingMonitor,
