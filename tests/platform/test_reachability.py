@@ -197,3 +197,17 @@ def test_unknown_alias_is_an_error_not_an_open_port() -> None:
     guest = GuestFirewall(enabled=True, nic_firewall={"net1": True}, rules=[Rule(source="nosuch")])
     with pytest.raises(UnresolvedSourceError, match="alias 'nosuch' does not exist"):
         reachable_from(HOST, guest, iface="net1", proto="tcp", port=1)
+
+
+def test_a_provider_shaped_security_group_rule_is_a_group_reference() -> None:
+    from zlh_infra.platform.firewall_state import rule_from_props
+
+    rule = rule_from_props({"securityGroup": "agent", "iface": "net1"})
+    host = HostFirewall(
+        enabled=True,
+        security_groups={"agent": [Rule(proto="tcp", dport="18888", source="10.99.0.10")]},
+    )
+    guest = GuestFirewall(enabled=True, nic_firewall={"net1": True}, rules=[rule])
+    assert (
+        str(reachable_from(host, guest, iface="net1", proto="tcp", port=18888)) == "10.99.0.10/32"
+    )

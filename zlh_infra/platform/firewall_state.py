@@ -58,8 +58,17 @@ class GuestView:
 
 
 def rule_from_props(props: Mapping[str, Any]) -> Rule:
+    group = props.get("securityGroup")
+    if group:
+        # The provider's rule shape names a security group without ``type: group``.
+        return Rule(
+            action=str(group),
+            type="group",
+            iface=props.get("iface") or None,
+            enabled=props.get("enabled", True) is not False,
+        )
     return Rule(
-        action=str(props.get("action") or props.get("securityGroup") or "ACCEPT"),
+        action=str(props.get("action") or "ACCEPT"),
         type=str(props.get("type") or "in"),
         proto=props.get("proto") or None,
         dport=_text(props.get("dport")),

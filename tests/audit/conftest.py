@@ -1,0 +1,95 @@
+"""Fixtures: the test CA, the two platform hosts as plans, and a way to audit them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fakepve.certs import make_cert  # type: ignore[import-untyped]
+
+from tests.audit.fakehosts import HOST, TOKEN, FakeHost, HostPlan, core_plan, runtime_plan
+from zlh_infra.preview import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Pki:
+    certfile: str
+    keyfile: str
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    certfile, keyfile, _ = make_cert(str(tmp_path_factory.mktemp("pki")), hosts=(HOST,))
+    return Pki(certfile, keyfile)
+
+
+@pytest.fixture(scope="session")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A CA that did not sign the fakes' certificate."""
+    certfile, _, _ = make_cert(str(tmp_path_factory.mktemp("other-pki")), hosts=(HOST,))
+    return str(certfile)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Platform:
+    """Both hosts as plans; ``start()`` serves them, ``audit()`` runs the CLI on them."""
+
+    pki: Pki
+    capsys: pytest.CaptureFixture[str]
+    core: HostPlan = field(default_factory=core_plan)
+    runtime: HostPlan = field(default_factory=runtime_plan)
+    hosts: dict[str, FakeHost] = field(default_factory=dict)
+    #: Loopback address each host listens on.
+    addresses: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> dict[str, FakeHost]:
+        for stack, plan in (("core", self.core), ("runtime", self.runtime)):
+            address = self.addresses.get(stack, HOST)
+            self.hosts[stack] = FakeHost(plan, self.pki.certfile, self.pki.keyfile, address)
+        return self.hosts
+
+    def args(self) -> list[str]:
+        """The flags that point the audit at the fakes, with the shipped stack files."""
+        if not self.hosts:
+            self.start()
+        argv = ["--root", str(REPO), "--ca-file", self.pki.certfile, "--timeout", "5"]
+        for stack, host in self.hosts.items():
+            argv += ["--stack", stack, "--host", f"{stack}={host.url}"]
+        return argv
+
+    def audit(self, *extra: str) -> Result:
+        argv = ["audit", *self.args(), *extra]
+        self.capsys.readouterr()
+        code = cli.main(argv)
+        out, err = self.capsys.readouterr()
+        return Result(code, out, err)
+
+    def stop(self) -> None:
+        for host in self.hosts.values():
+            host.stop()
+
+
+@pytest.fixture
+def platform(
+    pki: Pki, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Platform]:
+    monkeypatch.setenv("PROXMOX_VE_API_TOKEN", TOKEN)
+    fixture = Platform(pki, capsys)
+    try:
+        yield fixture
+        for stack, host in fixture.hosts.items():
+            # The audit is read-only: every request it made was a GET.
+            assert host.methods() <= {"GET"}, (stack, host.pve.requests)
+    finally:
+        fixture.stop()

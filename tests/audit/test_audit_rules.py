@@ -1,0 +1,403 @@
+"""The audit against two fake Proxmox hosts: the compliant platform, then one test per violation.
+
+Each test seeds the hosts as ``Pulumi.core.yaml`` and ``Pulumi.runtime.yaml`` describe
+them, changes one thing, runs ``python -m zlh_infra audit`` in-process, and asserts
+the finding (rule, guest, message). The ``platform`` fixture also asserts that the
+audit sent nothing but GET requests.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.audit.conftest import Platform, Result
+from tests.audit.fakehosts import (
+    API_ADDRESS,
+    MANAGEMENT_CIDR,
+    MONITOR_ADDRESS,
+    Guest,
+    Nic,
+    fleet_guest,
+    rule,
+)
+from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
+from zlh_infra.platform.vmids import VmidRole
+
+
+def findings(result: Result) -> list[dict[str, Any]]:
+    document = json.loads(result.out)
+    assert document["complete"] is True
+    found: list[dict[str, Any]] = document["findings"]
+    return found
+
+
+def errors(result: Result) -> list[tuple[str | None, str]]:
+    return [(f["guest"], f["rule"]) for f in findings(result) if f["severity"] == "error"]
+
+
+def only(result: Result, guest: str, rule_name: str) -> dict[str, Any]:
+    matching = [f for f in findings(result) if f["guest"] == guest and f["rule"] == rule_name]
+    assert len(matching) == 1, findings(result)
+    return matching[0]
+
+
+def test_compliant_platform_passes_with_only_get_requests(platform: Platform) -> None:
+    result = platform.audit("--format", "json")
+    assert result.code == 0, result.err
+    document = json.loads(result.out)
+    assert document["compliant"] is True
+    assert document["findings"] == []
+    assert [(h["stack"], h["node"], h["guests"]) for h in document["hosts"]] == [
+        ("core", "zlh-core", 10),
+        ("runtime", "zlh-runtime", 13),
+    ]
+    # The audit read the guests' firewall, the datacenter's and the backup jobs.
+    paths = {path for _, path, _ in platform.hosts["runtime"].pve.requests}
+    assert "/api2/json/cluster/backup" in paths
+    assert "/api2/json/cluster/firewall/groups/zlh-agent-path" in paths
+    assert "/api2/json/nodes/zlh-runtime/lxc/1000/firewall/rules" in paths
+
+
+def test_text_report_of_a_compliant_platform(platform: Platform) -> None:
+    result = platform.audit()
+    assert result.code == 0
+    assert "runtime: https://127.0.0.1:" in result.out
+    assert result.out.rstrip().endswith("0 error(s), 0 info: compliant.")
+
+
+def test_vmid_outside_its_role_range(platform: Platform) -> None:
+    bob = platform.runtime.guest(1101)
+    bob.tags = ["role-game" if tag == "role-dev" else tag for tag in bob.tags]
+    result = platform.audit("--format", "json")
+    assert result.code == 1
+    assert errors(result) == [("dev-bob", "zlh-vmid-range")]
+    finding = only(result, "dev-bob", "zlh-vmid-range")
+    assert (finding["vmid"], finding["node"], finding["stack"]) == (1101, "zlh-runtime", "runtime")
+    assert finding["problem"] == (
+        "VMID 1101 is in the dev range 1100-1199, but the guest is tagged role-game"
+    )
+    assert finding["fix"] == (
+        "Give it a free VMID in the game range 1000-1099, or correct its tag to role-dev."
+    )
+
+
+def test_api_made_container_in_no_range_is_held_to_the_rules(platform: Platform) -> None:
+    stray = fleet_guest(1250, "mc-stray", VmidRole.GAME)
+    stray.tags = ["role-game", "svc-game", "zlh"]
+    platform.runtime.guests.append(stray)
+    platform.runtime.backup_jobs[0]["vmid"] += ",1250"
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("mc-stray", "zlh-vmid-range")]
+    assert only(result, "mc-stray", "zlh-vmid-range")["problem"].startswith(
+        "VMID 1250 is in no VMID range (core-infra 100-199, template 200-299"
+    )
+    assert only(result, "mc-stray", "unmanaged")["severity"] == "info"
+
+
+def test_runtime_guest_on_the_core_node(platform: Platform) -> None:
+    # The platform API put a game container on the core host.
+    platform.core.guests.append(fleet_guest(1050, "mc-misplaced", VmidRole.GAME, stack="runtime"))
+    platform.core.backup_jobs[0]["vmid"] += ",1050"
+    result = platform.audit("--format", "json")
+    assert result.code == 1
+    assert errors(result) == [
+        ("mc-misplaced", "zlh-control-plane-independent"),
+        ("mc-misplaced", "zlh-control-plane-independent"),
+    ]
+    problems = [
+        f["problem"] for f in findings(result) if f["rule"] == "zlh-control-plane-independent"
+    ]
+    assert problems == [
+        "mc-misplaced (VMID 1050) is tagged layer-runtime",
+        "mc-misplaced (VMID 1050) is tagged svc-game, an edge/runtime service (policy config "
+        "runtimeServices)",
+    ]
+
+
+def test_untagged_game_container_on_the_core_node_shows_by_its_vmid(platform: Platform) -> None:
+    guest = fleet_guest(1051, "hand-made", VmidRole.GAME)
+    guest.tags = []
+    platform.core.guests.append(guest)
+    platform.core.backup_jobs[0]["vmid"] += ",1051"
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("hand-made", "zlh-control-plane-independent")]
+    assert only(result, "hand-made", "zlh-control-plane-independent")["problem"] == (
+        "a game/dev container runs on the core host (node zlh-core); customer workloads must "
+        "never share the control plane's host"
+    )
+
+
+def test_control_plane_guest_on_a_runtime_node(platform: Platform) -> None:
+    build = platform.runtime.guest(151)
+    build.tags = [t for t in build.tags if not t.startswith(("layer-", "svc-"))] + [
+        "layer-control-plane",
+        "svc-zlh-dns",
+    ]
+    result = platform.audit("--format", "json")
+    assert errors(result) == [
+        ("zlh-build", "zlh-runtime-isolation"),
+        ("zlh-build", "zlh-runtime-isolation"),
+    ]
+    problems = [f["problem"] for f in findings(result) if f["rule"] == "zlh-runtime-isolation"]
+    assert problems == [
+        "zlh-build (VMID 151) is tagged layer-control-plane",
+        "zlh-build (VMID 151) is tagged svc-zlh-dns, a control-plane service (policy config "
+        "controlPlaneServices)",
+    ]
+
+
+def test_agent_port_open_to_all(platform: Platform) -> None:
+    platform.runtime.guest(1001).rules.insert(0, rule(AGENT_PORT, iface="net1"))
+    result = platform.audit("--format", "json")
+    assert result.code == 1
+    assert errors(result) == [("mc-creative", "zlh-agent-port")]
+    finding = only(result, "mc-creative", "zlh-agent-port")
+    assert finding["problem"] == (
+        "firewall rules mc-creative of container 1001: rule 0 accepts TCP 18888 from any source"
+    )
+    assert finding["fix"] == (
+        "Only zpack-api's management address 10.99.0.10 may reach zlh-agent: set its source to "
+        "10.99.0.10/32, or narrow its proto and dport so they do not cover 18888."
+    )
+
+
+def test_agent_port_open_through_a_security_group(platform: Platform) -> None:
+    # The group's IP set grew to the whole management network.
+    platform.runtime.ipsets["zpack-api"] = [MANAGEMENT_CIDR]
+    result = platform.audit("--format", "json")
+    assert errors(result) == [(None, "zlh-agent-port"), ("mc-survival", "zlh-agent-port")]
+    group, guest = (f for f in findings(result) if f["rule"] == "zlh-agent-port")
+    # The names the operator wrote are shown with what they stand for.
+    assert (group["stack"], group["node"], group["problem"]) == (
+        "runtime",
+        "zlh-runtime",
+        "security group zlh-agent-path: rule 0 accepts TCP 18888 from source +zpack-api "
+        "(= 10.99.0.0/22)",
+    )
+    assert guest["problem"] == "its management NIC net1 is reachable on TCP 18888 from 10.99.0.0/22"
+
+
+def test_ip_set_exclusion_is_honoured(platform: Platform) -> None:
+    # A /30 around the API with its other three addresses excluded (nomatch): only the API.
+    platform.runtime.ipsets["zpack-api"] = ["10.99.0.8/30", "!10.99.0.8", "!10.99.0.9"]
+    platform.runtime.ipsets["zpack-api"].append("!10.99.0.11")
+    assert platform.audit("--format", "json").code == 0
+    entries = platform.hosts["runtime"].pve.firewall_config("cluster")["ipset"]["zpack-api"]
+    entries[:] = [entry for entry in entries if entry["cidr"] != "10.99.0.11"]
+    result = platform.audit("--format", "json")
+    assert [f["problem"] for f in findings(result)] == [
+        "security group zlh-agent-path: rule 0 accepts TCP 18888 from source +zpack-api "
+        "(= 10.99.0.10/31)",
+        "its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/31",
+    ]
+
+
+def test_api_cannot_reach_the_agent(platform: Platform) -> None:
+    dev = platform.runtime.guest(1101)
+    dev.rules = [r for r in dev.rules if r.get("dport") != str(AGENT_PORT)]
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("dev-bob", "zlh-agent-port")]
+    assert only(result, "dev-bob", "zlh-agent-port")["problem"] == (
+        "zpack-api (10.99.0.10) cannot reach zlh-agent (TCP 18888) on net1 (vmbr2), so the "
+        "platform cannot manage this container"
+    )
+
+
+def test_firewall_off(platform: Platform) -> None:
+    platform.runtime.guest(1002).options = {"enable": 0, "policy_in": "DROP"}
+    result = platform.audit("--format", "json")
+    assert result.code == 1
+    assert errors(result) == [("mc-skyblock", "zlh-agent-port")]
+    finding = only(result, "mc-skyblock", "zlh-agent-port")
+    assert (finding["problem"], finding["fix"]) == (
+        "firewall options lxc/1002 leave its firewall disabled",
+        "Set enabled=true.",
+    )
+
+
+def test_nic_without_firewall_flag(platform: Platform) -> None:
+    alice = platform.runtime.guest(1100)
+    alice.nics[1] = Nic("vmbr2", alice.nics[1].address, firewall=False)
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("dev-alice", "zlh-agent-port")]
+    assert only(result, "dev-alice", "zlh-agent-port")["problem"] == (
+        "its management NIC net1 on vmbr2 has firewall=false, so its firewall rules do not apply "
+        "there"
+    )
+
+
+def test_datacenter_firewall_off(platform: Platform) -> None:
+    platform.runtime.datacenter = {"enable": 0}
+    result = platform.audit("--format", "json")
+    host_level = [f for f in findings(result) if f["guest"] is None]
+    assert [(f["rule"], f["stack"], f["node"]) for f in host_level] == [
+        ("zlh-agent-port", "runtime", "zlh-runtime")
+    ]
+    assert host_level[0]["problem"].startswith(
+        "the stack has 5 game/dev container(s) but its datacenter firewall on node zlh-runtime "
+        "is not enabled"
+    )
+
+
+def test_metrics_port_open_to_the_whole_management_network(platform: Platform) -> None:
+    platform.runtime.guest(1100).rules[1] = rule(METRICS_PORT, iface="net1", source=MANAGEMENT_CIDR)
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("dev-alice", "zlh-agent-port")]
+    finding = only(result, "dev-alice", "zlh-agent-port")
+    assert (
+        finding["problem"] == "its management NIC net1 is reachable on TCP 9100 from 10.99.0.0/22"
+    )
+    assert finding["fix"] == (
+        f"There only zpack-api ({API_ADDRESS}, TCP 18888) and zlh-monitor ({MONITOR_ADDRESS}, "
+        "TCP 9100) may connect: remove or narrow the rule, alias or IP set that opens it."
+    )
+
+
+def test_ssh_open_on_the_management_nic(platform: Platform) -> None:
+    platform.runtime.guest(1000).rules.append(rule(22, iface="net1", source=API_ADDRESS))
+    result = platform.audit("--format", "json")
+    assert only(result, "mc-survival", "zlh-agent-port")["problem"] == (
+        "its management NIC net1 is reachable on TCP 22 from 10.99.0.10/32"
+    )
+
+
+def test_rule_naming_a_guest_alias_then_the_alias_goes(platform: Platform) -> None:
+    creative = platform.runtime.guest(1001)
+    creative.aliases = {"api": API_ADDRESS}
+    creative.rules[0] = rule(AGENT_PORT, iface="net1", source="api")
+    assert platform.audit("--format", "json").code == 0
+    # Proxmox accepts the rule only while the alias exists; then someone removes the alias.
+    platform.hosts["runtime"].pve.firewall_config("ct", vmid=1001)["aliases"].clear()
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("mc-creative", "zlh-agent-port")]
+    assert only(result, "mc-creative", "zlh-agent-port")["problem"] == (
+        "firewall rules mc-creative of container 1001: rule 0 accepts TCP 18888 from source api, "
+        "which names no alias or IP set on the host"
+    )
+
+
+def test_not_backed_up(platform: Platform) -> None:
+    # A game container the platform API created and never added to the backup job.
+    guest = fleet_guest(1003, "mc-new", VmidRole.GAME)
+    guest.tags = ["role-game", "svc-game", "zlh"]
+    platform.runtime.guests.append(guest)
+    result = platform.audit("--format", "json")
+    assert result.code == 1
+    assert errors(result) == [("mc-new", "zlh-stateful-protected")]
+    finding = only(result, "mc-new", "zlh-stateful-protected")
+    assert (finding["problem"], finding["fix"]) == (
+        "mc-new (VMID 1003) holds data but no enabled backup job of stack runtime includes it",
+        "Add its VMID to the host's backup job to Proxmox Backup Server.",
+    )
+    assert only(result, "mc-new", "unmanaged")["problem"] == (
+        "not managed by Pulumi (VMID 1003 is not among the VMIDs Pulumi.runtime.yaml declares); "
+        "as a game/dev container (VMID in the game range 1000-1099) it is held to the platform's "
+        "rules all the same"
+    )
+
+
+def test_backup_job_disabled(platform: Platform) -> None:
+    platform.core.backup_jobs[0]["enabled"] = 0
+    result = platform.audit("--format", "json")
+    assert errors(result) == [
+        ("zlh-db", "zlh-stateful-protected"),
+        ("zlh-redis", "zlh-stateful-protected"),
+        ("zlh-monitor", "zlh-stateful-protected"),
+    ]
+
+
+def test_backup_job_by_pool_covers_api_made_containers(platform: Platform) -> None:
+    guest = fleet_guest(1004, "mc-pooled", VmidRole.GAME)
+    guest.tags = ["role-game", "svc-game", "zlh"]
+    platform.runtime.guests.append(guest)
+    platform.runtime.backup_jobs = [
+        {
+            "id": "zlh-pbs",
+            "enabled": 1,
+            "schedule": "03:30",
+            "storage": "pbs",
+            "pool": "zlh-runtime",
+        }
+    ]
+    result = platform.audit("--format", "json")
+    # zlh-artifacts and every fleet container are members of the pool the job selects.
+    assert result.code == 0, findings(result)
+
+
+def test_unprotected_stateful_service(platform: Platform) -> None:
+    platform.core.guest(102).protection = False
+    result = platform.audit("--format", "json")
+    assert result.code == 1
+    assert errors(result) == [("zlh-db", "zlh-stateful-protected")]
+    finding = only(result, "zlh-db", "zlh-stateful-protected")
+    assert (finding["problem"], finding["fix"]) == (
+        "zlh-db (VMID 102) holds data but Proxmox protection is off, so it can be removed from "
+        "the Proxmox UI or API",
+        "Set protection=true on the guest.",
+    )
+
+
+def test_zlh_back_needs_protection_but_no_backup_of_itself(platform: Platform) -> None:
+    platform.core.guest(2001).protection = False
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("zlh-back", "zlh-stateful-protected")]
+
+
+def test_duplicate_vmid_across_hosts(platform: Platform) -> None:
+    # A VM made by hand on the core host with zlh-artifacts' VMID.
+    platform.core.guests.append(Guest(150, "scratch", kind="qemu", nics={0: Nic("vmbr1")}))
+    result = platform.audit("--format", "json")
+    assert result.code == 1
+    assert errors(result) == [("zlh-artifacts", "zlh-vmid-unique")]
+    assert only(result, "zlh-artifacts", "zlh-vmid-unique")["problem"] == (
+        "VMID 150 is already used by scratch"
+    )
+    scratch = only(result, "scratch", "unmanaged")
+    assert (scratch["severity"], scratch["node"]) == ("info", "zlh-core")
+
+
+def test_hand_made_guest_is_only_information(platform: Platform) -> None:
+    platform.runtime.guests.append(
+        Guest(4242, "operator-test", nics={0: Nic("vmbr1", firewall=False)}, options=None)
+    )
+    result = platform.audit("--format", "json")
+    assert result.code == 0
+    assert [(f["severity"], f["guest"], f["rule"]) for f in findings(result)] == [
+        ("info", "operator-test", "unmanaged")
+    ]
+    assert only(result, "operator-test", "unmanaged")["problem"] == (
+        "not managed by Pulumi (it has no zlh tag); the platform's rules do not apply to it"
+    )
+
+
+def test_declared_guest_missing_from_its_host(platform: Platform) -> None:
+    platform.runtime.guests = [g for g in platform.runtime.guests if g.vmid != 1002]
+    platform.runtime.backup_jobs[0]["vmid"] = "150,1000,1001,1100,1101"
+    result = platform.audit("--format", "json")
+    assert result.code == 0
+    missing = [f for f in findings(result) if f["rule"] == "missing"]
+    assert [(f["severity"], f["vmid"], f["guest"]) for f in missing] == [("info", 1002, None)]
+    assert missing[0]["problem"] == (
+        "stack runtime declares VMID 1002 (zlh-infra:games[2].vmid) but the host has no guest "
+        "with it"
+    )
+
+
+def test_text_table_lists_every_finding(platform: Platform) -> None:
+    platform.core.guest(103).protection = False
+    result = platform.audit()
+    assert result.code == 1
+    lines = result.out.splitlines()
+    header = next(line for line in lines if line.startswith("LEVEL"))
+    assert header.split() == ["LEVEL", "GUEST", "VMID", "NODE", "RULE", "PROBLEM", "FIX"]
+    row = next(line for line in lines if line.startswith("error"))
+    assert row.split()[:5] == ["error", "zlh-redis", "103", "zlh-core", "zlh-stateful-protected"]
+    assert lines[-1] == "1 error(s), 0 info: NOT compliant."
+
+
+def test_report_written_to_a_file(platform: Platform, tmp_path: Any) -> None:
+    target = tmp_path / "audit.json"
+    result = platform.audit("--format", "json", "--output", str(target))
+    assert (result.code, result.out) == (0, "")
+    assert json.loads(target.read_text())["compliant"] is True

@@ -1,0 +1,355 @@
+"""The audit's adapters without a host: API answers -> wire form, tokens, jobs, messages."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zlh_infra.audit.client import REQUIRED_PRIVILEGES, GuestRecord, HostSnapshot, _holds
+from zlh_infra.audit.convert import (
+    AbsentNic,
+    backup_job_resource,
+    firewall_triples,
+    guest_props,
+    guest_resource,
+    nics,
+    options_props,
+    property_string,
+    rule_props,
+    split_tags,
+)
+from zlh_infra.audit.rules import literal_source, split_message
+from zlh_infra.audit.targets import (
+    ApiToken,
+    AuditOptions,
+    AuditUsageError,
+    HostTarget,
+    discover_stack_files,
+    resolve,
+)
+from zlh_infra.platform.firewall_state import read_firewall
+from zlh_infra.platform.reachability import AddressSet, reachable_from
+from zlh_infra.platform.topology import StackRole
+from zlh_infra.policies.resources import CONTAINER, VM, nics_of
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET = HostTarget(
+    stack="runtime",
+    role=StackRole.RUNTIME,
+    endpoint="https://zlh-runtime:8006/",
+    node="zlh-runtime",
+    token=ApiToken("audit@pve", "zlh", "secret"),
+    verify=True,
+)
+
+
+def container(vmid: int = 1000, **config: Any) -> GuestRecord:
+    return GuestRecord(
+        kind="lxc",
+        vmid=vmid,
+        node="zlh-runtime",
+        name=f"ct{vmid}",
+        template=False,
+        pool=None,
+        config=config,
+        firewall_options={},
+        firewall_rules=[],
+        aliases=[],
+        ipsets={},
+    )
+
+
+def snapshot(*guests: GuestRecord, **fields: Any) -> HostSnapshot:
+    return HostSnapshot(
+        target=TARGET, version="9.0", nodes=["zlh-runtime"], guests=list(guests), **fields
+    )
+
+
+def test_property_strings_and_tags() -> None:
+    assert property_string("name=eth1,bridge=vmbr2,firewall=1,ip=10.99.1.0/22") == {
+        "name": "eth1",
+        "bridge": "vmbr2",
+        "firewall": "1",
+        "ip": "10.99.1.0/22",
+    }
+    assert property_string("virtio=BC:24:11:00:00:01,bridge=vmbr0") == {
+        "virtio": "BC:24:11:00:00:01",
+        "bridge": "vmbr0",
+    }
+    assert split_tags("zlh;role-game; svc-game,layer-runtime") == [
+        "layer-runtime",
+        "role-game",
+        "svc-game",
+        "zlh",
+    ]
+    assert split_tags(None) == []
+
+
+def test_container_in_the_providers_shape() -> None:
+    guest = container(
+        1000,
+        hostname="mc-survival",
+        tags="zlh;role-game",
+        protection=1,
+        net0="name=eth0,bridge=vmbr1,firewall=1,ip=10.20.1.0/22",
+        net1="name=eth1,bridge=vmbr2,firewall=0,ip=10.99.1.0/22",
+    )
+    props = guest_props(guest)
+    assert props["vmId"] == 1000
+    assert props["nodeName"] == "zlh-runtime"
+    assert props["tags"] == ["role-game", "zlh"]
+    assert props["protection"] is True
+    assert props["networkInterfaces"] == [
+        {"bridge": "vmbr1", "firewall": True, "name": "eth0"},
+        {"bridge": "vmbr2", "firewall": False, "name": "eth1"},
+    ]
+    assert props["initialization"]["ipConfigs"] == [
+        {"ipv4": {"address": "10.20.1.0/22"}},
+        {"ipv4": {"address": "10.99.1.0/22"}},
+    ]
+    assert guest_resource(snapshot(guest), guest).type == CONTAINER
+
+
+def test_vm_nics_and_cloud_init_addresses() -> None:
+    guest = GuestRecord(
+        kind="qemu",
+        vmid=310,
+        node="zlh-runtime",
+        name="zlh-zpack-router",
+        template=False,
+        pool=None,
+        config={
+            "net0": "virtio=BC:24:11:00:01:36,bridge=vmbr0,firewall=1",
+            "net1": "e1000=BC:24:11:00:01:37,bridge=vmbr1",
+            "ipconfig1": "ip=10.20.0.1/22",
+        },
+        firewall_options={},
+        firewall_rules=[],
+        aliases=[],
+        ipsets={},
+    )
+    props = guest_props(guest)
+    assert props["networkDevices"] == [
+        {"bridge": "vmbr0", "firewall": True, "model": "virtio"},
+        {"bridge": "vmbr1", "firewall": False, "model": "e1000"},
+    ]
+    assert [nic.address for nic in nics(guest)] == [None, "10.20.0.1/22"]
+    assert guest_resource(snapshot(guest), guest).type == VM
+
+
+def test_nic_gap_keeps_later_nics_at_their_index() -> None:
+    # net1 was removed: net2 stays net2 for the checks and for the evaluator.
+    assert isinstance(
+        guest_props(container(net2="bridge=vmbr2"))["networkInterfaces"][0], AbsentNic
+    )
+    guest = container(
+        net0="name=eth0,bridge=vmbr1,firewall=1", net2="name=eth2,bridge=vmbr2,firewall=1"
+    )
+    resource = guest_resource(snapshot(guest), guest)
+    assert [(nic.iface, nic.bridge) for nic in nics_of(resource)] == [
+        ("net0", "vmbr1"),
+        ("net2", "vmbr2"),
+    ]
+    _, views = read_firewall(firewall_triples(snapshot(guest)))
+    assert views[1000].iface_on("vmbr2") == "net2"
+    assert views[1000].nic_firewall == {"net0": True, "net1": False, "net2": True}
+
+
+def test_options_and_rules_in_the_providers_shape() -> None:
+    assert options_props({"enable": 1, "policy_in": "DROP", "digest": "x"}) == {
+        "enabled": True,
+        "inputPolicy": "DROP",
+    }
+    # The datacenter switch may hold the time it was turned on.
+    assert options_props({"enable": 1767225600})["enabled"] is True
+    assert options_props({})["enabled"] is False
+    assert rule_props(
+        {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "18888", "enable": 0, "pos": 0}
+    ) == {
+        "type": "in",
+        "action": "ACCEPT",
+        "enabled": False,
+        "proto": "tcp",
+        "dport": "18888",
+    }
+    assert rule_props({"type": "group", "action": "zlh-agent-path", "iface": "net1"}) == {
+        "type": "group",
+        "action": "zlh-agent-path",
+        "securityGroup": "zlh-agent-path",
+        "enabled": True,
+        "iface": "net1",
+    }
+
+
+def test_evaluator_on_converted_state_resolves_names() -> None:
+    guest = container(net0="name=eth0,bridge=vmbr2,firewall=1")
+    guest.firewall_options = {"enable": 1, "policy_in": "DROP"}
+    guest.firewall_rules = [{"type": "group", "action": "agent", "iface": "net0", "enable": 1}]
+    guest.aliases = [{"name": "api", "cidr": "10.99.0.10"}]
+    host = snapshot(
+        guest,
+        firewall_options={"enable": 1},
+        security_groups={
+            "agent": [
+                {
+                    "type": "in",
+                    "action": "ACCEPT",
+                    "proto": "tcp",
+                    "dport": "18888",
+                    "source": "api",
+                    "enable": 1,
+                }
+            ]
+        },
+    )
+    firewall, views = read_firewall(firewall_triples(host))
+    view = views[1000]
+    sources = reachable_from(
+        firewall,
+        view.firewall(),
+        iface="net0",
+        proto="tcp",
+        port=18888,
+        guest_aliases=view.aliases,
+        guest_ipsets=view.ipsets,
+    )
+    assert sources == AddressSet.of("10.99.0.10")
+
+
+def job(**fields: Any) -> dict[str, Any]:
+    return {"id": "j", "type": "vzdump", **fields}
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"vmid": "1000,1001"}, {"all": False, "vmids": ["1000", "1001"]}),
+        ({"all": 1}, {"all": True, "vmids": []}),
+        ({"all": 1, "exclude": "1001"}, {"all": False, "vmids": ["1000", "1002"]}),
+        ({"pool": "zlh-runtime"}, {"all": False, "vmids": ["1000"]}),
+        ({"pool": "elsewhere"}, {"all": False, "vmids": []}),
+        ({"vmid": "1000", "enabled": 0}, {"enabled": False, "vmids": ["1000"]}),
+        ({"vmid": "1000,1001", "node": "zlh-core"}, {"node": "zlh-core", "vmids": []}),
+        ({"all": 1, "node": "zlh-runtime"}, {"all": True, "node": "zlh-runtime"}),
+    ],
+)
+def test_backup_jobs_in_the_providers_shape(
+    fields: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    host = snapshot(
+        container(1000), container(1001), container(1002), pools={"zlh-runtime": {1000}}
+    )
+    resource = backup_job_resource(host, job(**fields))
+    assert resource is not None
+    assert resource.props["resourceId"] == "j"
+    assert {key: resource.props.get(key) for key in expected} == expected
+    assert resource.props.get("enabled", True) is (fields.get("enabled", 1) == 1)
+
+
+def test_only_vzdump_jobs_are_backup_jobs() -> None:
+    assert backup_job_resource(snapshot(), {"id": "x", "type": "realm-sync"}) is None
+
+
+def test_names_in_rule_sources_resolve_to_addresses() -> None:
+    guest = container(net0="name=eth0,bridge=vmbr2,firewall=1")
+    guest.aliases = [{"name": "api", "cidr": "10.99.0.10"}]
+    guest.ipsets = {"local": [{"cidr": "10.99.0.8/30"}, {"cidr": "10.99.0.8", "nomatch": 1}]}
+    host = snapshot(
+        guest,
+        aliases=[{"name": "monitor", "cidr": "10.99.0.20"}],
+        ipsets={"empty": []},
+    )
+    firewall, views = read_firewall(firewall_triples(host))
+    view = views[1000]
+    assert literal_source("10.99.0.10/32", firewall, view) == "10.99.0.10/32"
+    assert literal_source("api", firewall, view) == "10.99.0.10/32"
+    assert literal_source("dc/monitor", firewall, view) == "10.99.0.20/32"
+    assert literal_source("+local", firewall, view) == "10.99.0.9/32,10.99.0.10/31"
+    assert literal_source("api,monitor", firewall, view) == "10.99.0.10/32,10.99.0.20/32"
+    # An empty IP set stays a name: no source at all would mean "any".
+    assert literal_source("+empty", firewall, view) == "+empty"
+    assert literal_source("nothing", firewall, view) is None
+
+
+def test_split_message() -> None:
+    assert split_message(
+        "mc (VMID 1200): VMID 1200 is in no VMID range; give it a free VMID in the game range.",
+        "mc (VMID 1200)",
+    ) == ("VMID 1200 is in no VMID range", "Give it a free VMID in the game range.")
+    assert split_message(
+        "db (VMID 102) holds data but protection is off, so it can go: set protection=true.",
+        "db (VMID 102)",
+    ) == ("db (VMID 102) holds data but protection is off, so it can go", "Set protection=true.")
+    assert split_message("x: a rule names what does not exist: alias 'a' does not exist.", "x") == (
+        "a rule names what does not exist: alias 'a' does not exist",
+        "See docs/audit.md for this rule.",
+    )
+
+
+def test_privilege_paths_propagate_from_above() -> None:
+    on_root = {"/": {"Sys.Audit": 1, "VM.Audit": 1, "Pool.Audit": 1}}
+    assert all(_holds(on_root, path, privilege) for path, privilege in REQUIRED_PRIVILEGES)
+    on_vms = {"/vms": {"VM.Audit": 1}}
+    assert _holds(on_vms, "/vms", "VM.Audit")
+    assert not _holds(on_vms, "/", "Sys.Audit")
+    assert not _holds({"/vms/100": {"VM.Audit": 1}}, "/vms", "VM.Audit")
+
+
+def test_token_parsing() -> None:
+    token = ApiToken.parse("audit@pve!zlh=0c8f-1234", "$X")
+    assert (token.token_id, token.secret) == ("audit@pve!zlh", "0c8f-1234")
+    assert "0c8f" not in repr(token)
+    with pytest.raises(AuditUsageError):
+        ApiToken.parse("audit@pve=secret", "$X")
+
+
+def test_targets_from_the_shipped_stack_files() -> None:
+    plan = resolve(
+        AuditOptions(), root=REPO, environ={"PROXMOX_VE_API_TOKEN": "audit@pve!zlh=s3cret"}
+    )
+    core, runtime = plan.targets[:2]
+    assert (core.stack, core.node, core.endpoint) == (
+        "core",
+        "zlh-core",
+        "https://zlh-core.zerolaghub.net:8006/",
+    )
+    assert core.host == "zlh-core.zerolaghub.net:8006"
+    assert (runtime.stack, runtime.node, runtime.verify) == ("runtime", "zlh-runtime", True)
+    assert runtime.recorded[1002] == "games[2].vmid"
+    assert runtime.management_bridge == "vmbr2"
+    assert (plan.api_address, plan.monitor_address) == (
+        IPv4Address("10.99.0.10"),
+        IPv4Address("10.99.0.20"),
+    )
+    assert plan.warnings == ()
+
+
+def test_flags_override_the_stack_file_and_add_hosts() -> None:
+    environ = {"PROXMOX_VE_API_TOKEN": "a@pve!t=1", "R2": "b@pve!t=2"}
+    options = AuditOptions(
+        stacks=("runtime-2",),
+        hosts={"runtime-2": "https://[fd00::2]:8006/"},
+        nodes={"runtime-2": "zlh-runtime-2"},
+        token_envs={"runtime-2": "R2"},
+        api_address=IPv4Address("10.99.0.11"),
+    )
+    plan = resolve(options, root=REPO, environ=environ)
+    (target,) = plan.targets
+    assert (target.host, target.node, target.token.user) == (
+        "[fd00::2]:8006",
+        "zlh-runtime-2",
+        "b@pve",
+    )
+    assert target.recorded == {}
+    assert plan.api_address == IPv4Address("10.99.0.11")
+    assert plan.monitor_address == IPv4Address("10.99.0.20")  # still from Pulumi.core.yaml
+    assert "no stack file" in plan.warnings[0]
+
+
+def test_stack_file_discovery(tmp_path: Path) -> None:
+    for name in ("Pulumi.core.yaml", "Pulumi.runtime-eu.yml", "Pulumi.staging.yaml", "Pulumi.yaml"):
+        (tmp_path / name).write_text("config: {}\n")
+    assert sorted(discover_stack_files(tmp_path)) == ["core", "runtime-eu"]

@@ -1,0 +1,342 @@
+"""API answers -> the wire-form properties the policy checks and the evaluator read.
+
+The policy pack sees pulumi-proxmoxve inputs (camelCase: ``vmId``, ``nodeName``,
+``networkInterfaces``, ``enabled``, ``inputPolicy``...); ``firewall_state.read_firewall``
+reads the same shape as (type, name, props) triples. Proxmox's API speaks its own
+dialect (``net1: name=eth1,bridge=vmbr2,firewall=1``, ``enable: 1``, ``policy_in``,
+tags as ``a;b``). Translating the live answers into the provider's shape lets the
+audit run the pack's checks and the evaluator unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zlh_infra.audit.client import GuestRecord, HostSnapshot, as_int, flag
+from zlh_infra.platform import firewall_state as fs
+from zlh_infra.policies.resilience import BACKUP_JOB
+from zlh_infra.policies.resources import CONTAINER, VM, Resource
+
+Triple = tuple[str, str, Mapping[str, Any]]
+
+_NET_KEY = re.compile(r"^net(\d+)$")
+#: Proxmox's own NIC models: in a VM's ``netN`` the model is the first key (``virtio=MAC``).
+_VM_NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3", "ne2k_pci", "pcnet", "i82551")
+
+
+def property_string(text: object) -> dict[str, str]:
+    """``name=eth0,bridge=vmbr2,firewall=1`` -> ``{"name": "eth0", ...}`` (bare items -> "")."""
+    values: dict[str, str] = {}
+    for item in str(text or "").split(","):
+        key, _, value = item.partition("=")
+        if key.strip():
+            values[key.strip()] = value.strip()
+    return values
+
+
+def split_tags(value: object) -> list[str]:
+    """Proxmox keeps tags as one string separated by ``;`` (``,`` and spaces also parse)."""
+    return sorted({tag for tag in re.split(r"[;,\s]+", str(value or "")) if tag})
+
+
+@dataclass(frozen=True, slots=True)
+class LiveNic:
+    index: int
+    bridge: str
+    firewall: bool
+    address: str | None
+
+    @property
+    def iface(self) -> str:
+        return f"net{self.index}"
+
+
+def nics(guest: GuestRecord) -> list[LiveNic]:
+    """The guest's ``netN`` entries in index order (an index may be missing)."""
+    found = []
+    for key, value in guest.config.items():
+        match = _NET_KEY.match(key)
+        if match is None:
+            continue
+        index = int(match.group(1))
+        props = property_string(value)
+        address = props.get("ip")
+        if guest.kind == "qemu":
+            # A VM's address lives in cloud-init's ipconfigN, not in netN.
+            address = property_string(guest.config.get(f"ipconfig{index}")).get("ip")
+        found.append(
+            LiveNic(
+                index=index,
+                # Proxmox's default bridge is none; the checks treat "" as "not the bridge".
+                bridge=props.get("bridge", ""),
+                firewall=flag(props.get("firewall")),
+                address=address or None,
+            )
+        )
+    return sorted(found, key=lambda nic: nic.index)
+
+
+class AbsentNic:
+    """The slot of a ``netN`` the guest does not have (net1 removed, net2 kept).
+
+    The provider lists NICs by position, so a gap needs a filler. The checks' NIC reader
+    skips anything that is not a mapping, and ``read_firewall`` reads ``.get()`` of each
+    entry: this is neither a NIC to the checks nor a bridge to the evaluator.
+    """
+
+    def get(self, key: str, default: object = None) -> object:
+        return default
+
+    def __repr__(self) -> str:
+        return "AbsentNic()"
+
+
+def _nic_list(guest: GuestRecord) -> list[object]:
+    """NICs as the provider lists them: position i is ``net<i>``."""
+    live = nics(guest)
+    if not live:
+        return []
+    slots: list[object] = [AbsentNic()] * (live[-1].index + 1)
+    for nic in live:
+        entry: dict[str, Any] = {"bridge": nic.bridge, "firewall": nic.firewall}
+        if guest.kind == "lxc":
+            entry["name"] = property_string(guest.config.get(nic.iface)).get("name", "")
+        else:
+            model = next(
+                (m for m in _VM_NIC_MODELS if m in property_string(guest.config.get(nic.iface))),
+                None,
+            )
+            entry["model"] = model or ""
+        slots[nic.index] = entry
+    return slots
+
+
+def guest_type(guest: GuestRecord) -> str:
+    return CONTAINER if guest.kind == "lxc" else VM
+
+
+def guest_urn(snapshot: HostSnapshot, guest: GuestRecord) -> str:
+    """A stable identity for findings (never a Pulumi URN: no ``::`` in it)."""
+    return f"pve:{snapshot.target.stack}/{guest.node}/{guest.kind}/{guest.vmid}"
+
+
+def guest_props(guest: GuestRecord) -> dict[str, Any]:
+    """The guest as a ContainerLegacy / VmLegacy input."""
+    config = guest.config
+    addresses = [{"ipv4": {"address": nic.address}} if nic.address else {} for nic in nics(guest)]
+    props: dict[str, Any] = {
+        "vmId": guest.vmid,
+        "nodeName": guest.node,
+        "tags": split_tags(config.get("tags")),
+        "protection": flag(config.get("protection")),
+        "template": guest.template,
+        "description": str(config.get("description") or ""),
+        "initialization": {"ipConfigs": addresses},
+    }
+    if guest.pool:
+        props["poolId"] = guest.pool
+    if guest.kind == "lxc":
+        props["networkInterfaces"] = _nic_list(guest)
+        props["initialization"]["hostname"] = str(config.get("hostname") or guest.name)
+    else:
+        props["networkDevices"] = _nic_list(guest)
+        props["name"] = str(config.get("name") or guest.name)
+    return props
+
+
+def _owner(guest: GuestRecord) -> dict[str, Any]:
+    key = "containerId" if guest.kind == "lxc" else "vmId"
+    return {key: guest.vmid, "nodeName": guest.node}
+
+
+def options_props(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Firewall options (``enable``, ``policy_in``) as an OptionsLegacy / FirewallLegacy input."""
+    props: dict[str, Any] = {
+        # The datacenter's switch may hold a time stamp instead of 1; any non-zero is on.
+        "enabled": flag(options.get("enable")) or _positive(options.get("enable")),
+    }
+    for api_key, prop in (("policy_in", "inputPolicy"), ("policy_out", "outputPolicy")):
+        if options.get(api_key):
+            props[prop] = str(options[api_key])
+    return props
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, str) and value.strip().isdigit() and int(value) > 0
+
+
+def rule_props(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """One API rule as a RulesLegacy rule input; a ``group`` rule names its security group."""
+    kind = str(rule.get("type") or "in")
+    props: dict[str, Any] = {
+        "type": kind,
+        "action": str(rule.get("action") or ""),
+        # Proxmox writes a disabled rule with a leading '|' and answers enable=0; a rule
+        # without the key is enabled, as its parser reads it.
+        "enabled": flag(rule["enable"]) if "enable" in rule else True,
+    }
+    if kind == "group":
+        props["securityGroup"] = props["action"]
+    for key in ("proto", "dport", "sport", "source", "dest", "iface", "macro", "comment"):
+        if rule.get(key) not in (None, ""):
+            props[key] = str(rule[key])
+    return props
+
+
+def ipset_props(name: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "cidrs": [
+            {"name": str(entry.get("cidr")), "nomatch": flag(entry.get("nomatch"))}
+            for entry in entries
+        ],
+    }
+
+
+def guest_resource(snapshot: HostSnapshot, guest: GuestRecord) -> Resource:
+    return Resource(
+        urn=guest_urn(snapshot, guest),
+        type=guest_type(guest),
+        name=guest.name,
+        props=guest_props(guest),
+    )
+
+
+def options_resource(snapshot: HostSnapshot, guest: GuestRecord) -> Resource:
+    return Resource(
+        urn=guest_urn(snapshot, guest) + "/firewall/options",
+        type=fs.OPTIONS,
+        name=f"{guest.kind}/{guest.vmid}",
+        props={**options_props(guest.firewall_options), **_owner(guest)},
+    )
+
+
+def rules_resource(snapshot: HostSnapshot, guest: GuestRecord) -> Resource:
+    return Resource(
+        urn=guest_urn(snapshot, guest) + "/firewall/rules",
+        type=fs.RULES,
+        name=guest.name,
+        props={**_owner(guest), "rules": [rule_props(rule) for rule in guest.firewall_rules]},
+    )
+
+
+def datacenter_resource(snapshot: HostSnapshot) -> Resource:
+    return Resource(
+        urn=f"pve:{snapshot.target.stack}/cluster/firewall",
+        type=fs.DATACENTER,
+        name=f"on node {snapshot.target.node}",
+        props=options_props(snapshot.firewall_options),
+    )
+
+
+def group_resource(snapshot: HostSnapshot, name: str) -> Resource:
+    rules = snapshot.security_groups.get(name, [])
+    return Resource(
+        urn=f"pve:{snapshot.target.stack}/cluster/firewall/groups/{name}",
+        type=fs.SECURITY_GROUP,
+        name=name,
+        props={"name": name, "rules": [rule_props(rule) for rule in rules]},
+    )
+
+
+def _names(
+    base: str,
+    aliases: list[dict[str, Any]],
+    ipsets: dict[str, list[dict[str, Any]]],
+    owner: dict[str, Any],
+) -> Iterator[Resource]:
+    for alias in aliases:
+        name = str(alias.get("name"))
+        yield Resource(
+            urn=f"{base}/aliases/{name}",
+            type=fs.ALIAS,
+            name=name,
+            props={**owner, "name": name, "cidr": alias.get("cidr")},
+        )
+    for name, entries in ipsets.items():
+        yield Resource(
+            urn=f"{base}/ipset/{name}",
+            type=fs.IPSET,
+            name=name,
+            props={**owner, **ipset_props(name, entries)},
+        )
+
+
+def firewall_resources(
+    snapshot: HostSnapshot, guests: Iterable[GuestRecord] | None = None
+) -> list[Resource]:
+    """The host's firewall state as resources: the datacenter's, then each guest's.
+
+    ``guests`` limits the guests (default: all of the host's); the datacenter's
+    aliases, IP sets and security groups are always included.
+    """
+    found = [datacenter_resource(snapshot)]
+    found += _names(
+        f"pve:{snapshot.target.stack}/cluster/firewall", snapshot.aliases, snapshot.ipsets, {}
+    )
+    found += [group_resource(snapshot, name) for name in snapshot.security_groups]
+    for guest in snapshot.guests if guests is None else guests:
+        found += [
+            guest_resource(snapshot, guest),
+            options_resource(snapshot, guest),
+            rules_resource(snapshot, guest),
+        ]
+        base = guest_urn(snapshot, guest) + "/firewall"
+        found += _names(base, guest.aliases, guest.ipsets, _owner(guest))
+    return found
+
+
+def firewall_triples(snapshot: HostSnapshot) -> list[Triple]:
+    """The host's firewall state as ``read_firewall`` takes it."""
+    return [(r.type, r.name, r.props) for r in firewall_resources(snapshot)]
+
+
+def backup_job_resource(snapshot: HostSnapshot, job: Mapping[str, Any]) -> Resource | None:
+    """A vzdump job as the provider's ``backup.Job`` input, its selection spelled out.
+
+    The pack reads ``enabled``, ``all``, ``node`` and ``vmids``. A live job may also
+    select a pool, exclude VMIDs, or pin a VMID list to one node; those become the
+    VMIDs the job takes on this host, so the pack's reading stays exact.
+    """
+    if str(job.get("type") or "vzdump") != "vzdump":
+        return None
+    node = str(job["node"]) if job.get("node") else None
+    excluded = vmid_list(job.get("exclude"))
+    on_node = {g.vmid for g in snapshot.guests if node is None or g.node == node}
+    props: dict[str, Any] = {
+        "resourceId": str(job.get("id") or ""),
+        "enabled": flag(job["enabled"]) if "enabled" in job else True,
+        "all": False,
+        "vmids": [],
+    }
+    if node is not None:
+        props["node"] = node
+    if flag(job.get("all")):
+        if excluded:
+            props["vmids"] = [str(vmid) for vmid in sorted(on_node - excluded)]
+        else:
+            props["all"] = True
+    else:
+        if job.get("vmid"):
+            chosen = vmid_list(job["vmid"])
+        else:
+            chosen = set(snapshot.pools.get(str(job.get("pool") or ""), set()))
+        props["vmids"] = [str(vmid) for vmid in sorted((chosen & on_node) - excluded)]
+    return Resource(
+        urn=f"pve:{snapshot.target.stack}/cluster/backup/{props['resourceId']}",
+        type=BACKUP_JOB,
+        name=props["resourceId"],
+        props=props,
+    )
+
+
+def vmid_list(value: object) -> set[int]:
+    """``"100,101"`` (or ``;`` / space separated) -> ``{100, 101}``."""
+    return {
+        number
+        for item in re.split(r"[,;\s]+", str(value or ""))
+        if (number := as_int(item)) is not None
+    }

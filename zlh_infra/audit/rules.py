@@ -1,0 +1,544 @@
+"""The platform's rules, applied to what the hosts hold.
+
+The rules are the policy pack's own checks (``zlh_infra.policies``), run on the live
+guests, firewall and backup jobs converted to the provider's property shape, so a
+rule has one definition for ``pulumi preview`` and for the audit. The agent path is
+proved by the pack's check with the firewall reachability evaluator on the host's
+real firewall state. The audit adds what only a live host shows: VMIDs unique across
+hosts, game/dev containers the platform API made, and whether zpack-api can still
+reach each agent.
+
+Which guests the rules cover: those Pulumi manages (tagged ``zlh`` and among the
+stack's recorded VMIDs), and every game or dev container whoever made it, since the
+platform API creates those. Any other guest is reported as unmanaged, for information.
+
+Adapters, where a check reads what a live host does not hold as the program writes it:
+
+- rule sources naming an alias or IP set are resolved to addresses (by the evaluator)
+  before the agent check reads them: the pack counts any name as "not the API's
+  address", which holds for the program's own literal rules but not for an operator's;
+- a game/dev container without a role tag gets the role of its VMID range, so the
+  stateful check sees it as the pack's VMID fallback for the fleet does;
+- Pulumi's ``protect`` option is not on a host: the audit judges Proxmox protection only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from zlh_infra.audit.client import GuestRecord, HostSnapshot
+from zlh_infra.audit.convert import (
+    backup_job_resource,
+    firewall_resources,
+    guest_resource,
+)
+from zlh_infra.audit.targets import AuditPlan
+from zlh_infra.platform import firewall_state as fs
+from zlh_infra.platform.firewall_state import GuestView, read_firewall
+from zlh_infra.platform.reachability import (
+    GuestFirewall,
+    HostFirewall,
+    Rule,
+    UnresolvedSourceError,
+    reachable_from,
+)
+from zlh_infra.platform.topology import PLATFORM_TAG, TAG_PREFIX_ROLE, StackRole
+from zlh_infra.platform.vmids import DEFAULT_SCHEME
+from zlh_infra.policies import config as cfg
+from zlh_infra.policies import pack
+from zlh_infra.policies.agent import check_agent_port, is_fleet
+from zlh_infra.policies.placement import (
+    check_control_plane_independent,
+    check_placement,
+    check_runtime_isolation,
+)
+from zlh_infra.policies.resilience import check_stateful_protected
+from zlh_infra.policies.resources import Findings, Resource, label, role_tags, tags_of
+from zlh_infra.policies.vmid import check_vmid_range, check_vmid_unique
+
+Severity = Literal["error", "info"]
+
+RULE_VMID_RANGE = pack.vmid_range.name
+RULE_VMID_UNIQUE = pack.vmid_unique.name
+RULE_PLACEMENT = pack.guest_placement.name
+RULE_INDEPENDENT = pack.control_plane_independent.name
+RULE_ISOLATION = pack.runtime_isolation.name
+RULE_AGENT = pack.agent_port.name
+RULE_STATEFUL = pack.stateful_protected.name
+RULE_UNMANAGED = "unmanaged"
+RULE_MISSING = "missing"
+
+#: Every rule the audit applies, in report order, with one sentence each.
+RULES: dict[str, str] = {
+    RULE_VMID_RANGE: pack.vmid_range.description,
+    RULE_VMID_UNIQUE: "No two guests on the audited hosts share a VMID.",
+    RULE_PLACEMENT: pack.guest_placement.description,
+    RULE_INDEPENDENT: pack.control_plane_independent.description,
+    RULE_ISOLATION: pack.runtime_isolation.description,
+    RULE_AGENT: pack.agent_port.description
+    + " On a live host also: zpack-api can reach every agent.",
+    RULE_STATEFUL: "Every guest that holds data has Proxmox protection on and is in an "
+    "enabled backup job of its host.",
+    RULE_UNMANAGED: "A guest Pulumi does not manage (information).",
+    RULE_MISSING: "A guest the stack declares but the host does not have (information).",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    severity: Severity
+    rule: str
+    stack: str
+    node: str | None
+    guest: str | None
+    vmid: int | None
+    problem: str
+    fix: str
+
+
+@dataclass(slots=True)
+class LiveGuest:
+    snapshot: HostSnapshot
+    record: GuestRecord
+    resource: Resource
+    managed: bool
+    fleet: bool
+
+    @property
+    def in_scope(self) -> bool:
+        return self.managed or self.fleet
+
+    @property
+    def stack(self) -> str:
+        return self.snapshot.target.stack
+
+    def finding(self, rule: str, problem: str, fix: str, severity: Severity = "error") -> Finding:
+        return Finding(
+            severity,
+            rule,
+            self.stack,
+            self.record.node,
+            self.record.name,
+            self.record.vmid,
+            problem,
+            fix,
+        )
+
+
+def audit(snapshots: Sequence[HostSnapshot], plan: AuditPlan) -> list[Finding]:
+    """Every finding on the hosts read, errors and information, in report order."""
+    agent_configs = {
+        snapshot.target.stack: cfg.AGENT.parse(
+            RULE_AGENT,
+            {
+                "apiAddress": str(plan.api_address),
+                "monitorAddress": str(plan.monitor_address),
+                "managementBridge": snapshot.target.management_bridge,
+            },
+        )
+        for snapshot in snapshots
+    }
+    guests = _live_guests(snapshots, agent_configs)
+    findings: list[Finding] = []
+    for guest in guests:
+        if not guest.managed:
+            findings.append(_unmanaged(guest))
+    findings += _missing(snapshots, guests)
+    scoped = [guest for guest in guests if guest.in_scope]
+    by_urn = {guest.resource.urn: guest for guest in guests}
+
+    range_config = cfg.VMID_RANGE.parse(RULE_VMID_RANGE, None)
+    for guest in scoped:
+        messages = check_vmid_range(guest.resource, range_config)
+        findings += _from_messages(guest, RULE_VMID_RANGE, messages)
+
+    # Guests out of scope go first, so a clash with one is reported on the guest in scope.
+    ordered = [g.resource for g in guests if not g.in_scope] + [g.resource for g in scoped]
+    unique = check_vmid_unique(ordered, cfg.VMID_UNIQUE.parse(RULE_VMID_UNIQUE, None))
+    findings += _from_findings(unique, RULE_VMID_UNIQUE, by_urn, scoped_only=True)
+
+    findings += _placement(snapshots, scoped, plan)
+    stateful_config = cfg.STATEFUL.parse(RULE_STATEFUL, None)
+    for snapshot in snapshots:
+        on_host = [g for g in scoped if g.snapshot is snapshot]
+        findings += _agent_path(snapshot, on_host, plan, agent_configs[snapshot.target.stack])
+        findings += _stateful(snapshot, on_host, stateful_config)
+    return sorted(findings, key=_order(snapshots))
+
+
+# --- which guests ----------------------------------------------------------------
+
+
+def _live_guests(
+    snapshots: Sequence[HostSnapshot], agent_configs: Mapping[str, cfg.AgentPortConfig]
+) -> list[LiveGuest]:
+    nodes = {snapshot.target.node for snapshot in snapshots}
+    guests = []
+    for snapshot in snapshots:
+        target = snapshot.target
+        config = agent_configs[target.stack]
+        for record in snapshot.guests:
+            # Hosts joined in one cluster list each other's guests: audit each on its own host.
+            if record.node != target.node and record.node in nodes:
+                continue
+            resource = guest_resource(snapshot, record)
+            role = DEFAULT_SCHEME.role_of(record.vmid)
+            in_fleet_range = (
+                not record.template and role is not None and role.value in config.fleet_roles
+            )
+            guests.append(
+                LiveGuest(
+                    snapshot=snapshot,
+                    record=record,
+                    resource=resource,
+                    managed=PLATFORM_TAG in tags_of(resource) and record.vmid in target.recorded,
+                    fleet=is_fleet(resource, config) or in_fleet_range,
+                )
+            )
+    return guests
+
+
+def _unmanaged(guest: LiveGuest) -> Finding:
+    target = guest.snapshot.target
+    if PLATFORM_TAG not in tags_of(guest.resource):
+        why = f"it has no {PLATFORM_TAG} tag"
+    elif target.stack_file is None:
+        why = f"stack {target.stack} has no stack file to record its VMIDs"
+    else:
+        why = f"VMID {guest.record.vmid} is not among the VMIDs {target.stack_file.name} declares"
+    if guest.fleet:
+        role = DEFAULT_SCHEME.role_of(guest.record.vmid)
+        return guest.finding(
+            RULE_UNMANAGED,
+            f"not managed by Pulumi ({why}); as a game/dev container ("
+            + (
+                f"VMID in the {role} range {DEFAULT_SCHEME.range_of(role).describe()}"
+                if role is not None
+                else "by its role tag"
+            )
+            + ") it is held to the platform's rules all the same",
+            "Nothing, if the platform API made it; otherwise declare it in the stack's "
+            "configuration or remove it.",
+            severity="info",
+        )
+    return guest.finding(
+        RULE_UNMANAGED,
+        f"not managed by Pulumi ({why}); the platform's rules do not apply to it",
+        "Nothing, if it was made by hand on purpose; if it is a platform guest, declare it in "
+        "the stack's configuration and import it with `pulumi import`.",
+        severity="info",
+    )
+
+
+def _missing(snapshots: Sequence[HostSnapshot], guests: Sequence[LiveGuest]) -> list[Finding]:
+    present = {(g.stack, g.record.vmid) for g in guests}
+    found = []
+    for snapshot in snapshots:
+        target = snapshot.target
+        for vmid, key in sorted(target.recorded.items()):
+            if (target.stack, vmid) not in present:
+                found.append(
+                    Finding(
+                        "info",
+                        RULE_MISSING,
+                        target.stack,
+                        target.node,
+                        None,
+                        vmid,
+                        f"stack {target.stack} declares VMID {vmid} (zlh-infra:{key}) but the "
+                        "host has no guest with it",
+                        f"Run `pulumi up -s {target.stack}` to create it, or remove it from the "
+                        "stack's configuration.",
+                    )
+                )
+    return found
+
+
+# --- placement ---------------------------------------------------------------------
+
+
+def _placement(
+    snapshots: Sequence[HostSnapshot], scoped: Sequence[LiveGuest], plan: AuditPlan
+) -> list[Finding]:
+    stack_nodes = {**cfg.DEFAULT_STACK_NODES, **{s.target.stack: s.target.node for s in snapshots}}
+    placement = cfg.PLACEMENT.parse(RULE_PLACEMENT, {"stackNodes": stack_nodes})
+    independence = cfg.INDEPENDENCE.parse(RULE_INDEPENDENT, {"coreNode": plan.core_node})
+    isolation = cfg.ISOLATION.parse(RULE_ISOLATION, {"coreNode": plan.core_node})
+    by_urn = {guest.resource.urn: guest for guest in scoped}
+    findings: list[Finding] = []
+    for guest in scoped:
+        messages = check_placement(guest.resource, placement, guest.stack)
+        findings += _from_messages(guest, RULE_PLACEMENT, messages)
+        if guest.snapshot.target.role is StackRole.RUNTIME:
+            messages = check_runtime_isolation(guest.resource, isolation, guest.stack)
+            findings += _from_messages(guest, RULE_ISOLATION, messages)
+    for snapshot in snapshots:
+        if snapshot.target.role is not StackRole.CORE:
+            continue
+        stack = snapshot.target.stack
+        on_host = [g for g in scoped if g.snapshot is snapshot]
+        independent = check_control_plane_independent(
+            [g.resource for g in on_host], independence, stack
+        )
+        reported = {v.urn for v in independent.violations}
+        findings += _from_findings(independent, RULE_INDEPENDENT, by_urn, scoped_only=True)
+        # The pack knows runtime guests by their tags; a container the API or an operator
+        # made untagged on the core host shows only by its VMID range.
+        for guest in on_host:
+            if guest.fleet and guest.resource.urn not in reported:
+                findings.append(
+                    guest.finding(
+                        RULE_INDEPENDENT,
+                        f"a game/dev container runs on the core host (node {guest.record.node}); "
+                        "customer workloads must never share the control plane's host",
+                        "Move it to a runtime host (back it up and restore it there), remove it "
+                        "here, and find what created it on the core host.",
+                    )
+                )
+    return findings
+
+
+# --- the agent path ------------------------------------------------------------------
+
+
+def _agent_path(
+    snapshot: HostSnapshot,
+    on_host: Sequence[LiveGuest],
+    plan: AuditPlan,
+    config: cfg.AgentPortConfig,
+) -> list[Finding]:
+    fleet = [g for g in on_host if g.fleet and not g.record.template]
+    if not fleet:
+        return []
+    host_firewall, views = read_firewall(
+        (r.type, r.name, r.props) for r in firewall_resources(snapshot)
+    )
+    # The fleet's firewall, and the security groups its rules use, with names resolved.
+    used_groups = {
+        str(rule.get("action"))
+        for guest in fleet
+        for rule in guest.record.firewall_rules
+        if rule.get("type") == "group"
+    }
+    resources = []
+    shown: dict[str, dict[str, str]] = {}
+    for resource in firewall_resources(snapshot, [g.record for g in fleet]):
+        if resource.type == fs.SECURITY_GROUP and resource.name not in used_groups:
+            continue
+        if resource.type in (fs.RULES, fs.SECURITY_GROUP):
+            owner = resource.props.get("containerId") or resource.props.get("vmId")
+            resource, shown[resource.urn] = _with_literal_sources(
+                resource, host_firewall, views.get(owner or -1)
+            )
+        resources.append(resource)
+    by_urn: dict[str, LiveGuest] = {}
+    for guest in fleet:
+        for suffix in ("", "/firewall/options", "/firewall/rules"):
+            by_urn[guest.resource.urn + suffix] = guest
+    found = check_agent_port(resources, config)
+    # Say which name a rule wrote, not only the addresses the check was given.
+    for index, violation in enumerate(found.violations):
+        message = violation.message
+        for text, display in shown.get(violation.urn or "", {}).items():
+            message = message.replace(f"from source {text};", f"from source {display};")
+        found.violations[index] = violation._replace(message=message)
+    findings = _from_findings(found, RULE_AGENT, by_urn, host=snapshot)
+
+    # The pack proves nothing but the API reaches the agent; a live host must show it does.
+    for guest in fleet:
+        view = views.get(guest.record.vmid)
+        iface = view.iface_on(config.management_bridge) if view is not None else None
+        if view is None or iface is None:
+            continue  # no management NIC: reported by the pack's check
+        try:
+            sources = reachable_from(
+                host_firewall,
+                view.firewall(),
+                iface=iface,
+                proto="tcp",
+                port=config.agent_port,
+                guest_aliases=view.aliases,
+                guest_ipsets=view.ipsets,
+            )
+        except UnresolvedSourceError:
+            continue  # reported by the pack's check
+        if plan.api_address not in sources:
+            findings.append(
+                guest.finding(
+                    RULE_AGENT,
+                    f"zpack-api ({plan.api_address}) cannot reach zlh-agent (TCP "
+                    f"{config.agent_port}) on {iface} ({config.management_bridge}), so the "
+                    "platform cannot manage this container",
+                    f"Add an ACCEPT rule for TCP {config.agent_port} on {iface} from "
+                    f"{plan.api_address}/32 above any rule that drops or rejects it.",
+                )
+            )
+    return findings
+
+
+def _with_literal_sources(
+    resource: Resource, host: HostFirewall, view: GuestView | None
+) -> tuple[Resource, dict[str, str]]:
+    """The rules of ``resource`` with alias and IP set sources replaced by their addresses.
+
+    Also returns, per source text the check will quote, how to show it to a person.
+    """
+    rules = []
+    shown: dict[str, str] = {}
+    for rule in resource.props.get("rules") or []:
+        source = rule.get("source")
+        if isinstance(source, str) and source:
+            literal = literal_source(source, host, view)
+            if literal is None:
+                shown[source] = f"{source}, which names no alias or IP set on the host"
+            elif literal != source:
+                shown[literal] = f"{source} (= {literal})"
+                rule = {**rule, "source": literal}
+        rules.append(rule)
+    return dataclasses.replace(resource, props={**resource.props, "rules": rules}), shown
+
+
+def literal_source(source: str, host: HostFirewall, view: GuestView | None) -> str | None:
+    """What a rule's source names, as addresses; None when it names nothing that exists.
+
+    The evaluator resolves it: a probe guest accepting everything from ``source``
+    is reachable from exactly the addresses the source stands for.
+    """
+    if all(part.strip()[:1].isdigit() for part in source.split(",")):
+        return source
+    probe = GuestFirewall(enabled=True, nic_firewall={"net0": True}, rules=(Rule(source=source),))
+    try:
+        resolved = reachable_from(
+            dataclasses.replace(host, enabled=True),
+            probe,
+            iface="net0",
+            proto="tcp",
+            port=1,
+            guest_aliases=view.aliases if view else None,
+            guest_ipsets=view.ipsets if view else None,
+        )
+    except UnresolvedSourceError:
+        return None
+    # An empty set cannot be written as addresses (no source means any): keep the name.
+    return ",".join(str(network) for network in resolved.networks()) or source
+
+
+# --- stateful guests -----------------------------------------------------------------
+
+
+def _stateful(
+    snapshot: HostSnapshot, on_host: Sequence[LiveGuest], config: cfg.StatefulConfig
+) -> list[Finding]:
+    resources: list[Resource] = []
+    by_urn: dict[str, LiveGuest] = {}
+    for guest in on_host:
+        by_urn[guest.resource.urn] = guest
+        resource = guest.resource
+        role = DEFAULT_SCHEME.role_of(guest.record.vmid)
+        if guest.fleet and not role_tags(resource) and role is not None:
+            props = {**resource.props, "tags": [*tags_of(resource), TAG_PREFIX_ROLE + role.value]}
+            resource = dataclasses.replace(resource, props=props)
+        # Pulumi's protect option lives in Pulumi's state, not on the host.
+        resources.append(dataclasses.replace(resource, protect=True))
+    for job in snapshot.backup_jobs:
+        converted = backup_job_resource(snapshot, job)
+        if converted is not None:
+            resources.append(converted)
+    found = check_stateful_protected(resources, config, snapshot.target.stack)
+    return _from_findings(found, RULE_STATEFUL, by_urn, host=snapshot)
+
+
+# --- messages of the pack's checks -> findings -----------------------------------------
+
+
+#: First words of the remedies in the pack's messages ("...: set protection=true ...").
+_REMEDIES = frozenset(
+    [
+        "add",
+        "correct",
+        "declare",
+        "enable",
+        "give",
+        "grant",
+        "move",
+        "narrow",
+        "point",
+        "remove",
+        "rename",
+        "set",
+        "tag",
+        "use",
+    ]
+)
+
+
+def split_message(message: str, name: str) -> tuple[str, str]:
+    """A check's "<what is wrong>; <how to fix it>." as (problem, fix), without its label.
+
+    The pack's messages put the remedy after "; ", or after the last ": " when it
+    starts with a verb; a message with neither is all problem.
+    """
+    text = message.strip()
+    if name and text.startswith(name + ": "):
+        text = text[len(name) + 2 :]
+    problem, separator, fix = text.partition("; ")
+    if not separator:
+        head, separator, tail = text.rpartition(": ")
+        if not separator or tail.split(" ", 1)[0].lower() not in _REMEDIES:
+            return text.rstrip("."), "See docs/audit.md for this rule."
+        problem, fix = head, tail
+    fix = fix.strip()
+    fix = fix[:1].upper() + fix[1:]
+    return problem.strip(), fix if fix.endswith(".") else fix + "."
+
+
+def _from_messages(guest: LiveGuest, rule: str, messages: Iterable[str]) -> list[Finding]:
+    name = label(guest.resource)
+    return [guest.finding(rule, *split_message(message, name)) for message in messages]
+
+
+def _from_findings(
+    found: Findings,
+    rule: str,
+    by_urn: dict[str, LiveGuest],
+    *,
+    scoped_only: bool = False,
+    host: HostSnapshot | None = None,
+) -> list[Finding]:
+    findings = []
+    for violation in found.violations:
+        guest = by_urn.get(violation.urn or "")
+        if guest is not None:
+            if scoped_only and not guest.in_scope:
+                continue
+            findings.append(
+                guest.finding(rule, *split_message(violation.message, label(guest.resource)))
+            )
+        elif host is not None:
+            target = host.target
+            problem, fix = split_message(violation.message, "")
+            findings.append(
+                Finding("error", rule, target.stack, target.node, None, None, problem, fix)
+            )
+    return findings
+
+
+def _order(
+    snapshots: Sequence[HostSnapshot],
+) -> Callable[[Finding], tuple[int, int, int, int, str]]:
+    stacks = {snapshot.target.stack: index for index, snapshot in enumerate(snapshots)}
+    rules = {rule: index for index, rule in enumerate(RULES)}
+
+    def key(finding: Finding) -> tuple[int, int, int, int, str]:
+        return (
+            stacks.get(finding.stack, len(stacks)),
+            finding.vmid if finding.vmid is not None else -1,
+            0 if finding.severity == "info" else 1,
+            rules.get(finding.rule, len(rules)),
+            finding.problem,
+        )
+
+    return key
