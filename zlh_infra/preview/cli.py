@@ -16,16 +16,22 @@ import contextlib
 import importlib
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from zlh_infra.preview.recording import Diagnostic, StackRecording
+from zlh_infra.preview.recording import Diagnostic, RecordedResource, StackRecording
 from zlh_infra.preview.render import FORMATS, render
 from zlh_infra.preview.stack_files import (
     PROJECT_FILE_NAMES,
     StackFileError,
     find_project_file,
+    load_project,
 )
+
+if TYPE_CHECKING:  # both load the Pulumi SDKs, which `--help` and usage errors do not need
+    from zlh_infra.preview.policy_engine import PolicySession
+    from zlh_infra.preview.runner import StackObserver
 
 EXIT_OK = 0
 EXIT_POLICY = 1
@@ -84,43 +90,95 @@ def secret_inputs_check(recording: StackRecording) -> list[Diagnostic]:
     return found
 
 
-def policy_check(pack_dir: Path, config_file: Path | None = None) -> Check:
-    """Run the CrossGuard pack in ``pack_dir`` on a stack, as ``--policy-pack`` does.
+class PolicyPackObserver:
+    """Runs the CrossGuard pack in ``pack_dir`` beside each stack's program.
 
-    A stack whose program failed is not analysed (the engine would not get that far).
-    A pack that cannot run fails the stack as a mandatory policy error: a policy gate
-    that could not look must not pass.
+    As in ``pulumi preview --policy-pack``, the pack starts with the stack and analyses
+    each resource as it registers; AnalyzeStack follows the program, in the background,
+    while the next stack's program runs. A pack that cannot run fails the stack as a
+    mandatory policy error: a policy gate that could not look must not pass.
     """
-    from zlh_infra.preview.policy_engine import (
-        PolicyConfigError,
-        PolicyEngineError,
-        run_policy_pack,
-    )
 
-    def check(recording: StackRecording) -> list[Diagnostic]:
-        if any(d.severity == "error" for d in recording.diagnostics):
-            return []
+    def __init__(self, pack_dir: Path, config_file: Path | None, project: str) -> None:
+        self.pack_dir = pack_dir
+        self.config_file = config_file
+        self.project = project
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        self._pending: list[concurrent.futures.Future[None]] = []
+
+    def __call__(self, stack: str, config: Mapping[str, str]) -> StackObserver:
+        from zlh_infra.preview.policy_engine import PolicySession
+
         try:
-            report = run_policy_pack(
-                pack_dir,
-                recording,
-                stack_config=recording.config,
-                policy_config_file=config_file,
+            session = PolicySession(
+                self.pack_dir,
+                stack=stack,
+                project=self.project,
+                stack_config=config,
+                policy_config_file=self.config_file,
+                # The deadline covers the program's run too: the pack starts with it.
+                timeout=_POLICY_TIMEOUT,
             )
-        except PolicyConfigError as error:
-            return [Diagnostic(severity="error", message=str(error), source="config")]
-        except PolicyEngineError as error:
-            return [
-                Diagnostic(
-                    severity="error",
-                    message=f"policy pack {pack_dir} failed: {error}",
-                    source="policy",
-                    enforcement_level="mandatory",
-                )
-            ]
-        return report.diagnostics
+        except Exception as error:  # an unusable config file: reported for the stack
+            return _FailedObserver(self.failure(error))
+        return _SessionObserver(self, session)
 
-    return check
+    def failure(self, error: Exception) -> Diagnostic:
+        from zlh_infra.preview.policy_engine import PolicyConfigError
+
+        if isinstance(error, PolicyConfigError):
+            return Diagnostic(severity="error", message=str(error), source="config")
+        return Diagnostic(
+            severity="error",
+            message=f"policy pack {self.pack_dir} failed: {error}",
+            source="policy",
+            enforcement_level="mandatory",
+        )
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self._pending.append(self._pool.submit(task))
+
+    def wait(self) -> None:
+        """Every stack's analysis has finished (its diagnostics are in its recording)."""
+        for future in self._pending:
+            future.result()
+        self._pool.shutdown()
+
+
+_POLICY_TIMEOUT = 600.0
+
+
+class _SessionObserver:
+    def __init__(self, owner: PolicyPackObserver, session: PolicySession) -> None:
+        self.owner = owner
+        self.session = session
+
+    def register(self, resource: RecordedResource) -> None:
+        self.session.analyze(resource)
+
+    def done(self, recording: StackRecording) -> None:
+        self.owner.submit(lambda: self._finish(recording))
+
+    def _finish(self, recording: StackRecording) -> None:
+        try:
+            report = self.session.finish(recording)
+        except Exception as error:
+            recording.diagnostics.append(self.owner.failure(error))
+        else:
+            recording.diagnostics.extend(report.diagnostics)
+        finally:
+            self.session.close()
+
+
+class _FailedObserver:
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        self.diagnostic = diagnostic
+
+    def register(self, resource: RecordedResource) -> None:
+        pass
+
+    def done(self, recording: StackRecording) -> None:
+        recording.diagnostics.append(self.diagnostic)
 
 
 def run_checks(recordings: Sequence[StackRecording], checks: Sequence[Check]) -> None:
@@ -270,26 +328,23 @@ def preview(
             print(f"error: cannot load the program: {error}", file=sys.stderr)
             return EXIT_PROGRAM
 
+    observer = None
     if checks is None:
-        pack = args.policy_pack or root / DEFAULT_POLICY_PACK
         checks = [secret_inputs_check]
         if not args.no_policy:
-            checks.append(policy_check(pack, args.policy_pack_config))
-    # A stack's checks run (mostly in the policy pack's own process) while the next
-    # stack's program runs here.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        pending: list[concurrent.futures.Future[None]] = []
-
-        def start_checks(recording: StackRecording) -> None:
-            pending.append(pool.submit(run_checks, [recording], checks))
-
+            pack = args.policy_pack or root / DEFAULT_POLICY_PACK
+            project = load_project(project_file).name
+            observer = PolicyPackObserver(pack, args.policy_pack_config, project)
+    try:
         # The program's prints must not end up inside JSON or Markdown on stdout.
         with contextlib.redirect_stdout(sys.stderr):
             recordings = run_platform(
-                files, stacks, project_file=project_file, program=program, on_recording=start_checks
+                files, stacks, project_file=project_file, program=program, observe=observer
             )
-        for future in pending:
-            future.result()
+    finally:
+        if observer is not None:
+            observer.wait()
+    run_checks(recordings, checks)
 
     output = render(recordings, args.format)
     if args.output is not None:

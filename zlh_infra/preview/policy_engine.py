@@ -44,15 +44,17 @@ environment.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,79 +175,185 @@ def run_policy_pack(
     timeout: float = 60,
     stack_tags: Mapping[str, str] | None = None,
 ) -> PolicyReport:
-    """Run the policy pack in ``pack_dir`` over ``recording``.
+    """Run the policy pack in ``pack_dir`` over a finished ``recording``.
 
     ``stack_config`` is the stack's plain config, keyed ``namespace:key``. Raises
     PolicyConfigError for unusable policy config and PolicyPackError when the pack fails;
     the pack process is ended in every case.
     """
-    pack_dir = Path(pack_dir).resolve()
-    pack_yaml = _load_pack_yaml(pack_dir)
-    given = load_policy_config_file(policy_config_file) if policy_config_file else {}
-    interpreter, env_path = _choose_python(pack_dir, pack_yaml, python)
-    config = dict(stack_config or {})
+    with PolicySession(
+        pack_dir,
+        stack=recording.stack,
+        project=recording.project,
+        stack_config=stack_config,
+        policy_config_file=policy_config_file,
+        organization=organization,
+        dry_run=dry_run,
+        python=python,
+        timeout=timeout,
+        stack_tags=stack_tags,
+    ) as session:
+        for resource in recording.resources:
+            session.analyze(resource)
+        return session.finish(recording)
 
-    env = dict(os.environ)
-    env.update(
-        PULUMI_ORGANIZATION=organization,
-        PULUMI_PROJECT=recording.project,
-        PULUMI_STACK=recording.stack,
-        PULUMI_DRY_RUN="true" if dry_run else "false",
-        PULUMI_CONFIG=json.dumps(config),
-    )
-    if env_path is not None:
-        # What the engine's shim does when it runs a virtualenv's python.
-        env["PATH"] = env_path + os.pathsep + env.get("PATH", "")
-        env.pop("PYTHONHOME", None)
 
-    deadline = time.monotonic() + timeout
-    logs = _EngineLogService()
-    executor = futures.ThreadPoolExecutor(max_workers=2)
-    engine_server = grpc.server(executor)
-    engine_pb2_grpc.add_EngineServicer_to_server(logs, engine_server)
-    engine_address = f"127.0.0.1:{engine_server.add_insecure_port('127.0.0.1:0')}"
-    engine_server.start()
+_END = object()
 
-    pack: _PackProcess | None = None
-    failure: str | None = None
-    try:
-        pack = _PackProcess(
-            [interpreter, "-u", "-m", "pulumi.policy", engine_address, "."], pack_dir, env
+
+class PolicySession:
+    """A policy pack beside a running program, as the engine runs one during a preview.
+
+    The pack starts at once; ``analyze`` hands it each resource as it registers (from
+    any thread), ``finish`` sends the whole stack to AnalyzeStack and returns the
+    report. Used as a context manager, the pack process is ended in every case.
+    """
+
+    def __init__(
+        self,
+        pack_dir: Path,
+        *,
+        stack: str,
+        project: str,
+        stack_config: Mapping[str, str] | None = None,
+        policy_config_file: Path | None = None,
+        organization: str = "organization",
+        dry_run: bool = True,
+        python: str | None = None,
+        timeout: float = 60,
+        stack_tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self._incoming: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._recording: concurrent.futures.Future[StackRecording] = concurrent.futures.Future()
+        self._closed = False
+        # Config file errors surface here, before any process starts.
+        given = load_policy_config_file(policy_config_file) if policy_config_file else {}
+        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._report = self._worker.submit(
+            self._run,
+            Path(pack_dir).resolve(),
+            stack,
+            project,
+            dict(stack_config or {}),
+            given,
+            organization,
+            dry_run,
+            python,
+            timeout,
+            dict(stack_tags or {}),
         )
-        session = _Session(
-            pack=pack,
-            pack_dir=pack_dir,
-            engine_address=engine_address,
-            recording=recording,
-            deadline=deadline,
-            yaml_version=str(pack_yaml.get("version") or ""),
+
+    def analyze(self, resource: RecordedResource) -> None:
+        self._incoming.put(resource)
+
+    def finish(self, recording: StackRecording) -> PolicyReport:
+        """AnalyzeStack over ``recording``, and the report (raises the pack's failure)."""
+        self._incoming.put(_END)
+        self._recording.set_result(recording)
+        return self._report.result()
+
+    def close(self) -> None:
+        """End the session, finished or not: the pack process never outlives it."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._recording.done():
+            self._incoming.put(_END)
+            self._recording.set_exception(PolicyEngineError("the preview ended early"))
+        with contextlib.suppress(Exception):
+            self._report.result()
+        self._worker.shutdown(wait=True)
+
+    def __enter__(self) -> PolicySession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _incoming_resources(self) -> Iterator[RecordedResource]:
+        while (item := self._incoming.get()) is not _END:
+            yield item
+
+    def _run(
+        self,
+        pack_dir: Path,
+        stack: str,
+        project: str,
+        config: dict[str, str],
+        given: dict[str, PolicyConfig],
+        organization: str,
+        dry_run: bool,
+        python: str | None,
+        timeout: float,
+        tags: dict[str, str],
+    ) -> PolicyReport:
+        pack_yaml = _load_pack_yaml(pack_dir)
+        interpreter, env_path = _choose_python(pack_dir, pack_yaml, python)
+
+        env = dict(os.environ)
+        env.update(
+            PULUMI_ORGANIZATION=organization,
+            PULUMI_PROJECT=project,
+            PULUMI_STACK=stack,
+            PULUMI_DRY_RUN="true" if dry_run else "false",
+            PULUMI_CONFIG=json.dumps(config),
         )
+        if env_path is not None:
+            # What the engine's shim does when it runs a virtualenv's python.
+            env["PATH"] = env_path + os.pathsep + env.get("PATH", "")
+            env.pop("PYTHONHOME", None)
+
+        deadline = time.monotonic() + timeout
+        logs = _EngineLogService()
+        executor = futures.ThreadPoolExecutor(max_workers=2)
+        engine_server = grpc.server(executor)
+        engine_pb2_grpc.add_EngineServicer_to_server(logs, engine_server)
+        engine_address = f"127.0.0.1:{engine_server.add_insecure_port('127.0.0.1:0')}"
+        engine_server.start()
+
+        pack: _PackProcess | None = None
+        failure: str | None = None
         try:
-            report = session.run(
-                config=config,
-                organization=organization,
-                dry_run=dry_run,
-                given=given,
-                tags=dict(stack_tags or {}),
-                python=interpreter,
+            pack = _PackProcess(
+                [interpreter, "-u", "-m", "pulumi.policy", engine_address, "."], pack_dir, env
             )
-        except _PackFailedError as exc:
-            failure = str(exc)
-    finally:
-        if pack is not None:
-            pack.shutdown()
-        engine_server.stop(None)
-        executor.shutdown(wait=False)
-    if failure is not None:
-        raise PolicyPackError(failure, pack.stderr_tail())
+            session = _Session(
+                pack=pack,
+                pack_dir=pack_dir,
+                engine_address=engine_address,
+                stack=stack,
+                project=project,
+                incoming=self._incoming_resources(),
+                final=self._recording.result,
+                deadline=deadline,
+                yaml_version=str(pack_yaml.get("version") or ""),
+            )
+            try:
+                report = session.run(
+                    config=config,
+                    organization=organization,
+                    dry_run=dry_run,
+                    given=given,
+                    tags=tags,
+                    python=interpreter,
+                )
+            except _PackFailedError as exc:
+                failure = str(exc)
+        finally:
+            if pack is not None:
+                pack.shutdown()
+            engine_server.stop(None)
+            executor.shutdown(wait=False)
+        if failure is not None:
+            raise PolicyPackError(failure, pack.stderr_tail())
 
-    name = report.pack_name
-    report.diagnostics.extend(logs.diagnostics(name))
-    report.diagnostics.extend(
-        Diagnostic(severity="info", message=line, source="policy", policy_pack=name)
-        for line in pack.output_lines()
-    )
-    return report
+        name = report.pack_name
+        report.diagnostics.extend(logs.diagnostics(name))
+        report.diagnostics.extend(
+            Diagnostic(severity="info", message=line, source="policy", policy_pack=name)
+            for line in pack.output_lines()
+        )
+        return report
 
 
 class _PackFailedError(Exception):
@@ -376,22 +484,26 @@ class _Session:
         pack: _PackProcess,
         pack_dir: Path,
         engine_address: str,
-        recording: StackRecording,
+        stack: str,
+        project: str,
+        incoming: Iterable[RecordedResource],
+        final: Callable[[], StackRecording],
         deadline: float,
         yaml_version: str,
     ) -> None:
         self.pack = pack
         self.pack_dir = pack_dir
         self.engine_address = engine_address
-        self.recording = recording
+        self.stack = stack
+        self.project = project
+        #: Registrations as they happen; then the finished recording, for AnalyzeStack.
+        self.incoming = incoming
+        self.final = final
         self.deadline = deadline
         self.yaml_version = yaml_version
         self.name = "policy pack"
-        self.by_urn = {r.urn: r for r in recording.resources}
-        self.root_urn = (
-            f"urn:pulumi:{recording.stack}::{recording.project}::pulumi:pulumi:Stack::"
-            f"{recording.project}-{recording.stack}"
-        )
+        self.by_urn: dict[str, RecordedResource] = {}
+        self.root_urn = f"urn:pulumi:{stack}::{project}::pulumi:pulumi:Stack::{project}-{stack}"
 
     def _remaining(self) -> float:
         left = self.deadline - time.monotonic()
@@ -464,8 +576,8 @@ class _Session:
         self._call(
             stub.ConfigureStack,
             analyzer_pb2.AnalyzerStackConfigureRequest(
-                stack=self.recording.stack,
-                project=self.recording.project,
+                stack=self.stack,
+                project=self.project,
                 organization=organization,
                 dry_run=dry_run,
                 config=config,
@@ -497,7 +609,8 @@ class _Session:
             response = self._result(analysis, f"Analyze({res.urn})")
             diagnostics.extend(self._convert(d, res.urn, version) for d in response.diagnostics)
 
-        for res in self.recording.resources:
+        for res in self.incoming:
+            self.by_urn[res.urn] = res
             remediation = None
             if remediate:
                 # Without a remediate-level policy, pulumi_policy's Remediate returns
@@ -514,13 +627,15 @@ class _Session:
             collect()
 
         # The engine analyses the whole stack only when the program ran to its end.
+        recording = self.final()
+        self.by_urn.update((r.urn, r) for r in recording.resources)
         program_failed = any(
-            d.severity == "error" and d.source != "policy" for d in self.recording.diagnostics
+            d.severity == "error" and d.source != "policy" for d in recording.diagnostics
         )
         response = None
         if not program_failed:
             stack_request = analyzer_pb2.AnalyzeStackRequest(
-                resources=[self._stack_resource(r) for r in self.recording.resources]
+                resources=[self._stack_resource(r) for r in recording.resources]
             )
             response = self._call(stub.AnalyzeStack, stack_request, "AnalyzeStack", optional=True)
         if response is not None:

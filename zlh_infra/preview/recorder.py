@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import re
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from google.protobuf import empty_pb2, struct_pb2  # type: ignore[import-untyped]
@@ -275,10 +275,19 @@ class RecordingMonitor(MockMonitor):
     threads, so all bookkeeping holds a lock.
     """
 
-    def __init__(self, mocks: Mocks, *, stack: str, project: str) -> None:
+    def __init__(
+        self,
+        mocks: Mocks,
+        *,
+        stack: str,
+        project: str,
+        on_register: Callable[[RecordedResource], None] | None = None,
+    ) -> None:
         super().__init__(mocks)
         self.stack = stack
         self.project = project
+        #: Told of each resource as it registers, as the engine tells a policy pack.
+        self.on_register = on_register
         self.recorded: list[RecordedResource] = []
         self.reads: list[RecordedRead] = []
         self.diagnostics: list[Diagnostic] = []
@@ -338,7 +347,9 @@ class RecordingMonitor(MockMonitor):
                 self.reads.append(entry)
             else:
                 self.recorded.append(entry)
-            return True
+        if self.on_register is not None and isinstance(entry, RecordedResource):
+            self.on_register(entry)
+        return True
 
     def _options(self, request: Any, urn: str, parent: str | None) -> dict[str, Any]:
         timeouts: dict[str, float] | None = None

@@ -18,7 +18,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pulumi
 from google.protobuf import empty_pb2  # type: ignore[import-untyped]
@@ -46,6 +46,15 @@ from zlh_infra.preview.stack_files import (
 )
 
 Program = Callable[[], None]
+
+
+class StackObserver(Protocol):
+    """Sees a stack's resources as they register, then its finished recording."""
+
+    def register(self, resource: RecordedResource) -> None: ...
+
+    def done(self, recording: StackRecording) -> None: ...
+
 
 #: Exceptions the program raises on purpose for bad config: reported by message only.
 _CONFIG_ERROR_NAMES = frozenset({"ConfigError", "ContractError"})
@@ -131,6 +140,7 @@ def run_stack(
     secret_output_names: Mapping[str, Collection[str]] | None = None,
     preview: bool = True,
     organization: str = "organization",
+    on_register: Callable[[RecordedResource], None] | None = None,
 ) -> StackRecording:
     """Run ``program`` as stack ``stack`` and return what it registered.
 
@@ -150,6 +160,7 @@ def run_stack(
         secret_output_names=secret_output_names or {},
         preview=preview,
         organization=organization,
+        on_register=on_register,
     )
     del context
     # A failed program leaves SDK coroutines that were created but never scheduled;
@@ -171,13 +182,14 @@ def _run_stack(
     secret_output_names: Mapping[str, Collection[str]],
     preview: bool,
     organization: str,
+    on_register: Callable[[RecordedResource], None] | None,
 ) -> StackRecording:
     # A fresh Settings drops the previous run's root stack, RPC manager and pending outputs.
     settings.reset_options(project=project, stack=stack, preview=preview, organization=organization)
     runtime_config.set_all_config(config, secret_keys)
 
     mocks = PreviewMocks(stack_outputs, secret_output_names)
-    monitor = RecordingMonitor(mocks, stack=stack, project=project)
+    monitor = RecordingMonitor(mocks, stack=stack, project=project, on_register=on_register)
     engine = RecordingEngine()
     # What set_mocks does, minus creating a root Stack: run_in_stack creates the one
     # whose exports get registered at the end.
@@ -301,7 +313,7 @@ def run_platform(
     *,
     project_file: Path | None = None,
     program: Program | None = None,
-    on_recording: Callable[[StackRecording], None] | None = None,
+    observe: Callable[[str, Mapping[str, str]], StackObserver] | None = None,
 ) -> list[StackRecording]:
     """Preview ``stacks``, each from its stack file, core stacks before the stacks reading them.
 
@@ -309,8 +321,10 @@ def run_platform(
     gets that stack's recorded exports as StackReference answers; the core stack is run
     even if not asked for, when its stack file is known. Returns the recordings of
     ``stacks`` in the order they ran. Raises ``StackFileError`` before running anything
-    if a needed file is missing or malformed. ``on_recording`` sees each asked-for
-    stack's recording as soon as it is complete (the preview starts its checks there).
+    if a needed file is missing or malformed. ``observe(stack, config)`` is asked, before
+    each asked-for stack runs, for an observer that sees its resources as they register
+    and its finished recording (the preview runs the policy pack that way, beside the
+    program, as the engine does).
     """
     if project_file is None:
         first = next(iter(stack_files.values()), None)
@@ -356,6 +370,7 @@ def run_platform(
             core_recording = recordings[core]
             outputs[core] = core_recording.outputs
             secrets[core] = secret_exports(core_recording.outputs)
+        observer = observe(name, stack_file.config) if observe and name in stacks else None
         recording = run_stack(
             name,
             stack_file.config,
@@ -364,6 +379,7 @@ def run_platform(
             project=project.name,
             stack_outputs=outputs,
             secret_output_names=secrets,
+            on_register=observer.register if observer else None,
         )
         if stack_file.placeholder_keys:
             recording.diagnostics.insert(
@@ -390,8 +406,8 @@ def run_platform(
                 ),
             )
         recordings[name] = recording
-        if on_recording is not None and name in stacks:
-            on_recording(recording)
+        if observer is not None:
+            observer.done(recording)
     return [recordings[name] for name in order if name in stacks]
 
 
