@@ -228,20 +228,15 @@ class PolicySession:
         self._closed = False
         # Config file errors surface here, before any process starts.
         given = load_policy_config_file(policy_config_file) if policy_config_file else {}
+        self._pack_dir = Path(pack_dir).resolve()
+        self._stack, self._project = stack, project
+        self._config = dict(stack_config or {})
+        self._given = given
+        self._organization, self._dry_run = organization, dry_run
+        self._python, self._timeout = python, timeout
+        self._tags = dict(stack_tags or {})
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._report = self._worker.submit(
-            self._run,
-            Path(pack_dir).resolve(),
-            stack,
-            project,
-            dict(stack_config or {}),
-            given,
-            organization,
-            dry_run,
-            python,
-            timeout,
-            dict(stack_tags or {}),
-        )
+        self._report = self._worker.submit(self._run)
 
     def analyze(self, resource: RecordedResource) -> None:
         self._incoming.put(resource)
@@ -274,28 +269,17 @@ class PolicySession:
         while (item := self._incoming.get()) is not _END:
             yield item
 
-    def _run(
-        self,
-        pack_dir: Path,
-        stack: str,
-        project: str,
-        config: dict[str, str],
-        given: dict[str, PolicyConfig],
-        organization: str,
-        dry_run: bool,
-        python: str | None,
-        timeout: float,
-        tags: dict[str, str],
-    ) -> PolicyReport:
+    def _run(self) -> PolicyReport:
+        pack_dir, config = self._pack_dir, self._config
         pack_yaml = _load_pack_yaml(pack_dir)
-        interpreter, env_path = _choose_python(pack_dir, pack_yaml, python)
+        interpreter, env_path = _choose_python(pack_dir, pack_yaml, self._python)
 
         env = dict(os.environ)
         env.update(
-            PULUMI_ORGANIZATION=organization,
-            PULUMI_PROJECT=project,
-            PULUMI_STACK=stack,
-            PULUMI_DRY_RUN="true" if dry_run else "false",
+            PULUMI_ORGANIZATION=self._organization,
+            PULUMI_PROJECT=self._project,
+            PULUMI_STACK=self._stack,
+            PULUMI_DRY_RUN="true" if self._dry_run else "false",
             PULUMI_CONFIG=json.dumps(config),
         )
         if env_path is not None:
@@ -303,7 +287,7 @@ class PolicySession:
             env["PATH"] = env_path + os.pathsep + env.get("PATH", "")
             env.pop("PYTHONHOME", None)
 
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self._timeout
         logs = _EngineLogService()
         executor = futures.ThreadPoolExecutor(max_workers=2)
         engine_server = grpc.server(executor)
@@ -321,8 +305,8 @@ class PolicySession:
                 pack=pack,
                 pack_dir=pack_dir,
                 engine_address=engine_address,
-                stack=stack,
-                project=project,
+                stack=self._stack,
+                project=self._project,
                 incoming=self._incoming_resources(),
                 final=self._recording.result,
                 deadline=deadline,
@@ -331,10 +315,10 @@ class PolicySession:
             try:
                 report = session.run(
                     config=config,
-                    organization=organization,
-                    dry_run=dry_run,
-                    given=given,
-                    tags=tags,
+                    organization=self._organization,
+                    dry_run=self._dry_run,
+                    given=self._given,
+                    tags=self._tags,
                     python=interpreter,
                 )
             except _PackFailedError as exc:
