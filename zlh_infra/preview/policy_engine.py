@@ -613,6 +613,10 @@ class _Session:
         # The engine analyses the whole stack only when the program ran to its end.
         recording = self.final()
         self.by_urn.update((r.urn, r) for r in recording.resources)
+        # Resources arrive in registration order, which varies between runs; report in
+        # the recording's order so that one stack always reads the same.
+        position = {r.urn: index for index, r in enumerate(recording.resources)}
+        diagnostics.sort(key=lambda d: position.get(d.urn or "", -1))
         program_failed = any(
             d.severity == "error" and d.source != "policy" for d in recording.diagnostics
         )
