@@ -199,7 +199,8 @@ def test_deprecations_and_log_warnings_become_diagnostics() -> None:
             ),
         )
 
-    recording = run_stack("core", {}, [], program)
+    with pytest.warns(DeprecationWarning, match="`server` attribute is deprecated"):
+        recording = run_stack("core", {}, [], program)
     messages = [d.message for d in recording.diagnostics if d.severity == "warning"]
     assert "guest list is empty" in messages
     assert any("deprecated" in message for message in messages)

@@ -215,6 +215,9 @@ def test_runtime_alone_still_runs_core_first(stack_files: dict[str, Path]) -> No
     assert recordings[0].outputs["seenNode"] == "zlh-core"
 
 
+# A program that fails midway leaves SDK coroutines that never ran; that is the SDK's
+# doing, and the preview reports the failure itself.
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 def test_runtime_is_told_when_core_failed(stack_files: dict[str, Path]) -> None:
     stack_files["core"].write_text("config: {}\n")  # core now lacks its required keys
     core, runtime = run_platform(stack_files, ["core", "runtime"], program=core_and_runtime([]))
