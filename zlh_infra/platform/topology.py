@@ -36,13 +36,27 @@ class UnknownStackError(ValueError):
     pass
 
 
+def short_stack(stack: str) -> str:
+    """``acme/zlh-infra/runtime-2`` -> ``runtime-2``: the part that names the host."""
+    return stack.rsplit("/", 1)[-1]
+
+
+def is_stack_name(name: str) -> bool:
+    """A bare stack name (no organisation) the platform knows the role of."""
+    try:
+        stack_role(name)
+    except UnknownStackError:
+        return False
+    return "/" not in name
+
+
 def stack_role(stack: str) -> StackRole:
     """``core`` -> CORE; ``runtime`` and ``runtime-<x>`` -> RUNTIME; anything else is refused.
 
     A stack may carry an organisation prefix (``acme/zlh-infra/core``); only its last
     segment counts.
     """
-    name = stack.rsplit("/", 1)[-1]
+    name = short_stack(stack)
     if name == "core":
         return StackRole.CORE
     if _RUNTIME_STACK.match(name):
@@ -67,7 +81,7 @@ _TAG = re.compile(r"^[a-z0-9_][a-z0-9_+.\-]*$")
 
 def guest_tags(*, layer: Layer, role: VmidRole, stack: str, service: str) -> list[str]:
     """The sorted tag list for one guest (Proxmox stores tags sorted)."""
-    stack_name = stack.rsplit("/", 1)[-1]
+    stack_name = short_stack(stack)
     tags = {
         PLATFORM_TAG,
         TAG_PREFIX_LAYER + layer,

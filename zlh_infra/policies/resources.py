@@ -21,7 +21,13 @@ from urllib.parse import urlsplit
 
 from pulumi_policy.proxy import UnknownValueError
 
-from zlh_infra.platform.topology import TAG_PREFIX_LAYER, TAG_PREFIX_ROLE, TAG_PREFIX_SERVICE, Layer
+from zlh_infra.platform.topology import (
+    TAG_PREFIX_LAYER,
+    TAG_PREFIX_ROLE,
+    TAG_PREFIX_SERVICE,
+    Layer,
+)
+from zlh_infra.platform.topology import short_stack as short_stack
 
 # Re-exported (``X as X``): the checks name resources by these.
 from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER
@@ -140,11 +146,6 @@ def current_stack(urn: str | None = None) -> str:
     if stack:
         return stack
     return urn_stack(urn) if urn else ""
-
-
-def short_stack(stack: str) -> str:
-    """``acme/zlh-infra/runtime-2`` -> ``runtime-2``."""
-    return stack.rsplit("/", 1)[-1]
 
 
 # --- property readers -------------------------------------------------------------

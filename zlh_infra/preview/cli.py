@@ -14,12 +14,12 @@ import argparse
 import concurrent.futures
 import contextlib
 import importlib
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zlh_infra.platform.topology import is_stack_name
 from zlh_infra.preview.recording import Diagnostic, RecordedResource, StackRecording
 from zlh_infra.preview.render import FORMATS, render
 from zlh_infra.preview.stack_files import (
@@ -40,7 +40,6 @@ EXIT_PROGRAM = 3
 
 CORE_STACK = "core"
 RUNTIME_STACK = "runtime"
-_STACK_NAME = re.compile(r"^(core|runtime(-[a-z0-9][a-z0-9-]*)?)$")
 
 #: A check run on each stack's recording after the programs ran; it returns diagnostics
 #: to add to that recording (a policy pack's violations have source "policy").
@@ -209,7 +208,7 @@ def project_root(cwd: Path | None = None) -> Path:
 
 
 def _stack_choice(value: str) -> str:
-    if value == "all" or _STACK_NAME.match(value):
+    if value == "all" or is_stack_name(value):
         return value
     raise argparse.ArgumentTypeError(
         f"invalid stack {value!r}: expected core, runtime, runtime-<name> or all"
@@ -218,7 +217,7 @@ def _stack_choice(value: str) -> str:
 
 def _stack_file_arg(value: str) -> tuple[str, Path]:
     stack, sep, path = value.partition("=")
-    if not sep or not path or not _STACK_NAME.match(stack):
+    if not sep or not path or not is_stack_name(stack):
         raise argparse.ArgumentTypeError(
             f"invalid --stack-file {value!r}: expected STACK=PATH, "
             "STACK being core, runtime or runtime-<name>"
@@ -286,7 +285,7 @@ def _stack_files(root: Path, overrides: Sequence[tuple[str, Path]]) -> dict[str,
     files: dict[str, Path] = {}
     for path in sorted(root.glob("Pulumi.*.y*ml")):
         stack = path.name.split(".", 1)[1].rsplit(".", 1)[0]
-        if path.suffix in (".yaml", ".yml") and _STACK_NAME.match(stack):
+        if path.suffix in (".yaml", ".yml") and is_stack_name(stack):
             files.setdefault(stack, path)
     files.update(dict(overrides))
     return files

@@ -27,6 +27,7 @@ from pulumi.runtime import settings
 from pulumi.runtime.mocks import MockSettings
 from pulumi.runtime.stack import run_in_stack
 
+from zlh_infra.platform.topology import short_stack
 from zlh_infra.platform.type_tokens import STACK as STACK_TYPE
 from zlh_infra.preview.recorder import (
     PreviewMocks,
@@ -343,7 +344,7 @@ def run_platform(
 
     def core_of(name: str) -> str | None:
         value = load(name).config.get(f"{project.name}:{CORE_STACK_KEY}")
-        core = value.rsplit("/", 1)[-1] if value else None
+        core = short_stack(value) if value else None
         return core if core and core != name and core in stack_files else None
 
     order: list[str] = []
