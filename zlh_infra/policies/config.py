@@ -388,13 +388,18 @@ class AgentPortConfig:
     monitor_address: IPv4Address
 
 
-def _one_address(r: _Reader, key: str, default: str) -> IPv4Address:
-    text = r.string(key)
+def _ipv4_network(text: str) -> IPv4Network | None:
     try:
         network = ip_network(text)
     except ValueError:
-        network = None
-    if not isinstance(network, IPv4Network) or network.num_addresses != 1:
+        return None
+    return network if isinstance(network, IPv4Network) else None
+
+
+def _one_address(r: _Reader, key: str, default: str) -> IPv4Address:
+    text = r.string(key)
+    network = _ipv4_network(text)
+    if network is None or network.num_addresses != 1:
         r.problems.append(f"{key} must be one IPv4 address, not {text!r}")
         return IPv4Address(default)
     return IPv4Address(network.network_address)
@@ -577,11 +582,8 @@ class SelfSufficientConfig:
 def _networks(r: _Reader, key: str) -> tuple[IPv4Network, ...]:
     found = []
     for text in r.strings(key):
-        try:
-            network = ip_network(text)
-        except ValueError:
-            network = None
-        if isinstance(network, IPv4Network):
+        network = _ipv4_network(text)
+        if network is not None:
             found.append(network)
         else:
             r.problems.append(f"{key} must list IPv4 networks, not {text!r}")
@@ -595,11 +597,8 @@ def _parse_self_sufficient(r: _Reader) -> SelfSufficientConfig:
 
 def _networks_of_one(r: _Reader, key: str) -> IPv4Network:
     text = r.string(key)
-    try:
-        network = ip_network(text)
-    except ValueError:
-        network = None
-    if not isinstance(network, IPv4Network):
+    network = _ipv4_network(text)
+    if network is None:
         r.problems.append(f"{key} must be an IPv4 network, not {text!r}")
         return IPv4Network(str(r.defaults[key]))
     return network
