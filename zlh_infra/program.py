@@ -20,6 +20,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from zlh_infra.config import (
     NAMESPACE,
+    ConfigModel,
     CoreStackConfig,
     M,
     RuntimeStackConfig,
@@ -78,9 +79,7 @@ def _load(model: type[M], raw: Mapping[str, str], secret_keys: set[str], stack: 
     return parse_stack_config(model, raw, stack=stack)
 
 
-def _providers(
-    stack: str, config: CoreStackConfig | RuntimeStackConfig
-) -> list[pulumi.ProviderResource]:
+def _providers(stack: str, config: ConfigModel) -> list[pulumi.ProviderResource]:
     """One explicit provider per package: default providers are disabled in every stack."""
     host = config.proxmox
     token = config.proxmox_api_token
@@ -106,7 +105,7 @@ def _providers(
 
 def _site(
     stack: str,
-    config: CoreStackConfig | RuntimeStackConfig,
+    config: ConfigModel,
     host: Host,
     *,
     dns_servers: list[str],
@@ -141,7 +140,7 @@ def _site(
 
 def _host(
     stack: str,
-    config: CoreStackConfig | RuntimeStackConfig,
+    config: ConfigModel,
     providers: list[pulumi.ProviderResource],
 ) -> Host:
     return Host(

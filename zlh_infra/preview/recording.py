@@ -2,7 +2,7 @@
 
 Inputs are kept in wire form (camelCase keys, numbers as floats, secrets as the
 RPC secret sentinel, unknowns as the unknown sentinel) so the policy pack receives
-exactly what ``pulumi preview`` would send it. ``to_json`` masks secrets.
+exactly what ``pulumi preview`` would send it; the renderers mask secrets.
 """
 
 from __future__ import annotations
