@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from pulumi.runtime.proto import analyzer_pb2
 
+from zlh_infra.preview import policy_engine
 from zlh_infra.preview.policy_config import (
     PolicyConfig,
     PolicyConfigError,
@@ -23,6 +25,7 @@ from zlh_infra.preview.policy_config import (
 from zlh_infra.preview.policy_engine import (
     PolicyPackError,
     PolicyReport,
+    PolicySession,
     _choose_python,
     has_mandatory_violation,
     initial_config_from_info,
@@ -552,11 +555,96 @@ def test_reconcile_keeps_all_entry_and_validates_required() -> None:
         reconcile_policy_config(specs, {}, {}, pack="p", version="1")
 
 
-def test_three_hundred_guests_are_quick() -> None:
-    guests = [(f"g{i}", {"vmId": float(100 + i), "cores": 2.0, "tags": ["x"]}) for i in range(300)]
+def test_more_resources_than_may_await_answers_are_all_analysed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policy_engine, "_MAX_UNANSWERED", 3)
+    guests = [(f"g{i:03d}", {"vmId": float(100 + i)}) for i in range(300)]
     recording = stack(*guests)
-    started = time.monotonic()
+    report = run(recording, tmp_path, config={"trace": "advisory", "tag-secrets": "remediate"})
+    traced = sorted(d.message for d in report.diagnostics if d.severity == "info")
+    assert traced == sorted(f"analyzed {r.type} {r.name}" for r in recording.resources)
+    assert not has_mandatory_violation(report.diagnostics)
+
+
+def test_resources_registered_from_threads_while_the_pack_starts_are_all_analysed(
+    tmp_path: Path,
+) -> None:
+    # Registrations span the pack's start: the early ones wait for it, the later ones
+    # are sent by the registering threads themselves.
+    recording = stack(*[(f"g{i:03d}", {"vmId": float(100 + i)}) for i in range(150)])
+    config_file = tmp_path / "policy-config.json"
+    config_file.write_text(json.dumps({"trace": "advisory"}))
+    with PolicySession(
+        TOY_PACK, stack=STACK, project=PROJECT, policy_config_file=config_file, timeout=30
+    ) as session:
+
+        def register(share: list[RecordedResource]) -> None:
+            for res in share:
+                session.analyze(res)
+                time.sleep(0.01)
+
+        shares = [recording.resources[i::3] for i in range(3)]
+        threads = [threading.Thread(target=register, args=(share,)) for share in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        report = session.finish(recording)
+    traced = sorted(d.message for d in report.diagnostics if d.severity == "info")
+    assert traced == sorted(f"analyzed {r.type} {r.name}" for r in recording.resources)
+
+
+def test_a_resource_that_cannot_be_sent_fails_the_run_not_the_program() -> None:
+    bad = resource("toy:index:Probe", "p", {"password": "x"})
+    bad.options["customTimeouts"] = {"create": "5 minutes"}
+    recording = stack(("a", {"vmId": 100.0}), extra=[bad])
+    with PolicySession(TOY_PACK, stack=STACK, project=PROJECT, timeout=30) as session:
+        for res in recording.resources:
+            session.analyze(res)  # never raises into the registering thread
+        with pytest.raises(ValueError, match="invalid custom timeout '5 minutes'"):
+            session.finish(recording)
+
+
+def test_remediate_keeps_internal_inputs_that_analyze_never_sees(tmp_path: Path) -> None:
+    probe = resource("toy:index:Probe", "p", {"password": secret("x"), "__defaults": ["address"]})
+    report = run(
+        stack(extra=[probe]),
+        tmp_path,
+        config={"internal-keys": "remediate", "probe": "disabled"},
+    )
+    assert [(name, message) for name, _, _, message, _ in policy_diags(report)] == [
+        (
+            "internal-keys",
+            "Shows which internal inputs Analyze and Remediate get.\n"
+            'remediation would set internalKeys=["__defaults"] (not applied offline)',
+        ),
+        (
+            "internal-keys",
+            "Shows which internal inputs Analyze and Remediate get.\nAnalyze sees internal keys []",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "duplicated"),
+    [
+        # AnalyzeStack judges the outputs, whatever Analyze was sent.
+        ((100.0, 101.0), (100.0, 100.0), True),
+        ((100.0, 100.0), (100.0, 101.0), False),
+    ],
+)
+def test_analyze_stack_sends_outputs_where_they_differ_from_inputs(
+    inputs: tuple[float, float], outputs: tuple[float, float], duplicated: bool
+) -> None:
+    recording = stack(("a", {"vmId": inputs[0]}), ("b", {"vmId": inputs[1]}))
+    guests = [r for r in recording.resources if r.type == "toy:index:Guest"]
+    for guest, vmid in zip(guests, outputs, strict=True):
+        guest.outputs = {**guest.outputs, "vmId": vmid}
     report = run(recording)
-    elapsed = time.monotonic() - started
-    assert report.diagnostics == []
-    assert elapsed < 10, f"{elapsed:.2f}s for 300 guests"
+    found = [d for d in report.diagnostics if d.policy_name == "unique-vmids"]
+    assert [d.message for d in found] == (
+        ["VM IDs are unique and guests sit under a host.\nVM ID 100 is used by a and b."]
+        if duplicated
+        else []
+    )

@@ -48,13 +48,12 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import queue
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +78,6 @@ from .policy_config import (
 )
 from .recording import Diagnostic, RecordedResource, StackRecording
 
-#: Analyze calls kept in flight at once (the pack serves with a few threads).
-_ANALYZE_WINDOW = 8
-
 __all__ = [
     "PolicyConfigError",
     "PolicyEngineError",
@@ -104,6 +100,10 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", _MAX_MESSAGE),
 ]
 _STDERR_TAIL_LINES = 60
+#: Calls awaiting their answer at most. The pack's gRPC server queues the calls its
+#: Python side has not picked up yet, and refuses some at random (the call ends
+#: CANCELLED) once that backlog is large: a whole stack sent at once trips it.
+_MAX_UNANSWERED = 256
 
 _LEVEL_NAMES = {
     analyzer_pb2.ADVISORY: "advisory",
@@ -198,15 +198,17 @@ def run_policy_pack(
         return session.finish(recording)
 
 
-_END = object()
-
-
 class PolicySession:
     """A policy pack beside a running program, as the engine runs one during a preview.
 
     The pack starts at once; ``analyze`` hands it each resource as it registers (from
     any thread), ``finish`` sends the whole stack to AnalyzeStack and returns the
     report. Used as a context manager, the pack process is ended in every case.
+
+    Once the pack is configured, ``analyze`` starts the resource's calls in the
+    registering thread itself and returns without waiting for their answers, which are
+    read when the stack is finished. Handing each resource to another thread instead
+    costs a GIL hand-off per call, and a busy program starves that thread.
     """
 
     def __init__(
@@ -223,7 +225,10 @@ class PolicySession:
         timeout: float = 60,
         stack_tags: Mapping[str, str] | None = None,
     ) -> None:
-        self._incoming: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        #: Resources registered before the pack was ready; then the live session.
+        self._backlog: list[RecordedResource] = []
+        self._feed: _Session | None = None
         self._recording: concurrent.futures.Future[StackRecording] = concurrent.futures.Future()
         self._closed = False
         # Config file errors surface here, before any process starts.
@@ -239,11 +244,17 @@ class PolicySession:
         self._report = self._worker.submit(self._run)
 
     def analyze(self, resource: RecordedResource) -> None:
-        self._incoming.put(resource)
+        """Start analysing ``resource``; never raises, and waits for the pack only while
+        too many calls are unanswered."""
+        with self._lock:
+            feed = self._feed
+            if feed is None:
+                self._backlog.append(resource)
+                return
+        feed.submit(resource)
 
     def finish(self, recording: StackRecording) -> PolicyReport:
         """AnalyzeStack over ``recording``, and the report (raises the pack's failure)."""
-        self._incoming.put(_END)
         self._recording.set_result(recording)
         return self._report.result()
 
@@ -253,7 +264,6 @@ class PolicySession:
             return
         self._closed = True
         if not self._recording.done():
-            self._incoming.put(_END)
             self._recording.set_exception(PolicyEngineError("the preview ended early"))
         with contextlib.suppress(Exception):
             self._report.result()
@@ -265,9 +275,13 @@ class PolicySession:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _incoming_resources(self) -> Iterator[RecordedResource]:
-        while (item := self._incoming.get()) is not _END:
-            yield item
+    def _attach(self, feed: _Session) -> None:
+        """The pack is configured: send it the backlog, then every registration."""
+        with self._lock:
+            for resource in self._backlog:
+                feed.submit(resource)
+            self._backlog.clear()
+            self._feed = feed
 
     def _run(self) -> PolicyReport:
         pack_dir, config = self._pack_dir, self._config
@@ -307,7 +321,7 @@ class PolicySession:
                 engine_address=engine_address,
                 stack=self._stack,
                 project=self._project,
-                incoming=self._incoming_resources(),
+                attach=self._attach,
                 final=self._recording.result,
                 deadline=deadline,
                 yaml_version=str(pack_yaml.get("version") or ""),
@@ -470,7 +484,7 @@ class _Session:
         engine_address: str,
         stack: str,
         project: str,
-        incoming: Iterable[RecordedResource],
+        attach: Callable[[_Session], None],
         final: Callable[[], StackRecording],
         deadline: float,
         yaml_version: str,
@@ -480,13 +494,26 @@ class _Session:
         self.engine_address = engine_address
         self.stack = stack
         self.project = project
-        #: Registrations as they happen; then the finished recording, for AnalyzeStack.
-        self.incoming = incoming
+        #: Asks for the registrations once the pack is ready; then the finished
+        #: recording, for AnalyzeStack.
+        self.attach = attach
         self.final = final
         self.deadline = deadline
         self.yaml_version = yaml_version
         self.name = "policy pack"
         self.by_urn: dict[str, RecordedResource] = {}
+        self._stub: Any = None
+        self._remediate = False
+        self._submit_lock = threading.Lock()
+        self._in_flight: list[tuple[RecordedResource, Any, Any]] = []
+        #: Calls started and perhaps not answered yet, oldest first.
+        self._unanswered: collections.deque[Any] = collections.deque()
+        self._submit_error: Exception | None = None
+        #: Wire-form provider resources by reference, built once per provider.
+        self._providers: dict[str, Any] = {}
+        #: Each analysed resource's inputs and their Struct, reused by AnalyzeStack
+        #: when the outputs equal the inputs (as they do in a preview's creates).
+        self._input_props: dict[str, tuple[Mapping[str, Any], Any]] = {}
         self.root_urn = f"urn:pulumi:{stack}::{project}::pulumi:pulumi:Stack::{project}-{stack}"
 
     def _remaining(self) -> float:
@@ -576,42 +603,26 @@ class _Session:
         version = self.yaml_version or info.version
         merged = self._configure(stub, info, version, given)
 
-        diagnostics: list[Diagnostic] = []
         analysis_started = time.perf_counter()
-        remediate = any(c.enforcement_level == "remediate" for c in merged.values())
-        # Like the engine, which analyses resources as they register in parallel, keep
-        # several Analyze calls in flight; diagnostics are still collected in order.
-        # Remediations are reported, not applied, so a resource's Analyze need not wait
-        # for its Remediate.
-        in_flight: collections.deque[tuple[RecordedResource, Any, Any]] = collections.deque()
-
-        def collect() -> None:
-            res, remediation, analysis = in_flight.popleft()
+        self._stub = stub
+        # Without a remediate-level policy, pulumi_policy's Remediate returns nothing,
+        # so the round trip is skipped.
+        self._remediate = any(c.enforcement_level == "remediate" for c in merged.values())
+        self.attach(self)
+        recording = self.final()
+        with self._submit_lock:
+            if self._submit_error is not None:
+                raise self._submit_error
+            in_flight, self._in_flight = self._in_flight, []
+        diagnostics: list[Diagnostic] = []
+        for res, remediation, analysis in in_flight:
             if remediation is not None:
                 response = self._result(remediation, f"Remediate({res.urn})", optional=True)
                 self._remediations(res, response, diagnostics, version)
             response = self._result(analysis, f"Analyze({res.urn})")
             diagnostics.extend(self._convert(d, res.urn, version) for d in response.diagnostics)
 
-        for res in self.incoming:
-            self.by_urn[res.urn] = res
-            remediation = None
-            if remediate:
-                # Without a remediate-level policy, pulumi_policy's Remediate returns
-                # nothing, so the round trip is skipped.
-                remediation = stub.Remediate.future(
-                    self._analyze_request(res, skip_internal=False), timeout=self._remaining()
-                )
-            request = self._analyze_request(res, skip_internal=True)
-            analysis = stub.Analyze.future(request, timeout=self._remaining())
-            in_flight.append((res, remediation, analysis))
-            if len(in_flight) >= _ANALYZE_WINDOW:
-                collect()
-        while in_flight:
-            collect()
-
         # The engine analyses the whole stack only when the program ran to its end.
-        recording = self.final()
         self.by_urn.update((r.urn, r) for r in recording.resources)
         # Resources arrive in registration order, which varies between runs; report in
         # the recording's order so that one stack always reads the same.
@@ -640,6 +651,56 @@ class _Session:
             policies={p.name: merged[p.name].enforcement_level for p in info.policies},
             analysis_seconds=time.perf_counter() - analysis_started,
         )
+
+    def submit(self, res: RecordedResource) -> None:
+        """Start ``res``'s Remediate and Analyze calls without waiting for the answers.
+
+        The answers are read once the stack is finished; only when too many calls are
+        unanswered does this wait for the oldest. Remediations are reported, not
+        applied, so Analyze need not wait for Remediate. This runs in the program's
+        registering thread, so a failure is kept and raised by the session instead.
+        """
+        with self._submit_lock:
+            if self._submit_error is not None:
+                return
+            try:
+                self.by_urn[res.urn] = res
+                analyze, remediate = self._requests(res)
+                self._wait_for_room()
+                remediation = None
+                if remediate is not None:
+                    remediation = self._stub.Remediate.future(remediate, timeout=self._remaining())
+                    self._unanswered.append(remediation)
+                analysis = self._stub.Analyze.future(analyze, timeout=self._remaining())
+                self._unanswered.append(analysis)
+            except Exception as error:
+                self._submit_error = error
+                return
+            self._in_flight.append((res, remediation, analysis))
+
+    def _wait_for_room(self) -> None:
+        """Block until fewer than ``_MAX_UNANSWERED`` calls await their answer."""
+        unanswered = self._unanswered
+        while unanswered and unanswered[0].done():
+            unanswered.popleft()
+        while len(unanswered) >= _MAX_UNANSWERED:
+            # Errors are read with the answers; here the call only has to end.
+            unanswered.popleft().exception(timeout=self._remaining())
+
+    def _requests(self, res: RecordedResource) -> tuple[Any, Any]:
+        """The Analyze request, and the Remediate request when remediations run.
+
+        They differ only when the inputs hold ``__`` keys (the engine keeps those for
+        Remediate alone); otherwise one message serves both calls.
+        """
+        dropped: list[str] = []
+        analyze = self._analyze_request(res, skip_internal=True, dropped=dropped)
+        self._input_props[res.urn] = (res.inputs, analyze.properties)
+        if not self._remediate:
+            return analyze, None
+        if not dropped:
+            return analyze, analyze
+        return analyze, self._analyze_request(res, skip_internal=False)
 
     def _configure(
         self, stub: Any, info: Any, version: str, given: Mapping[str, PolicyConfig]
@@ -727,6 +788,9 @@ class _Session:
         if not res.provider:
             return None
         ref = res.provider
+        cached = self._providers.get(ref)
+        if cached is not None:
+            return cached
         prov = self.by_urn.get(ref) or self.by_urn.get(ref.rsplit("::", 1)[0])
         if prov is None:
             # A provider the recording does not hold: identity only.
@@ -738,9 +802,12 @@ class _Session:
             urn=prov.urn, type=prov.type, name=_urn_name(prov.urn, prov.name)
         )
         msg.properties.update(marshal_properties(prov.inputs, skip_internal=True))
+        self._providers[ref] = msg
         return msg
 
-    def _analyze_request(self, res: RecordedResource, *, skip_internal: bool) -> Any:
+    def _analyze_request(
+        self, res: RecordedResource, *, skip_internal: bool, dropped: list[str] | None = None
+    ) -> Any:
         request = analyzer_pb2.AnalyzeRequest(
             urn=res.urn,
             type=res.type,
@@ -748,7 +815,9 @@ class _Session:
             options=_options(res),
             provider=self._provider(res),
         )
-        request.properties.update(marshal_properties(res.inputs, skip_internal=skip_internal))
+        request.properties.update(
+            marshal_properties(res.inputs, skip_internal=skip_internal, dropped=dropped)
+        )
         return request
 
     def _stack_resource(self, res: RecordedResource) -> Any:
@@ -761,7 +830,11 @@ class _Session:
             parent=res.parent or "",
             dependencies=res.dependencies,
         )
-        msg.properties.update(marshal_properties(res.outputs, skip_internal=True))
+        analysed = self._input_props.get(res.urn)
+        if analysed is not None and analysed[0] == res.outputs:
+            msg.properties.CopyFrom(analysed[1])
+        else:
+            msg.properties.update(marshal_properties(res.outputs, skip_internal=True))
         for key, urns in res.property_dependencies.items():
             if urns:
                 msg.propertyDependencies[key].urns.extend(urns)
@@ -784,25 +857,35 @@ def initial_config_from_info(info: Any) -> dict[str, PolicyConfig]:
     }
 
 
-def marshal_properties(props: Mapping[str, Any], *, skip_internal: bool) -> dict[str, Any]:
-    """Wire-form properties as the engine marshals them for an analyzer."""
-    return {
-        k: _marshal(v, skip_internal)
-        for k, v in props.items()
-        if not (skip_internal and k.startswith("__"))
-    }
+def marshal_properties(
+    props: Mapping[str, Any], *, skip_internal: bool, dropped: list[str] | None = None
+) -> dict[str, Any]:
+    """Wire-form properties as the engine marshals them for an analyzer.
+
+    ``dropped``, when given, collects the internal keys that were left out.
+    """
+    marshalled = {}
+    for k, v in props.items():
+        if skip_internal and k.startswith("__"):
+            if dropped is not None:
+                dropped.append(k)
+            continue
+        marshalled[k] = _marshal(v, skip_internal, dropped)
+    return marshalled
 
 
-def _marshal(value: Any, skip_internal: bool) -> Any:
+def _marshal(value: Any, skip_internal: bool, dropped: list[str] | None) -> Any:
     if isinstance(value, dict):
         sig = value.get(_SIG)
         if sig == _SECRET_SIG:
             return {
                 _SIG: _SECRET_SIG,
-                "value": _marshal(value.get("value"), skip_internal),
+                "value": _marshal(value.get("value"), skip_internal, dropped),
             }
         if sig == _OUTPUT_SIG:
-            inner = _marshal(value["value"], skip_internal) if "value" in value else _UNKNOWN
+            inner = (
+                _marshal(value["value"], skip_internal, dropped) if "value" in value else _UNKNOWN
+            )
             return {_SIG: _SECRET_SIG, "value": inner} if value.get("secret") else inner
         if sig == _RESOURCE_SIG:
             if "id" in value:
@@ -810,9 +893,9 @@ def _marshal(value: Any, skip_internal: bool) -> Any:
             return value.get("urn", "")
         if sig is not None:
             return value  # assets and archives pass unchanged
-        return marshal_properties(value, skip_internal=skip_internal)
+        return marshal_properties(value, skip_internal=skip_internal, dropped=dropped)
     if isinstance(value, list):
-        return [_marshal(v, skip_internal) for v in value]
+        return [_marshal(v, skip_internal, dropped) for v in value]
     return value
 
 

@@ -61,6 +61,20 @@ def tag_secrets(args):
     return None
 
 
+def internal_keys_seen(args, report_violation):
+    if args.resource_type == PROBE:
+        keys = sorted(k for k in args.props if k.startswith("__"))
+        report_violation(f"Analyze sees internal keys {keys}", None)
+
+
+def internal_keys_kept(args):
+    # The engine keeps "__" inputs for Remediate only.
+    if args.resource_type != PROBE:
+        return None
+    raw = args.props["__target"]
+    return {**raw, "internalKeys": sorted(k for k in raw if k.startswith("__"))}
+
+
 def trace(args, report_violation):
     # Anything a pack prints reaches the engine as an info message.
     # One write per line: the engine analyses several resources at once.
@@ -129,6 +143,13 @@ PolicyPack(
             name="tag-secrets",
             description="Lists secret inputs in secretKeys.",
             remediate=tag_secrets,
+        ),
+        ResourceValidationPolicy(
+            name="internal-keys",
+            description="Shows which internal inputs Analyze and Remediate get.",
+            validate=internal_keys_seen,
+            remediate=internal_keys_kept,
+            enforcement_level=EnforcementLevel.DISABLED,
         ),
         ResourceValidationPolicy(
             name="trace",
