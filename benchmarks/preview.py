@@ -3,7 +3,9 @@
 The fleet is the shipped runtime configuration with 100 game and 100 dev containers.
 Program evaluation is compared with a baseline that registers the very same resources
 (types, names, parents, providers, inputs) with bare SDK calls under the same mocks, so
-the ratio is what the program's own work costs on top of the SDK.
+the ratio is what the program's own work costs on top of the SDK. Policy analysis is
+compared with a hollow pack: the same policies, levels and config schemas, checking
+nothing, so the difference is what the checks cost on top of ``pulumi_policy``.
 
     python3 tasks.py bench [--runs 5] [--json FILE]
 """
@@ -31,6 +33,36 @@ from zlh_infra.preview.recording import StackRecording
 from zlh_infra.preview.runner import load_program, run_stack, secret_exports
 
 FLEET = 100
+
+HOLLOW_PACK = '''"""The zlh-platform policies, same names, levels and config, checking nothing."""
+
+from pulumi_policy import PolicyPack, ResourceValidationPolicy, StackValidationPolicy
+
+from zlh_infra.policies.pack import PACK_NAME, POLICIES
+
+
+def nothing(*_args):
+    return None
+
+
+def hollow(policy):
+    common = {
+        "name": policy.name,
+        "description": policy.description,
+        "enforcement_level": policy.enforcement_level,
+        "config_schema": policy.config_schema,
+    }
+    if isinstance(policy, StackValidationPolicy):
+        return StackValidationPolicy(validate=nothing, **common)
+    return ResourceValidationPolicy(
+        validate=nothing if policy.has_validation() else None,
+        remediate=nothing if policy.has_remediation() else None,
+        **common,
+    )
+
+
+PolicyPack(name=PACK_NAME, policies=[hollow(policy) for policy in POLICIES])
+'''
 
 
 def full_fleet_runtime() -> dict[str, Any]:
@@ -77,6 +109,8 @@ class Run:
     #: Both packs, start to finish; ``analysis`` is the part spent analysing.
     policy: float
     analysis: float
+    #: Analysis by the hollow pack: what pulumi_policy costs with checks that do nothing.
+    hollow_analysis: float
     total: float
     resources: int
 
@@ -85,6 +119,15 @@ def _stack_file(path: Path, config: dict[str, Any]) -> Path:
     document = {"config": {k if ":" in k else f"zlh-infra:{k}": v for k, v in config.items()}}
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def _hollow_pack(workdir: Path) -> Path:
+    pack = workdir / "hollow-pack"
+    pack.mkdir(exist_ok=True)
+    # No virtualenv named: the pack runs with this interpreter, which has the project.
+    (pack / "PulumiPolicy.yaml").write_text("runtime: python\n")
+    (pack / "__main__.py").write_text(HOLLOW_PACK)
+    return pack
 
 
 def one_run(workdir: Path) -> Run:
@@ -119,6 +162,12 @@ def one_run(workdir: Path) -> Run:
         analysis_seconds += report.analysis_seconds
     policy_seconds = time.perf_counter() - started
 
+    hollow = _hollow_pack(workdir)
+    hollow_seconds = sum(
+        run_policy_pack(hollow, recording, stack_config=recording.config).analysis_seconds
+        for recording in (core, runtime)
+    )
+
     # The whole preview as an operator runs it: programs, policy pack, JSON output.
     core_file = _stack_file(workdir / "Pulumi.core.yaml", shipped("core"))
     runtime_file = _stack_file(workdir / "Pulumi.runtime.yaml", full_fleet_runtime())
@@ -145,6 +194,7 @@ def one_run(workdir: Path) -> Run:
         baseline_seconds,
         policy_seconds,
         analysis_seconds,
+        hollow_seconds,
         total_seconds,
         len(core.resources) + len(runtime.resources),
     )
@@ -161,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [one_run(Path(workdir)) for _ in range(options.runs)]
     median = {
         name: statistics.median(getattr(run, name) for run in runs)
-        for name in ("program", "baseline", "policy", "analysis", "total")
+        for name in ("program", "baseline", "policy", "analysis", "hollow_analysis", "total")
     }
     resources = runs[0].resources
     figures = {
@@ -174,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "pack_startup_s": round(median["policy"] - median["analysis"], 3),
         "analysis_s": round(median["analysis"], 3),
         "analysis_ms_per_resource": round(1000 * median["analysis"] / resources, 3),
+        "hollow_pack_ms_per_resource": round(1000 * median["hollow_analysis"] / resources, 3),
         "total_s": round(median["total"], 3),
     }
     width = max(len(key) for key in figures)
