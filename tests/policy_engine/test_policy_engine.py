@@ -262,7 +262,7 @@ def test_every_registered_resource_is_analyzed_and_output_is_captured(
         )
     )
     report = run(recording, tmp_path, config={"trace": "advisory"})
-    # Several Analyze calls are in flight at once, as in the engine: compare as a set.
+    # Several Analyze calls are in flight at once: compare as a set.
     lines = sorted(d.message for d in report.diagnostics if d.severity == "info")
     assert lines == sorted(
         [

@@ -77,7 +77,7 @@ def internal_keys_kept(args):
 
 def trace(args, report_violation):
     # Anything a pack prints reaches the engine as an info message.
-    # One write per line: the engine analyses several resources at once.
+    # One write per line: several resources are analysed at once.
     sys.stderr.write(f"analyzed {args.resource_type} {args.name}\n")
 
 
