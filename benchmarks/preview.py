@@ -121,7 +121,7 @@ def _stack_file(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def _hollow_pack(workdir: Path) -> Path:
+def hollow_pack(workdir: Path) -> Path:
     pack = workdir / "hollow-pack"
     pack.mkdir(exist_ok=True)
     # No virtualenv named: the pack runs with this interpreter, which has the project.
@@ -162,7 +162,7 @@ def one_run(workdir: Path) -> Run:
         analysis_seconds += report.analysis_seconds
     policy_seconds = time.perf_counter() - started
 
-    hollow = _hollow_pack(workdir)
+    hollow = hollow_pack(workdir)
     hollow_seconds = sum(
         run_policy_pack(hollow, recording, stack_config=recording.config).analysis_seconds
         for recording in (core, runtime)
