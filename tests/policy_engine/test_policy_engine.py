@@ -507,6 +507,22 @@ def test_hanging_pack_times_out_and_is_killed(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
 
 
+def test_pack_that_stops_answering_times_out_while_calls_wait_for_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policy_engine, "_MAX_UNANSWERED", 1)
+    (tmp_path / "PulumiPolicy.yaml").write_text("runtime: python\n")
+    (tmp_path / "__main__.py").write_text(
+        "import time\n"
+        "from pulumi_policy import PolicyPack, ResourceValidationPolicy\n"
+        "PolicyPack(name='stuck', policies=[ResourceValidationPolicy(\n"
+        "    name='stuck', description='Never answers.',\n"
+        "    validate=lambda args, report: time.sleep(60))])\n"
+    )
+    with pytest.raises(PolicyPackError, match="timed out"):
+        run_policy_pack(tmp_path, stack(("a", {"vmId": 100.0})), timeout=4)
+
+
 def test_non_python_pack_is_refused(tmp_path: Path) -> None:
     (tmp_path / "PulumiPolicy.yaml").write_text("runtime: nodejs\n")
     with pytest.raises(PolicyPackError, match="not supported"):

@@ -685,7 +685,10 @@ class _Session:
             unanswered.popleft()
         while len(unanswered) >= _MAX_UNANSWERED:
             # Errors are read with the answers; here the call only has to end.
-            unanswered.popleft().exception(timeout=self._remaining())
+            try:
+                unanswered.popleft().exception(timeout=self._remaining())
+            except grpc.FutureTimeoutError:
+                raise _PackFailedError(f"{self.name} timed out") from None
 
     def _requests(self, res: RecordedResource) -> tuple[Any, Any]:
         """The Analyze request, and the Remediate request when remediations run.
