@@ -23,6 +23,10 @@ IPSET = type_tokens.FIREWALL_IPSET
 DATACENTER = type_tokens.DATACENTER_FIREWALL
 SECURITY_GROUP = type_tokens.SECURITY_GROUP
 GUEST_TYPES = (CONTAINER, VM)
+#: Every resource type ``read_firewall`` reads; it ignores the others.
+FIREWALL_STATE_TYPES = frozenset(
+    (*GUEST_TYPES, OPTIONS, RULES, ALIAS, IPSET, DATACENTER, SECURITY_GROUP)
+)
 
 
 @dataclass(slots=True)

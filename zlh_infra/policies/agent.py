@@ -15,7 +15,7 @@ from typing import Any
 
 from pulumi_policy.proxy import UnknownValueError
 
-from zlh_infra.platform.firewall_state import read_firewall
+from zlh_infra.platform.firewall_state import FIREWALL_STATE_TYPES, read_firewall
 from zlh_infra.platform.reachability import AddressSet, UnresolvedSourceError, exposure
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
 from zlh_infra.policies.config import AgentPortConfig
@@ -254,6 +254,8 @@ def _check_exposure(
     readable: list[tuple[str, str, Any]] = []
     skip: set[int] = set()
     for resource in resources:
+        if resource.type not in FIREWALL_STATE_TYPES:
+            continue  # copying its properties would only be thrown away
         owner = whole_number(resource.props.get("containerId") or resource.props.get("vmId"))
         try:
             readable.append((resource.type, resource.name, _plain(resource.props)))
