@@ -34,35 +34,8 @@ from zlh_infra.preview.runner import load_program, run_stack, secret_exports
 
 FLEET = 100
 
-HOLLOW_PACK = '''"""The zlh-platform policies, same names, levels and config, checking nothing."""
-
-from pulumi_policy import PolicyPack, ResourceValidationPolicy, StackValidationPolicy
-
-from zlh_infra.policies.pack import PACK_NAME, POLICIES
-
-
-def nothing(*_args):
-    return None
-
-
-def hollow(policy):
-    common = {
-        "name": policy.name,
-        "description": policy.description,
-        "enforcement_level": policy.enforcement_level,
-        "config_schema": policy.config_schema,
-    }
-    if isinstance(policy, StackValidationPolicy):
-        return StackValidationPolicy(validate=nothing, **common)
-    return ResourceValidationPolicy(
-        validate=nothing if policy.has_validation() else None,
-        remediate=nothing if policy.has_remediation() else None,
-        **common,
-    )
-
-
-PolicyPack(name=PACK_NAME, policies=[hollow(policy) for policy in POLICIES])
-'''
+#: The same policies, levels and config schemas as the real pack, checking nothing.
+HOLLOW_PACK = Path(__file__).parent / "hollow_pack"
 
 
 def full_fleet_runtime() -> dict[str, Any]:
@@ -121,15 +94,6 @@ def _stack_file(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def hollow_pack(workdir: Path) -> Path:
-    pack = workdir / "hollow-pack"
-    pack.mkdir(exist_ok=True)
-    # No virtualenv named: the pack runs with this interpreter, which has the project.
-    (pack / "PulumiPolicy.yaml").write_text("runtime: python\n")
-    (pack / "__main__.py").write_text(HOLLOW_PACK)
-    return pack
-
-
 def one_run(workdir: Path) -> Run:
     program = load_program()
     core_config = engine_config(shipped("core"))
@@ -162,9 +126,8 @@ def one_run(workdir: Path) -> Run:
         analysis_seconds += report.analysis_seconds
     policy_seconds = time.perf_counter() - started
 
-    hollow = hollow_pack(workdir)
     hollow_seconds = sum(
-        run_policy_pack(hollow, recording, stack_config=recording.config).analysis_seconds
+        run_policy_pack(HOLLOW_PACK, recording, stack_config=recording.config).analysis_seconds
         for recording in (core, runtime)
     )
 

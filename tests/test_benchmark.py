@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from benchmarks.preview import baseline_program, hollow_pack
+from benchmarks.preview import HOLLOW_PACK, baseline_program
 from tests.stack_configs import ROOT, engine_config, shipped
 from zlh_infra.preview.policy_engine import run_policy_pack
 from zlh_infra.preview.recording import RecordedResource
@@ -23,7 +22,7 @@ def test_baseline_registers_the_programs_resources() -> None:
     assert shape(baseline.resources) == shape(recording.resources)
 
 
-def test_hollow_pack_declares_the_real_policies_and_checks_nothing(tmp_path: Path) -> None:
+def test_hollow_pack_declares_the_real_policies_and_checks_nothing() -> None:
     recording = run_stack("core", engine_config(shipped("core")), [], load_program())
     # A VMID outside every range: the real pack objects, the hollow one must not.
     for resource in recording.resources:
@@ -31,7 +30,7 @@ def test_hollow_pack_declares_the_real_policies_and_checks_nothing(tmp_path: Pat
             resource.inputs["vmId"] = 5000
             resource.outputs["vmId"] = 5000
     real = run_policy_pack(ROOT / "policy", recording, stack_config=recording.config)
-    hollow = run_policy_pack(hollow_pack(tmp_path), recording, stack_config=recording.config)
+    hollow = run_policy_pack(HOLLOW_PACK, recording, stack_config=recording.config)
     assert hollow.pack_name == real.pack_name
     assert hollow.policies == real.policies
     assert hollow.config == real.config
