@@ -214,8 +214,81 @@ class Pbs(_Model):
     )
 
 
+_SHA256 = r"^[0-9a-f]{64}$"
+_VERSION = r"^[0-9][0-9A-Za-z.+~-]{0,63}$"
+
+
+def _download_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{value!r} must be an http:// or https:// URL with a host name")
+    if parts.username or parts.password:
+        raise ValueError("a download URL must not carry credentials")
+    if any(ord(char) < 33 or ord(char) == 127 for char in value):
+        raise ValueError("a download URL must not contain spaces or control characters")
+    return value
+
+
+DownloadUrl = Annotated[str, AfterValidator(_download_url)]
+
+
+class Release(_Model):
+    """A release the program fetches into a guest, verified by SHA-256 before use.
+
+    Point ``url`` at your own mirror to deploy without reaching the vendor.
+    """
+
+    version: str = Field(pattern=_VERSION, description="release version")
+    url: DownloadUrl = Field(description="where the release's .tar.gz is fetched from")
+    sha256: str = Field(pattern=_SHA256, description="SHA-256 of that file")
+
+
+class Releases(_Model):
+    """The platform's own releases, run by Debian's Node.js."""
+
+    zpack_api: Release = Field(description="zpack-api (a .tar.gz with server.js at its top)")
+    zpack_portal: Release = Field(description="zpack-portal (a Next.js standalone .tar.gz)")
+
+
+class Database(_Model):
+    name: str = Field(
+        default="zpack", pattern=r"^[A-Za-z0-9_]{1,64}$", description="zpack-api's database"
+    )
+    user: str = Field(
+        default="zpack_api",
+        pattern=r"^[A-Za-z0-9_]{1,32}$",
+        description="zpack-api's database user (password generated)",
+    )
+
+
+class Monitoring(_Model):
+    retention: str = Field(
+        default="30d",
+        pattern=r"^[1-9][0-9]{0,4}[dwy]$",
+        description="how long Prometheus keeps metrics, e.g. 30d",
+    )
+    proxmox_nodes: dict[GuestName, IPv4Address] = Field(
+        default={},
+        description=(
+            "Proxmox nodes whose node exporter (port 9100) zlh-monitor scrapes, by node name: "
+            "addresses the monitor reaches (the core node on the LAN, runtime nodes on the "
+            "management network)"
+        ),
+    )
+
+
+Stage = Literal["routers", "platform"]
+
+
 class _StackConfig(_Model):
     proxmox: ProxmoxHost = Field(description="the stack's Proxmox node")
+    stage: Stage = Field(
+        default="platform",
+        description=(
+            "bootstrap stage: 'routers' creates the host's router alone, to be installed "
+            "before any guest needs a package mirror; 'platform' builds and installs everything"
+        ),
+    )
     proxmox_api_token: Secret | None = Field(
         default=None, description="API token; else PROXMOX_VE_API_TOKEN in the environment"
     )
@@ -319,6 +392,9 @@ class CoreStackConfig(_StackConfig):
     SERVICES: ClassVar[tuple[Mapping[str, ServiceSpec], ...]] = (CONTROL_PLANE_SERVICES,)
     domains: CoreDomains = Field(description="host names zlh-proxy routes")
     pbs: Pbs = Field(default=Pbs(), description="Proxmox Backup Server on zlh-back")
+    releases: Releases = Field(description="zpack-api and zpack-portal releases")
+    database: Database = Field(default=Database(), description="zpack-api's MariaDB database")
+    monitoring: Monitoring = Field(default=Monitoring(), description="Prometheus on zlh-monitor")
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -356,10 +432,15 @@ class RuntimeDomains(_Model):
 
 
 class Agent(_Model):
-    version: str = Field(
-        pattern=r"^[0-9][0-9A-Za-z.+-]*$", description="zlh-agent release on zlh-artifacts"
+    version: str = Field(pattern=_VERSION, description="zlh-agent release on zlh-artifacts")
+    sha256: str = Field(pattern=_SHA256, description="SHA-256 of that release")
+    url: DownloadUrl | None = Field(
+        default=None,
+        description=(
+            "where zlh-artifacts fetches the release from; unset, publish it there yourself "
+            "(zlh-publish, see the runbook)"
+        ),
     )
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of that release")
 
 
 class RuntimeStackConfig(_StackConfig):

@@ -109,6 +109,7 @@ def _site(
     host: Host,
     *,
     dns_servers: list[str],
+    router: str,
     extra_addresses: Mapping[tuple[str, Network], IPv4Address] | None = None,
 ) -> Site:
     addresses: dict[tuple[str, Network], IPv4Address] = dict(extra_addresses or {})
@@ -134,6 +135,8 @@ def _site(
             user=config.proxmox.ssh_user,
             private_key=key.get_secret_value() if key else None,
         ),
+        router=router,
+        converge=config.stage == "platform",
         addresses=addresses,
     )
 
@@ -159,7 +162,14 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
     providers = _providers(stack, config)
     host = _host(stack, config, providers)
     dns = config.guests["zlh-dns"].lan_address
-    site = _site(stack, config, host, dns_servers=[str(dns)])
+    # The router resolves too, so a guest reaches its package mirrors before zlh-dns runs.
+    site = _site(
+        stack,
+        config,
+        host,
+        dns_servers=[str(dns), str(config.network.lan.gateway)],
+        router="zlh-router",
+    )
     control_plane = ControlPlane(
         "control-plane",
         ControlPlaneArgs(
@@ -168,6 +178,9 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
             domains=config.domains,
             pbs=config.pbs,
             backup=config.backup,
+            releases=config.releases,
+            database=config.database,
+            monitoring=config.monitoring,
         ),
         pulumi.ResourceOptions(providers=providers),
     )
@@ -252,6 +265,7 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContrac
         # zlh-zpack-router resolves for the runtime host: no runtime guest needs the
         # core host to boot or run.
         dns_servers=[router],
+        router="zlh-zpack-router",
         extra_addresses={
             ("core:zpack-api", Network.MANAGEMENT): contract.api_management_address,
             ("core:zlh-monitor", Network.MANAGEMENT): contract.monitor_management_address,

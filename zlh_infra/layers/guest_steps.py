@@ -3,6 +3,10 @@
 The node is reachable wherever its API is, while the guests sit behind their router,
 so every step is an SSH command to the node that enters the guest with ``pct``.
 Each step's trigger is the hash of what it writes: it reruns only when that changes.
+
+A service plan (``zlh_infra/services``) runs as two steps, install then configure
+(``converge_service``); a step is replaced with its guest, since a new container starts
+from nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_command as command
+
+from zlh_infra.services.plan import Gateway, ServicePlan, configure_script, install_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +80,18 @@ def run_in_base_image(
     script: str,
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
+    replace_with: Sequence[pulumi.Resource] = (),
 ) -> command.remote.Command:
     """Start base image ``vmid``, run ``script`` in it, and shut it down again.
 
     Base images stay stopped so that clones copy a quiet file system; they run only
     for the time an image step takes.
     """
+    # The script waits (bounded) for the package mirrors itself.
     wrapped = (
         "set -eu; "
         f"pct start {vmid}; "
         f"trap 'pct shutdown {vmid} --timeout 60' EXIT; "
-        # Wait (bounded) for the image's network before its script fetches packages.
-        f"pct exec {vmid} -- timeout 120 sh -c "
-        "'until getent hosts deb.debian.org >/dev/null; do sleep 2; done'; "
         f"pct exec {vmid} -- sh -eu"
     )
     return command.remote.Command(
@@ -96,5 +101,86 @@ def run_in_base_image(
         stdin=script,
         triggers=[_sha256(script)],
         logging=command.remote.Logging.STDERR,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=list(depends_on), replace_with=list(replace_with)
+        ),
+    )
+
+
+def node_command(
+    name: str,
+    *,
+    shell: NodeShell,
+    script: str,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+    replace_with: Sequence[pulumi.Resource] = (),
+) -> command.remote.Command:
+    """Run ``script`` in the node's own shell (``pct`` work on a guest from outside)."""
+    return command.remote.Command(
+        name,
+        connection=shell.connection(),
+        create=f"sh -eu -c {shlex.quote(script)}",
+        triggers=[_sha256(script)],
+        logging=command.remote.Logging.STDERR,
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=list(depends_on), replace_with=list(replace_with)
+        ),
+    )
+
+
+def _step(
+    name: str,
+    *,
+    shell: NodeShell,
+    vmid: int,
+    script: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> command.remote.Command:
+    return command.remote.Command(
+        name,
+        connection=shell.connection(),
+        create=f"pct exec {vmid} -- sh -eu",
+        stdin=script,
+        triggers=[pulumi.Output.from_input(script).apply(_sha256)],
+        logging=command.remote.Logging.STDERR,
+        opts=opts,
+    )
+
+
+def converge_service(
+    name: str,
+    *,
+    shell: NodeShell,
+    vmid: int,
+    plans: Sequence[ServicePlan] | pulumi.Output[Sequence[ServicePlan]],
+    gateway: Gateway,
+    parent: pulumi.Resource,
+    guest: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> command.remote.Command:
+    """Install and configure ``plans`` (a guest's services) in container ``vmid``.
+
+    Returns the configure step, which ends with every plan's health check. Plans built
+    from secrets come as an Output: the configure script stays secret, and the install
+    script (packages only) is unsecreted, so diffs show what it installs.
+    """
+    planned: pulumi.Output[Sequence[ServicePlan]] = pulumi.Output.from_input(plans)
+    opts = pulumi.ResourceOptions(parent=parent, replace_with=[guest])
+    install = _step(
+        f"{name}-install",
+        shell=shell,
+        vmid=vmid,
+        script=pulumi.Output.unsecret(planned.apply(lambda p: install_script(p, gateway))),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[guest])),
+    )
+    script = planned.apply(configure_script)
+    return _step(
+        f"{name}-configure",
+        shell=shell,
+        vmid=vmid,
+        script=pulumi.Output.secret(script) if isinstance(plans, pulumi.Output) else script,
+        opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(depends_on=[install, *depends_on])
+        ),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -14,10 +13,14 @@ from zlh_infra.config import Agent, Backup, FleetGuest, ServiceGuest, Template
 from zlh_infra.contract import CoreContract
 from zlh_infra.layers.backups import backup_to_pbs
 from zlh_infra.layers.guest import GuestArgs, LxcGuest, VmGuest, pool
-from zlh_infra.layers.guest_steps import run_in_base_image, write_guest_file
+from zlh_infra.layers.guest_steps import (
+    converge_service,
+    node_command,
+    run_in_base_image,
+    write_guest_file,
+)
 from zlh_infra.layers.site import Site, service_guest
 from zlh_infra.platform.catalogue import (
-    AGENT_PORT,
     FLEET_MANAGEMENT_INGRESS,
     RUNTIME_SERVICES,
     Ingress,
@@ -25,8 +28,9 @@ from zlh_infra.platform.catalogue import (
 )
 from zlh_infra.platform.topology import Layer, guest_tags
 from zlh_infra.platform.vmids import VmidRole
+from zlh_infra.services import agent, artifacts, node_exporter
+from zlh_infra.services.plan import configure_script, install_script, wait_for_mirrors
 
-ARTIFACTS_PORT = 8080
 #: Fleet containers start after the host's services (Proxmox start order).
 FLEET_STARTUP_ORDER = 10
 
@@ -68,26 +72,71 @@ class Runtime(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         layer_pool = pool(self, "zlh-runtime", "ZeroLagHub runtime: customer workloads")
 
+        if not site.converge:
+            # The routers stage: the edge creates the router; nothing else exists yet.
+            self.guests, self.fleet, self.vmids = {}, {}, []
+            self.register_outputs({"vmids": self.vmids})
+            return
         self.guests = {
             service: service_guest(
                 self, site, spec, args.guests[service], pool_id=layer_pool.pool_id
             )
             for service, spec in RUNTIME_SERVICES.items()
         }
-        artifacts_url = f"http://{args.guests['zlh-artifacts'].lan_address}:{ARTIFACTS_PORT}"
+        artifacts_guest = args.guests["zlh-artifacts"]
+        assert artifacts_guest.lan_address is not None  # required by the config
+        artifacts_url = f"http://{artifacts_guest.lan_address}:{artifacts.PORT}"
+        agent_artifact = artifacts.Artifact(
+            "zlh-agent", args.agent.version, "zlh-agent", args.agent.sha256, args.agent.url
+        )
+        store = converge_service(
+            "zlh-artifacts",
+            shell=site.shell,
+            vmid=artifacts_guest.vmid,
+            plans=[
+                node_exporter.plan(guest="zlh-artifacts", listen=artifacts_guest.lan_address),
+                artifacts.plan(
+                    guest="zlh-artifacts",
+                    listen=artifacts_guest.lan_address,
+                    # Only what the program fetches itself is checked as served.
+                    artifacts=[agent_artifact] if agent_artifact.url else [],
+                ),
+            ],
+            gateway=site.gateway,
+            parent=self,
+            guest=self.guests["zlh-artifacts"],
+        )
+        build = args.guests["zlh-build"]
+        assert build.lan_address is not None
+        converge_service(
+            "zlh-build",
+            shell=site.shell,
+            vmid=build.vmid,
+            plans=[node_exporter.plan(guest="zlh-build", listen=build.lan_address)],
+            gateway=site.gateway,
+            parent=self,
+            guest=self.guests["zlh-build"],
+        )
 
         base = LxcGuest(
             "zlh-base",
             self._image_args(site, "zlh-base", args.base_image.vmid, args.base_image, layer_pool),
             child,
         )
+        # The image exports metrics on loopback only; each clone moves them to its
+        # management address.
+        image_plans = [
+            node_exporter.plan(guest="zlh-base", listen=IPv4Address("127.0.0.1")),
+            agent.image_plan(guest="zlh-base", artifacts_url=artifacts_url, agent=agent_artifact),
+        ]
         base_ready = run_in_base_image(
             "zlh-base-agent",
             shell=site.shell,
             vmid=args.base_image.vmid,
-            script=agent_install_script(artifacts_url, args.agent),
+            script=install_script(image_plans, site.gateway) + configure_script(image_plans),
             parent=self,
-            depends_on=[base, self.guests["zlh-artifacts"]],
+            depends_on=[base, store],
+            replace_with=[base],
         )
 
         template_ready: dict[str, pulumi.Resource] = {}
@@ -109,9 +158,13 @@ class Runtime(pulumi.ComponentResource):
                 f"zlh-template-{template_name}-setup",
                 shell=site.shell,
                 vmid=template.vmid,
-                script=template.setup or "true",
+                script="set -eu\n"
+                + wait_for_mirrors(f"zlh-template-{template_name}", site.gateway)
+                + (template.setup or "true")
+                + "\n",
                 parent=self,
                 depends_on=[image],
+                replace_with=[image],
             )
 
         self.fleet = {}
@@ -150,6 +203,33 @@ class Runtime(pulumi.ComponentResource):
                 ),
                 child,
             )
+            container = self.fleet[guest.name]
+            # The provider clones the template's disk as it is; grow it to the size asked.
+            resized = node_command(
+                f"{guest.name}-disk-size",
+                shell=site.shell,
+                script=f"pct resize {guest.vmid} rootfs {guest.disk_gb}G",
+                parent=self,
+                depends_on=[container],
+                replace_with=[container],
+            )
+            converge_service(
+                guest.name,
+                shell=site.shell,
+                vmid=guest.vmid,
+                plans=[
+                    node_exporter.plan(
+                        guest=guest.name, listen=member.management_address, install=False
+                    ),
+                    agent.fleet_plan(
+                        guest=guest.name, management_address=member.management_address
+                    ),
+                ],
+                gateway=site.gateway,
+                parent=self,
+                guest=container,
+                depends_on=[resized],
+            )
             if member.role is VmidRole.DEV:
                 write_guest_file(
                     f"{guest.name}-dev-vpn",
@@ -158,7 +238,7 @@ class Runtime(pulumi.ComponentResource):
                     path="/etc/zlh/dev-vpn.env",
                     content=f"HEADSCALE_URL={args.contract.headscale_url}\n",
                     parent=self,
-                    depends_on=[self.fleet[guest.name]],
+                    depends_on=[container],
                 )
 
         backed_up = [m.guest.vmid for m in args.fleet] + [
@@ -234,28 +314,3 @@ def _workload_ingress(role: VmidRole, template: Template) -> list[Ingress]:
         Ingress(port, source, network=Network.LAN, comment=f"{role} traffic from {source}")
         for port in template.ports
     ]
-
-
-def agent_install_script(artifacts_url: str, agent: Agent) -> str:
-    """Install zlh-agent from zlh-artifacts, verified by checksum, as a systemd service."""
-    url = shlex.quote(f"{artifacts_url}/zlh-agent/{agent.version}/zlh-agent")
-    return f"""\
-curl -fsSL --retry 5 -o /usr/local/bin/zlh-agent.new {url}
-echo '{agent.sha256}  /usr/local/bin/zlh-agent.new' | sha256sum -c -
-install -m 0755 /usr/local/bin/zlh-agent.new /usr/local/bin/zlh-agent
-rm -f /usr/local/bin/zlh-agent.new
-cat > /etc/systemd/system/zlh-agent.service <<'UNIT'
-[Unit]
-Description=ZeroLagHub agent (management NIC, port {AGENT_PORT})
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart=/usr/local/bin/zlh-agent --interface eth1 --port {AGENT_PORT}
-Restart=always
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-systemctl enable zlh-agent.service
-"""

@@ -15,6 +15,7 @@ from zlh_infra.platform.addressing import with_prefix
 from zlh_infra.platform.catalogue import GuestKind, Ingress, Network, ServiceSpec
 from zlh_infra.platform.firewall import FirewallRule, resolve_ingress
 from zlh_infra.platform.topology import guest_tags
+from zlh_infra.services.plan import Gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +34,17 @@ class Site:
     os_template_file_id: pulumi.Input[str]
     router_iso_file_id: pulumi.Input[str]
     shell: NodeShell
+    #: The LAN's router (its address is ``lan.gateway``), named when it does not answer.
+    router: str
+    #: False in the ``routers`` bootstrap stage: guests are created, nothing runs in them.
+    converge: bool
     #: (service, network) -> address, for every service a rule may name; core
     #: services appear as ``core:<name>`` on runtime hosts.
     addresses: Mapping[tuple[str, Network], IPv4Address]
+
+    @property
+    def gateway(self) -> Gateway:
+        return Gateway(address=str(self.lan.gateway), router=self.router)
 
     def segment(self, network: Network) -> Segment:
         if network is Network.WAN:

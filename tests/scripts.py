@@ -1,0 +1,24 @@
+"""Reading the in-guest scripts the program generates."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+# The two places a script embeds content base64-encoded: zlh_put's last argument, and
+# the builtin printf that feeds a command.
+_PAYLOAD = re.compile(
+    r"(?P<put>zlh_put \S+ \d+ \S+ \S+ )(?P<a>[A-Za-z0-9+/=]+)"
+    r"|(?P<feed>printf '%s' ')(?P<b>[A-Za-z0-9+/=]+)(?=' \| base64 -d)"
+)
+
+
+def decoded(script: str) -> str:
+    """The script with every embedded payload decoded, to read what it writes."""
+
+    def expand(match: re.Match[str]) -> str:
+        prefix = match.group("put") or match.group("feed")
+        payload = match.group("a") or match.group("b")
+        return prefix + base64.b64decode(payload).decode()
+
+    return _PAYLOAD.sub(expand, script)
