@@ -275,6 +275,14 @@ class Monitoring(_Model):
             "management network)"
         ),
     )
+    fleets: dict[GuestName, IPv4Address] = Field(
+        default={},
+        description=(
+            "per runtime node, the management address of its first fleet VMID (1000): the "
+            "runtime stack's fleetOffset-th address of the management network. zlh-monitor "
+            "finds that host's game and dev containers, declared or made by zpack-api, there"
+        ),
+    )
 
 
 Stage = Literal["routers", "platform"]

@@ -25,6 +25,7 @@ from zlh_infra.layers.guest_steps import converge_service, write_guest_file
 from zlh_infra.layers.site import Site, service_guest
 from zlh_infra.platform.catalogue import AGENT_PORT, CONTROL_PLANE_SERVICES, GuestKind, Network
 from zlh_infra.platform.proxy_config import HttpRoute, traefik_dynamic_config
+from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
 from zlh_infra.services import mariadb, node_exporter, node_release, prometheus, redis
 from zlh_infra.services.plan import EXIT_UNAVAILABLE, ServicePlan
 
@@ -229,6 +230,8 @@ class ControlPlane(pulumi.ComponentResource):
             )
 
         portal_release = args.releases.zpack_portal
+        fleet = DEFAULT_SCHEME.range_of(VmidRole.GAME)
+        fleet_size = DEFAULT_SCHEME.range_of(VmidRole.DEV).last - fleet.first + 1
         targets = [
             prometheus.Target("core", address(service), node_exporter.PORT, service)
             for service, spec in CONTROL_PLANE_SERVICES.items()
@@ -273,7 +276,13 @@ class ControlPlane(pulumi.ComponentResource):
                 },
             ),
             "zlh-monitor": prometheus.plan(
-                guest="zlh-monitor", targets=targets, retention=args.monitoring.retention
+                guest="zlh-monitor",
+                targets=targets,
+                retention=args.monitoring.retention,
+                fleets=[
+                    prometheus.FleetBlock(node, first, fleet.first, fleet_size, node_exporter.PORT)
+                    for node, first in args.monitoring.fleets.items()
+                ],
             ),
         }
         # DNS first, then the database and cache, then the API, then the portal.
