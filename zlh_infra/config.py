@@ -67,6 +67,20 @@ def _hostname(value: str) -> str:
     return value
 
 
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _domain(value: str) -> str:
+    """A DNS name (lower case): it lands in Traefik rules, environment files and zones."""
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value!r} is not a domain name: dot-separated labels of lower-case letters, "
+            "digits and '-' (at least two labels, at most 253 characters)"
+        )
+    return value
+
+
 def _non_empty_secret(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().strip():
         raise ValueError("secret must not be empty")
@@ -74,6 +88,7 @@ def _non_empty_secret(value: SecretStr) -> SecretStr:
 
 
 BridgeName = Annotated[str, AfterValidator(_bridge)]
+DomainName = Annotated[str, AfterValidator(_domain)]
 GuestName = Annotated[str, AfterValidator(_hostname)]
 Secret = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
 Vmid = Annotated[int, Field(ge=100, le=999_999_999)]
@@ -132,9 +147,7 @@ class NetworkPlan(_Model):
     management: Segment = Field(
         description="the management network shared by both hosts (the API -> agent path)"
     )
-    dns_domain: str = Field(
-        default="zlh.internal", min_length=1, description="guests' search domain"
-    )
+    dns_domain: DomainName = Field(default="zlh.internal", description="guests' search domain")
     fleet_offset: int = Field(
         default=DEFAULT_FLEET_OFFSET, ge=1, description="first fleet host number on each network"
     )
@@ -183,7 +196,11 @@ class ServiceGuest(Size):
 
 
 class Backup(_Model):
-    schedule: str = Field(default="*-*-* 02:30", min_length=1, description="systemd calendar event")
+    schedule: str = Field(
+        default="*-*-* 02:30",
+        pattern=r"^[A-Za-z0-9*:/,.~ -]{1,64}$",
+        description="systemd calendar event, e.g. *-*-* 02:30",
+    )
     keep_daily: int = Field(default=7, ge=1, description="daily backups kept")
     keep_weekly: int = Field(default=4, ge=0, description="weekly backups kept")
     keep_monthly: int = Field(default=3, ge=0, description="monthly backups kept")
@@ -192,10 +209,12 @@ class Backup(_Model):
 class CoreDomains(_Model):
     """Host names zlh-proxy (core Traefik) routes."""
 
-    portal: str = Field(description="host name of the portal")
-    api: str = Field(description="host name of zpack-api")
-    grafana: str = Field(description="host name of Grafana")
-    headscale: str = Field(description="host name of Headscale; dev containers join it over HTTPS")
+    portal: DomainName = Field(description="host name of the portal")
+    api: DomainName = Field(description="host name of zpack-api")
+    grafana: DomainName = Field(description="host name of Grafana")
+    headscale: DomainName = Field(
+        description="host name of Headscale; dev containers join it over HTTPS"
+    )
 
 
 class Pbs(_Model):
@@ -205,7 +224,9 @@ class Pbs(_Model):
         description="PBS datastore that holds both hosts' backups",
     )
     fingerprint: str | None = Field(
-        default=None, description="PBS certificate fingerprint, known after its first boot"
+        default=None,
+        pattern=r"^([0-9a-f]{2}:){31}[0-9a-f]{2}$",
+        description="PBS certificate fingerprint (SHA-256, aa:bb:...), known after its first boot",
     )
     runtime_user: str = Field(
         default="zlh-runtime@pbs",
@@ -409,6 +430,34 @@ class CoreStackConfig(_StackConfig):
         router = self.guests.get("zlh-router")
         if router is not None and router.lan_address not in (None, self.network.lan.gateway):
             found.append("guests.zlh-router.lanAddress: must equal network.lan.gateway")
+        return found + self._monitoring_problems()
+
+    def _monitoring_problems(self) -> list[str]:
+        """The monitor reaches the LAN and the management network, and nothing else."""
+        found = []
+        management = self.network.management.cidr
+        used = {address: key for key, _network, address in self.all_addresses()}
+        reachable = (self.network.lan.cidr, management)
+        for node, address in self.monitoring.proxmox_nodes.items():
+            key = f"monitoring.proxmoxNodes.{node}"
+            if not any(address in network for network in reachable):
+                found.append(f"{key}: {address} is on neither network.lan nor network.management")
+            elif address in used:
+                found.append(f"{key}: {address} is {used[address]}")
+        fleet = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
+        size = DEFAULT_SCHEME.range_of(VmidRole.DEV).last - fleet + 1
+        for node, first in self.monitoring.fleets.items():
+            key = f"monitoring.fleets.{node}"
+            last = first + (size - 1)
+            if usable(management, first) or usable(management, last):
+                found.append(
+                    f"{key}: the {size} fleet addresses from {first} do not fit the management "
+                    f"network {management}"
+                )
+                continue
+            inside = sorted(k for a, k in used.items() if first <= a <= last)
+            if inside:
+                found.append(f"{key}: the fleet block {first}-{last} holds {', '.join(inside)}")
         return found
 
 
@@ -435,8 +484,8 @@ class FleetGuest(Size):
 class RuntimeDomains(_Model):
     """Host names zlh-zpack-proxy (runtime Traefik) routes."""
 
-    games: str = Field(description="domain of game servers")
-    dev_ide: str = Field(description="domain under which each dev container's IDE is routed")
+    games: DomainName = Field(description="domain of game servers")
+    dev_ide: DomainName = Field(description="domain under which each dev container's IDE is routed")
 
 
 class Agent(_Model):
