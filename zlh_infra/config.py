@@ -599,6 +599,19 @@ class RuntimeStackConfig(_StackConfig):
             found.append(f"devs: name {name!r} is also a game container's name")
         return found
 
+    def refuse_core_addresses(self, core: Mapping[IPv4Address, str]) -> list[str]:
+        """Management addresses the core stack's guests hold (``core``: address -> guest).
+
+        A fleet container holding zpack-api's address would pass the agent port's only
+        firewall rule; one holding the monitor's or PBS's would take their traffic.
+        """
+        return [
+            f"{key}: {address} is {core[address]}'s management address in the core stack; "
+            "change network.fleetOffset or the VMID"
+            for key, network, address in self.all_addresses()
+            if network is Network.MANAGEMENT and address in core
+        ]
+
     def refuse_core_vmids(self, core_vmids: frozenset[int]) -> list[str]:
         """VMIDs the core stack already uses (PBS keys backups by VMID across hosts)."""
         return [

@@ -240,6 +240,13 @@ def fleet_members(config: RuntimeStackConfig) -> list[FleetMember]:
 
 def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContract) -> Runtime:
     problems = config.refuse_core_vmids(contract.core_vmids)
+    problems += config.refuse_core_addresses(
+        {
+            contract.api_management_address: "zpack-api",
+            contract.monitor_management_address: "zlh-monitor",
+            contract.pbs_server: "zlh-back",
+        }
+    )
     if contract.core_node == config.proxmox.node:
         problems.append(
             f"{NAMESPACE}:proxmox.node: {config.proxmox.node} is the core host's node; "

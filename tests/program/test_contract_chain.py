@@ -163,6 +163,41 @@ def test_runtime_refuses_a_vmid_the_core_stack_uses(core: StackRecording) -> Non
     ]
 
 
+@pytest.mark.parametrize(
+    ("offset", "vmid", "address", "holder"),
+    [
+        (10, 1000, "10.99.0.10", "zpack-api"),
+        (20, 1000, "10.99.0.20", "zlh-monitor"),
+        (20, 1001, "10.99.0.21", "zlh-back"),
+    ],
+)
+def test_runtime_refuses_a_fleet_address_a_core_guest_holds(
+    core: StackRecording, offset: int, vmid: int, address: str, holder: str
+) -> None:
+    config = shipped("runtime")
+    config["network"]["fleetOffset"] = offset
+    config["games"] = [{"name": "mc-one", "vmid": vmid, "template": "minecraft-paper"}]
+    config["devs"] = []
+    # Keep the LAN side free of the runtime's own guests, to see the cross-stack rule alone.
+    config["network"]["lan"]["cidr"] = "10.20.0.0/22"
+    config["guests"]["zlh-artifacts"]["lanAddress"] = "10.20.0.110"
+    config["guests"]["zlh-build"]["lanAddress"] = "10.20.0.111"
+    recording = run_runtime(core, config=config)
+    assert config_errors(recording) == [
+        "stack 'runtime': invalid configuration:\n  - zlh-infra:games[0] (management address): "
+        f"{address} is {holder}'s management address in the core stack; change "
+        "network.fleetOffset or the VMID"
+    ]
+
+
+def test_a_legitimate_fleet_offset_change_stays_green(core: StackRecording) -> None:
+    config = shipped("runtime")
+    config["network"]["fleetOffset"] = 512
+    recording = run_runtime(core, config=config)
+    assert config_errors(recording) == []
+    assert [d for d in recording.diagnostics if d.severity == "error"] == []
+
+
 def test_runtime_refuses_the_core_node(core: StackRecording) -> None:
     config = shipped("runtime")
     config["proxmox"]["node"] = "zlh-core"
