@@ -6,7 +6,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from tests.program.conftest import by_vmid, guests, tag
+from tests.program.conftest import by_vmid, guests, of_type, tag
 from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
 from zlh_infra.platform.firewall_state import read_firewall
 from zlh_infra.platform.reachability import exposure
@@ -75,3 +75,15 @@ def test_core_database_only_reachable_from_the_api(core: StackRecording) -> None
         for e in exposure(host, views[102].firewall(), iface="net0")
     ]
     assert opened == [("tcp", 3306, f"{api_lan}/32")]
+
+
+@pytest.mark.parametrize("stack", ["core", "runtime"])
+def test_containers_filter_their_source_addresses_and_routers_their_mac(
+    platform: dict[str, StackRecording], stack: str
+) -> None:
+    options = of_type(platform[stack], "proxmoxve:firewall/optionsLegacy:OptionsLegacy")
+    assert options
+    for option in options:
+        is_container = "containerId" in option.inputs
+        assert option.inputs["macfilter"] is True, option.name
+        assert option.inputs["ipfilter"] is is_container, option.name

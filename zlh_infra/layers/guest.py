@@ -259,7 +259,10 @@ def _guest_firewall(
         output_policy="ACCEPT",
         dhcp=False,
         macfilter=True,
-        ipfilter=False,
+        # Containers send only from the addresses in their config (Proxmox adds them to
+        # the implicit ipfilter set), so a tenant cannot take zpack-api's address. The
+        # routers forward others' traffic: only their MAC is filtered.
+        ipfilter=vm_id is None,
         opts=child,
     )
     if args.rules:
