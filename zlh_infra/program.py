@@ -315,6 +315,9 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContrac
             fleet=members,
             agent=config.agent,
             backup=config.backup,
+            edge_backups=[
+                config.guests[name].vmid for name, spec in EDGE_SERVICES.items() if spec.stateful
+            ],
         ),
         layer_opts,
     )

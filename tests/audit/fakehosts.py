@@ -382,7 +382,11 @@ def runtime_plan() -> HostPlan:
         {"type": "group", "action": "zlh-agent-path", "iface": "net1", "enable": 1},
         rule(25565, iface="net0", source="10.20.0.0/22"),
     ]
-    backed_up = [g.vmid for g in fleet] + [services["zlh-artifacts"]["vmid"]]
+    backed_up = [g.vmid for g in fleet] + [
+        services[name]["vmid"]
+        for name, spec in {**EDGE_SERVICES, **RUNTIME_SERVICES}.items()
+        if spec.stateful
+    ]
     return HostPlan(
         node="zlh-runtime",
         guests=sorted(guests + fleet, key=lambda g: g.vmid),

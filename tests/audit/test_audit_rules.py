@@ -132,7 +132,7 @@ def test_control_plane_guest_on_a_runtime_node(platform: Platform) -> None:
     build = platform.runtime.guest(151)
     build.tags = [t for t in build.tags if not t.startswith(("layer-", "svc-"))] + [
         "layer-control-plane",
-        "svc-zlh-dns",
+        "svc-zpack-portal",
     ]
     result = platform.audit("--format", "json")
     assert errors(result) == [
@@ -142,7 +142,7 @@ def test_control_plane_guest_on_a_runtime_node(platform: Platform) -> None:
     problems = [f["problem"] for f in findings(result) if f["rule"] == "zlh-runtime-isolation"]
     assert problems == [
         "zlh-build (VMID 151) is tagged layer-control-plane",
-        "zlh-build (VMID 151) is tagged svc-zlh-dns, a control-plane service (policy config "
+        "zlh-build (VMID 151) is tagged svc-zpack-portal, a control-plane service (policy config "
         "controlPlaneServices)",
     ]
 
@@ -300,9 +300,13 @@ def test_not_backed_up(platform: Platform) -> None:
 def test_backup_job_disabled(platform: Platform) -> None:
     platform.core.backup_jobs[0]["enabled"] = 0
     result = platform.audit("--format", "json")
+    # Every stateful core guest but PBS itself, in VMID order.
     assert errors(result) == [
         ("zlh-db", "zlh-stateful-protected"),
         ("zlh-redis", "zlh-stateful-protected"),
+        ("zlh-dns", "zlh-stateful-protected"),
+        ("zlh-ctl", "zlh-stateful-protected"),
+        ("zlh-proxy", "zlh-stateful-protected"),
         ("zlh-monitor", "zlh-stateful-protected"),
     ]
 
@@ -318,7 +322,9 @@ def test_backup_job_by_pool_covers_api_made_containers(platform: Platform) -> No
             "schedule": "03:30",
             "storage": "pbs",
             "pool": "zlh-runtime",
-        }
+        },
+        # The edge's pool is another: its stateful proxy is backed up by VMID.
+        {"id": "zlh-pbs-edge", "enabled": 1, "schedule": "03:30", "storage": "pbs", "vmid": "311"},
     ]
     result = platform.audit("--format", "json")
     # zlh-artifacts and every fleet container are members of the pool the job selects.
@@ -373,7 +379,7 @@ def test_hand_made_guest_is_only_information(platform: Platform) -> None:
 
 def test_declared_guest_missing_from_its_host(platform: Platform) -> None:
     platform.runtime.guests = [g for g in platform.runtime.guests if g.vmid != 1002]
-    platform.runtime.backup_jobs[0]["vmid"] = "150,1000,1001,1100,1101"
+    platform.runtime.backup_jobs[0]["vmid"] = "150,311,1000,1001,1100,1101"
     result = platform.audit("--format", "json")
     assert result.code == 0
     missing = [f for f in findings(result) if f["rule"] == "missing"]

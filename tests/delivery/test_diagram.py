@@ -83,8 +83,8 @@ def test_the_contract_agent_path_routes_and_backups(diagram: str) -> None:
         'core_zlh_proxy -->|"zerolaghub.com"| core_zpack_portal',
         'runtime_zlh_velocity -->|"Minecraft TCP 25565"| runtime_game',
         'runtime_zlh_zpack_proxy -->|"*.ide.zerolaghub.com (2 routes)"| runtime_dev',
-        'core_node -.->|"backup *-*-* 02:30, 3 guests<br/>PBS datastore zlh"| core_zlh_back',
-        'runtime_node -.->|"backup *-*-* 03:30, 6 guests<br/>PBS datastore zlh"| core_zlh_back',
+        'core_node -.->|"backup *-*-* 02:30, 6 guests<br/>PBS datastore zlh"| core_zlh_back',
+        'runtime_node -.->|"backup *-*-* 03:30, 7 guests<br/>PBS datastore zlh"| core_zlh_back',
     ]
     assert 'management_network{{"management network<br/>10.99.0.0/22"}}' in diagram
 

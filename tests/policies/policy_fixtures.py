@@ -250,6 +250,7 @@ def core_builder() -> StackBuilder:
         layer=cp,
         role="network",
         service="zlh-proxy",
+        stateful=True,
         rules=[rule(80, None, iface="net0"), rule(443, None, iface="net0")],
     )
     b.guest(
@@ -284,6 +285,7 @@ def runtime_builder(stack: str = "runtime", node: str = "zlh-runtime") -> StackB
         layer="edge",
         role="network",
         service="zlh-zpack-proxy",
+        stateful=True,
         rules=[rule(80, None, iface="net0"), rule(443, None, iface="net0")],
     )
     b.guest(

@@ -46,7 +46,7 @@ def test_an_unprotected_game_container() -> None:
 def test_a_database_outside_every_backup_job() -> None:
     resources = core_stack()
     job = find(resources, "core-backup-job", "proxmoxve:backup/job:Job")
-    props(job)["vmids"] = ["2000"]
+    props(job)["vmids"] = ["301", "2000"]
     assert check_stateful_protected(resources, STATEFUL_CONFIG, "core").messages == [
         "zlh-db (VMID 102) holds data but no enabled backup job of stack core includes it: "
         "add its VMID to the host's backup job to Proxmox Backup Server."
@@ -56,7 +56,8 @@ def test_a_database_outside_every_backup_job() -> None:
 def test_a_disabled_backup_job_backs_up_nothing() -> None:
     resources = runtime_stack()
     props(find(resources, "runtime-backup-job", "proxmoxve:backup/job:Job"))["enabled"] = False
-    assert len(check_stateful_protected(resources, STATEFUL_CONFIG, "runtime").violations) == 3
+    # zlh-zpack-proxy, zlh-artifacts and the two fleet containers.
+    assert len(check_stateful_protected(resources, STATEFUL_CONFIG, "runtime").violations) == 4
 
 
 def test_runtime_guests_resolve_and_route_on_the_runtime_side() -> None:

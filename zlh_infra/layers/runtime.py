@@ -55,6 +55,8 @@ class RuntimeArgs:
     fleet: Sequence[FleetMember]
     agent: Agent
     backup: Backup
+    #: The edge's stateful guests on this host, backed up by this host's job too.
+    edge_backups: Sequence[int] = ()
 
 
 class Runtime(pulumi.ComponentResource):
@@ -241,8 +243,10 @@ class Runtime(pulumi.ComponentResource):
                     depends_on=[container],
                 )
 
-        backed_up = [m.guest.vmid for m in args.fleet] + [
-            args.guests[service].vmid for service, spec in RUNTIME_SERVICES.items() if spec.stateful
+        backed_up = [
+            *(m.guest.vmid for m in args.fleet),
+            *(args.guests[name].vmid for name, spec in RUNTIME_SERVICES.items() if spec.stateful),
+            *args.edge_backups,
         ]
         if backed_up:
             contract = args.contract

@@ -92,6 +92,7 @@ CONTROL_PLANE_SERVICES: dict[str, ServiceSpec] = _svc(
         Layer.CONTROL_PLANE,
         VmidRole.CORE_INFRA,
         "Technitium DNS",
+        stateful=True,  # its zones
         startup_order=2,
         ingress=(
             Ingress(53, Peer.LAN, proto="udp", comment="DNS"),
@@ -138,6 +139,7 @@ CONTROL_PLANE_SERVICES: dict[str, ServiceSpec] = _svc(
         Layer.CONTROL_PLANE,
         VmidRole.NETWORK,
         "Traefik for portal, API, monitoring and Headscale",
+        stateful=True,  # its ACME account and certificates
         startup_order=5,
         ingress=(Ingress(80, Peer.ANY, comment="HTTP"), Ingress(443, Peer.ANY, comment="HTTPS")),
     ),
@@ -146,6 +148,7 @@ CONTROL_PLANE_SERVICES: dict[str, ServiceSpec] = _svc(
         Layer.CONTROL_PLANE,
         VmidRole.CORE_INFRA,
         "Headscale, the dev access VPN",
+        stateful=True,  # node keys and its database
         startup_order=5,
         ingress=(
             Ingress(8080, "zlh-proxy", comment="Headscale behind zlh-proxy"),
@@ -195,6 +198,7 @@ EDGE_SERVICES: dict[str, ServiceSpec] = _svc(
         Layer.EDGE,
         VmidRole.NETWORK,
         "Traefik for game servers and the dev IDE",
+        stateful=True,  # its ACME account and certificates
         startup_order=3,
         ingress=(Ingress(80, Peer.ANY, comment="HTTP"), Ingress(443, Peer.ANY, comment="HTTPS")),
     ),
