@@ -7,6 +7,7 @@ Needs only Python 3.11+: it installs uv (pinned) into ``.tools/``, lets uv build
     python3 tasks.py preview [ARGS...]   offline preview of both stacks, with policies
     python3 tasks.py test [PYTEST ARGS]  lint, type check and the test suite
     python3 tasks.py bench               the preview benchmark
+    python3 tasks.py lab up|check|down   the local LXC lab (root; docs/lab.md)
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("task", choices=["preview", "test", "bench", "sync"])
+    parser.add_argument("task", choices=["preview", "test", "bench", "sync", "lab"])
     parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the task")
     options = parser.parse_args(argv)
+    if options.task == "lab" and hasattr(os, "geteuid") and os.geteuid() != 0:
+        print(
+            "tasks.py lab: the lab needs root (it makes LXC containers, a network namespace "
+            "and nft rules); run it as root, e.g. sudo python3 tasks.py lab up",
+            file=sys.stderr,
+        )
+        return 2
 
     uv = _uv()
     if code := _run(uv, "sync", "--frozen", "--quiet"):
@@ -55,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if options.task == "preview":
         return _run(*run, "python", "-m", "zlh_infra", "preview", *options.args)
+    if options.task == "lab":
+        return _run(*run, "python", "-m", "zlh_infra", "lab", *options.args)
     if options.task == "bench":
         return _run(*run, "python", "-m", "benchmarks.preview", *options.args)
     for check in (

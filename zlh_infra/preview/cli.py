@@ -55,6 +55,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "zlh_infra.delivery.plan_diff",
     "zlh_infra.delivery.diagram",
     "zlh_infra.audit.cli",
+    "zlh_infra.lab.cli",
 )
 
 

@@ -181,6 +181,10 @@ def fake_secret(seed: str, length: int = 20) -> str:
     return "".join(alphabet[byte % len(alphabet)] for byte in digest[:length])
 
 
+#: Answers a generated secret: ``(resource type, resource name, length) -> value``.
+SecretValue = Callable[[str, str, int], str]
+
+
 def _last_segment(stack_name: str) -> str:
     return stack_name.rsplit("/", 1)[-1]
 
@@ -191,15 +195,20 @@ class PreviewMocks(Mocks):
     StackReference reads are answered from ``stack_outputs`` (keyed by stack name; an
     ``org/project/stack`` reference matches on its last segment), with the outputs named
     in ``secret_output_names`` wrapped as secrets like the engine returns them.
+
+    ``secret_value`` answers the ``result`` of RandomPassword and RandomString resources
+    (``(type, name, length) -> value``); without it they are ``fake_secret`` values.
     """
 
     def __init__(
         self,
         stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
         secret_output_names: Mapping[str, Collection[str]] | None = None,
+        secret_value: SecretValue | None = None,
     ) -> None:
         self.stack_outputs = dict(stack_outputs or {})
         self.secret_output_names = dict(secret_output_names or {})
+        self.secret_value = secret_value
         #: Referenced stacks this run had no outputs for.
         self.unresolved_references: list[str] = []
 
@@ -212,14 +221,19 @@ class PreviewMocks(Mocks):
         outputs = dict(args.inputs)
         if args.typ == RANDOM_PASSWORD_TYPE:
             length = int(rpc.unwrap_rpc_secret(outputs.get("length")) or 20)
-            password = fake_secret(f"password:{args.name}", length)
+            password = self._secret(args.typ, args.name, f"password:{args.name}", length)
             # Wrapped here already; the monitor also wraps additionalSecretOutputs.
             outputs["result"] = rpc.wrap_rpc_secret(password)
             outputs["bcryptHash"] = rpc.wrap_rpc_secret(fake_secret(f"bcrypt:{args.name}", 60))
         elif args.typ == RANDOM_STRING_TYPE:
             length = int(rpc.unwrap_rpc_secret(outputs.get("length")) or 20)
-            outputs["result"] = fake_secret(f"string:{args.name}", length)
+            outputs["result"] = self._secret(args.typ, args.name, f"string:{args.name}", length)
         return args.resource_id or self._resource_id(args), outputs
+
+    def _secret(self, type_: str, name: str, seed: str, length: int) -> str:
+        if self.secret_value is None:
+            return fake_secret(seed, length)
+        return self.secret_value(type_, name, length)
 
     @staticmethod
     def _resource_id(args: MockResourceArgs) -> str:

@@ -33,6 +33,7 @@ from zlh_infra.preview.recorder import (
     PreviewMocks,
     RecordingEngine,
     RecordingMonitor,
+    SecretValue,
     contains_secret,
 )
 from zlh_infra.preview.recording import Diagnostic, RecordedResource, StackRecording
@@ -142,11 +143,13 @@ def run_stack(
     preview: bool = True,
     organization: str = "organization",
     on_register: Callable[[RecordedResource], None] | None = None,
+    secret_value: SecretValue | None = None,
 ) -> StackRecording:
     """Run ``program`` as stack ``stack`` and return what it registered.
 
     ``stack_outputs`` answers StackReference reads (stack name -> outputs), and
-    ``secret_output_names`` says which of those outputs are secrets. Exceptions from
+    ``secret_output_names`` says which of those outputs are secrets; ``secret_value``
+    answers generated passwords and strings (see ``PreviewMocks``). Exceptions from
     the program become diagnostics; this function only raises for its own bugs.
     """
     context = contextvars.copy_context()
@@ -162,6 +165,7 @@ def run_stack(
         preview=preview,
         organization=organization,
         on_register=on_register,
+        secret_value=secret_value,
     )
     del context
     # A failed program leaves SDK coroutines that were created but never scheduled;
@@ -184,12 +188,13 @@ def _run_stack(
     preview: bool,
     organization: str,
     on_register: Callable[[RecordedResource], None] | None,
+    secret_value: SecretValue | None,
 ) -> StackRecording:
     # A fresh Settings drops the previous run's root stack, RPC manager and pending outputs.
     settings.reset_options(project=project, stack=stack, preview=preview, organization=organization)
     runtime_config.set_all_config(config, secret_keys)
 
-    mocks = PreviewMocks(stack_outputs, secret_output_names)
+    mocks = PreviewMocks(stack_outputs, secret_output_names, secret_value)
     monitor = RecordingMonitor(mocks, stack=stack, project=project, on_register=on_register)
     engine = RecordingEngine()
     # What set_mocks does, minus creating a root Stack: run_in_stack creates the one
@@ -315,6 +320,9 @@ def run_platform(
     project_file: Path | None = None,
     program: Program | None = None,
     observe: Callable[[str, Mapping[str, str]], StackObserver] | None = None,
+    preview: bool = True,
+    secret_values: Callable[[str], SecretValue] | None = None,
+    config_overlay: Callable[[str, Mapping[str, str]], Mapping[str, str]] | None = None,
 ) -> list[StackRecording]:
     """Preview ``stacks``, each from its stack file, core stacks before the stacks reading them.
 
@@ -326,6 +334,11 @@ def run_platform(
     each asked-for stack runs, for an observer that sees its resources as they register
     and its finished recording (the preview runs the policy pack that way, beside the
     program, as the engine does).
+
+    ``preview=False`` runs the programs as ``pulumi up`` would (no unknowns);
+    ``secret_values(stack)`` gives the stack's ``secret_value`` answer (see
+    ``PreviewMocks``); ``config_overlay(stack, config)`` returns the config a stack runs
+    with instead of its stack file's.
     """
     if project_file is None:
         first = next(iter(stack_files.values()), None)
@@ -371,16 +384,19 @@ def run_platform(
             core_recording = recordings[core]
             outputs[core] = core_recording.outputs
             secrets[core] = secret_exports(core_recording.outputs)
-        observer = observe(name, stack_file.config) if observe and name in stacks else None
+        config = config_overlay(name, stack_file.config) if config_overlay else stack_file.config
+        observer = observe(name, config) if observe and name in stacks else None
         recording = run_stack(
             name,
-            stack_file.config,
+            config,
             stack_file.secret_keys,
             run_program,
             project=project.name,
             stack_outputs=outputs,
             secret_output_names=secrets,
+            preview=preview,
             on_register=observer.register if observer else None,
+            secret_value=secret_values(name) if secret_values else None,
         )
         if stack_file.placeholder_keys:
             recording.diagnostics.insert(

@@ -1,0 +1,91 @@
+"""What the lab made and what it changed, kept in ``<state>/state.json`` between runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_VERSION = 1
+
+
+@dataclass(slots=True)
+class GuestState:
+    spec_hash: str
+    #: Read-only layers under the container's changes, topmost first.
+    lowers: list[str]
+
+
+@dataclass(slots=True)
+class LabState:
+    path: Path
+    netns: bool = False
+    #: ``net.ipv4.ip_forward`` before the lab set it (restored by ``lab down``).
+    ip_forward_before: str | None = None
+    #: Kernel settings (``/proc/sys`` paths) the lab raised, with their values before.
+    sysctl_before: dict[str, str] = field(default_factory=dict)
+    #: The subordinate ID files the lab added root's range to.
+    added_subids: list[str] = field(default_factory=list)
+    guests: dict[int, GuestState] = field(default_factory=dict)
+    #: Step URN -> hash of the (create, stdin, triggers) that last succeeded.
+    steps: dict[str, str] = field(default_factory=dict)
+    #: Step URN -> hash of a run that exited 69: a vendor artifact could not be fetched.
+    unavailable: dict[str, str] = field(default_factory=dict)
+    #: Why each unavailable step could not run (its own message, secrets masked).
+    unavailable_reasons: dict[str, str] = field(default_factory=dict)
+    release_server_pid: int | None = None
+    #: How many clone snapshots the lab has taken (names their layer directories).
+    layer_counter: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> LabState:
+        if not path.is_file():
+            return cls(path=path)
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"{path}: state of another lab version; run `lab down` first")
+        return cls(
+            path=path,
+            netns=bool(data.get("netns")),
+            ip_forward_before=data.get("ipForwardBefore"),
+            sysctl_before=dict(data.get("sysctlBefore", {})),
+            added_subids=list(data.get("addedSubids", [])),
+            guests={
+                int(vmid): GuestState(spec_hash=g["specHash"], lowers=list(g["lowers"]))
+                for vmid, g in data.get("guests", {}).items()
+            },
+            steps=dict(data.get("steps", {})),
+            unavailable=dict(data.get("unavailable", {})),
+            unavailable_reasons=dict(data.get("unavailableReasons", {})),
+            release_server_pid=data.get("releaseServerPid"),
+            layer_counter=int(data.get("layerCounter", 0)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "netns": self.netns,
+            "ipForwardBefore": self.ip_forward_before,
+            "sysctlBefore": self.sysctl_before,
+            "addedSubids": self.added_subids,
+            "guests": {
+                str(vmid): {"specHash": g.spec_hash, "lowers": g.lowers}
+                for vmid, g in sorted(self.guests.items())
+            },
+            "steps": dict(sorted(self.steps.items())),
+            "unavailable": dict(sorted(self.unavailable.items())),
+            "unavailableReasons": dict(sorted(self.unavailable_reasons.items())),
+            "releaseServerPid": self.release_server_pid,
+            "layerCounter": self.layer_counter,
+        }
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(self.to_json(), handle, indent=1)
+            handle.write("\n")
+        os.replace(temporary, self.path)
