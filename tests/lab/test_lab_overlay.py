@@ -12,6 +12,7 @@ from zlh_infra.lab.overlay import (
     BuiltRelease,
     ReleaseSha256,
     apply_overlay,
+    mirror_overlay,
     referenced_releases,
 )
 from zlh_infra.lab.releases import build_releases
@@ -93,3 +94,29 @@ def test_overlay_keys_exist_in_the_shipped_stack_files(stack: str) -> None:
     text = (ROOT / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8")
     for key in LAB_OVERLAY[stack]:
         assert f"{key}:" in text
+
+
+def test_a_local_mirror_serves_every_download_it_holds_with_the_stack_files_digest() -> None:
+    config = {
+        "zlh-infra:traefik": json.dumps(
+            {
+                "version": "3.3.4",
+                "url": "https://github.com/x/traefik_v3.3.4.tar.gz",
+                "sha256": "a" * 64,
+            }
+        ),
+        "zlh-infra:releases": json.dumps(
+            {"api": {"version": "1", "url": "https://r.example/api.tar.gz", "sha256": "b" * 64}}
+        ),
+        "zlh-infra:stage": "platform",
+    }
+    mirrored, changed = mirror_overlay(config, ["traefik_v3.3.4.tar.gz"], "http://100.72.1.1:8088")
+    assert changed == ["zlh-infra:traefik.url"]
+    assert json.loads(mirrored["zlh-infra:traefik"]) == {
+        "version": "3.3.4",
+        "url": "http://100.72.1.1:8088/mirror/traefik_v3.3.4.tar.gz",
+        "sha256": "a" * 64,
+    }
+    # What the mirror does not hold, and plain values, are left as they are.
+    assert mirrored["zlh-infra:releases"] == config["zlh-infra:releases"]
+    assert mirrored["zlh-infra:stage"] == "platform"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from zlh_infra.lab.system import LabError
@@ -29,6 +30,15 @@ def register(commands: Any) -> None:
         action="store_true",
         help="after a failed step, run everything that does not depend on it (exit 1 at the end)",
     )
+    up.add_argument(
+        "--artifacts",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "an operator's mirror of vendor artifacts: a download of the stack files whose "
+            "file name is in DIR is served from there (its SHA-256 still checked)"
+        ),
+    )
     check = actions.add_parser("check", help="check the lab's guests and services")
     check.add_argument("--format", choices=("table", "json"), default="table")
     down = actions.add_parser("down", help="remove everything the lab made")
@@ -43,7 +53,7 @@ def handle(args: argparse.Namespace) -> int:
 
     try:
         if args.lab_command == "up":
-            return commands.up(keep_going=args.keep_going)
+            return commands.up(keep_going=args.keep_going, artifacts=args.artifacts)
         if args.lab_command == "check":
             return commands.check(output_format=args.format)
         return commands.down(purge_cache=args.purge)

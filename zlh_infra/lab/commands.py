@@ -26,7 +26,13 @@ from zlh_infra.lab.checks import (
     unavailable_results,
 )
 from zlh_infra.lab.lxcconf import router_setup_script
-from zlh_infra.lab.overlay import LAB_OVERLAY, apply_overlay, referenced_releases
+from zlh_infra.lab.overlay import (
+    LAB_OVERLAY,
+    MIRROR,
+    apply_overlay,
+    mirror_overlay,
+    referenced_releases,
+)
 from zlh_infra.lab.paths import HOST_NFT_TABLE, LabDirs, release_base_url
 from zlh_infra.lab.plan import Action, LabGuest, LabPlan, build_plan, decide, redact
 from zlh_infra.lab.releases import build_releases
@@ -91,13 +97,18 @@ def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Reco
     missing = referenced_releases(LAB_OVERLAY) - set(releases)
     notes: list[str] = []
 
+    mirror = dirs.releases / MIRROR
+    mirrored = sorted(p.name for p in mirror.iterdir()) if mirror.is_dir() else []
+
     def overlay(stack: str, config: Mapping[str, str]) -> Mapping[str, str]:
         result = apply_overlay(config, LAB_OVERLAY.get(stack, {}), releases)
         missing.update(result.missing)
         notes.extend(
             f"{stack}: lab overlay skips {key} (not in the stack file)" for key in result.skipped
         )
-        return result.config
+        mirrored_config, changed = mirror_overlay(result.config, mirrored, release_base_url())
+        notes.extend(f"{stack}: {path} from the local mirror" for path in changed)
+        return mirrored_config
 
     with contextlib.redirect_stdout(sys.stderr):
         recordings = run_platform(
@@ -173,12 +184,27 @@ def _build(dirs: LabDirs, plan: LabPlan, guest: LabGuest, lowers: list[Path]) ->
     return f"running (systemd {booted}), NAT and dnsmasq up"
 
 
-def up(*, keep_going: bool = False) -> int:
+def link_mirror(dirs: LabDirs, artifacts: Path | None) -> None:
+    """Serve the files of ``artifacts`` (an operator's mirror) in the lab, or none."""
+    mirror = dirs.releases / MIRROR
+    shutil.rmtree(mirror, ignore_errors=True)
+    if artifacts is None:
+        return
+    if not artifacts.is_dir():
+        raise LabError(f"--artifacts {artifacts}: not a directory")
+    mirror.mkdir(parents=True)
+    for item in sorted(artifacts.iterdir()):
+        if item.is_file():
+            (mirror / item.name).symlink_to(item.resolve())
+
+
+def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     started = time.monotonic()
     require_root()
     ensure_host_packages()
     dirs = LabDirs.from_env()
     dirs.state.mkdir(parents=True, exist_ok=True)
+    link_mirror(dirs, artifacts)
     # Containers (in their user namespace) must pass through to their layers; the secrets
     # file itself is 0600.
     os.chmod(dirs.state, 0o711)

@@ -10,7 +10,8 @@ values alone and marks the checks needing it "not checked".
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,3 +166,45 @@ def apply_overlay(
                 result.skipped.append(f"{key}.{sub}")
         result.config[key] = _to_json(current) if isinstance(current, dict) else str(current)
     return result
+
+
+#: Where ``lab up --artifacts DIR`` serves the operator's mirror, under the release server.
+MIRROR = "mirror"
+
+
+def mirror_overlay(
+    config: Mapping[str, str], mirrored: Collection[str], base_url: str
+) -> tuple[dict[str, str], list[str]]:
+    """``config`` with every download the mirror holds pointed at the lab's copy of it.
+
+    A download is any config object with a ``url`` and a ``sha256`` (releases, vendor
+    artifacts); the mirror holds it when it has a file named as the URL's last path
+    segment. The SHA-256 stays the stack file's, so the step still proves the file.
+    Returns the new config and the config paths it changed.
+    """
+    changed: list[str] = []
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, dict):
+            url = value.get("url")
+            if isinstance(url, str) and isinstance(value.get("sha256"), str):
+                name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
+                if name and name in mirrored:
+                    changed.append(f"{path}.url")
+                    return {**value, "url": f"{base_url}/{MIRROR}/{name}"}
+            return {key: walk(item, f"{path}.{key}") for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return value
+
+    result = dict(config)
+    for key, text in config.items():
+        try:
+            value = json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            continue
+        if isinstance(value, (dict, list)):
+            walked = walk(value, key)
+            if walked != value:
+                result[key] = _to_json(walked)
+    return result, changed
