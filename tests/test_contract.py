@@ -6,8 +6,16 @@ from typing import Any
 
 import pytest
 
-from zlh_infra.contract import CONTRACT_OUTPUTS, CONTRACT_VERSION, ContractError, parse_contract
+from zlh_infra.contract import (
+    CONTRACT_OUTPUTS,
+    CONTRACT_VERSION,
+    DEPLOY_TIME_OUTPUTS,
+    SECRET_OUTPUTS,
+    ContractError,
+    parse_contract,
+)
 
+FINGERPRINT = ":".join(["ab"] * 32)
 GOOD: dict[str, Any] = {
     "contractVersion": CONTRACT_VERSION,
     "coreNode": "zlh-core",
@@ -16,21 +24,56 @@ GOOD: dict[str, Any] = {
     "monitorManagementAddress": "10.99.0.20",
     "pbsServer": "10.99.0.21",
     "pbsDatastore": "zlh",
-    "pbsUsername": "zlh-runtime@pbs",
-    "pbsPassword": "s3cret-value",
+    "pbsFingerprint": FINGERPRINT,
+    "pbsHosts": {
+        "runtime": {
+            "username": "zlh-runtime@pbs",
+            "password": "s3cret-value",
+            "namespace": "runtime",
+        }
+    },
     "headscaleUrl": "https://vpn.zerolaghub.com",
+    "headscalePreauthKey": "0123456789abcdef0123456789abcdef0123456789abcdef",
     "coreVmids": [100, 101],
 }
 
 
-def test_good_contract_parses_and_hides_the_password() -> None:
+def test_the_contract_is_version_2_with_its_secrets_and_deploy_time_values() -> None:
+    assert CONTRACT_VERSION == 2
+    assert {"pbsHosts", "headscalePreauthKey"} == SECRET_OUTPUTS
+    assert {"pbsFingerprint", "headscalePreauthKey"} == DEPLOY_TIME_OUTPUTS
+    assert set(SECRET_OUTPUTS | DEPLOY_TIME_OUTPUTS) <= set(CONTRACT_OUTPUTS)
+    assert "pbsUsername" not in CONTRACT_OUTPUTS and "pbsPassword" not in CONTRACT_OUTPUTS
+
+
+def test_good_contract_parses_and_hides_the_secrets() -> None:
     contract = parse_contract(GOOD, core_stack="core")
     assert str(contract.api_management_address) == "10.99.0.10"
+    assert contract.pbs_fingerprint == FINGERPRINT
     assert "s3cret-value" not in repr(contract)
+    assert "0123456789abcdef" not in repr(contract)
     assert contract.core_vmids == frozenset({100, 101})
 
 
-@pytest.mark.parametrize("missing", [n for n in CONTRACT_OUTPUTS if n != "pbsFingerprint"])
+def test_a_runtime_stack_picks_its_own_pbs_login() -> None:
+    contract = parse_contract(GOOD, core_stack="core")
+    host = contract.pbs_host("runtime", core_stack="core")
+    assert (host.username, host.namespace) == ("zlh-runtime@pbs", "runtime")
+    assert host.password.get_secret_value() == "s3cret-value"
+
+
+def test_a_runtime_stack_without_a_pbs_login_is_refused_naming_the_key() -> None:
+    contract = parse_contract(GOOD, core_stack="acme/zlh-infra/core")
+    with pytest.raises(ContractError) as raised:
+        contract.pbs_host("runtime-2", core_stack="acme/zlh-infra/core")
+    assert str(raised.value) == (
+        "core stack 'acme/zlh-infra/core' has no Proxmox Backup Server user for stack "
+        "'runtime-2' (it has: runtime): add zlh-infra:pbs.runtimeHosts.runtime-2 to the "
+        "core stack and run `pulumi up` on it first"
+    )
+
+
+@pytest.mark.parametrize("missing", CONTRACT_OUTPUTS)
 def test_missing_output_is_named_with_the_core_stack(missing: str) -> None:
     outputs = {k: v for k, v in GOOD.items() if k != missing}
     with pytest.raises(
@@ -39,11 +82,28 @@ def test_missing_output_is_named_with_the_core_stack(missing: str) -> None:
         parse_contract(outputs, core_stack="acme/zlh-infra/core")
 
 
+def test_deploy_time_outputs_may_be_pending_and_nothing_else() -> None:
+    outputs = {k: v for k, v in GOOD.items() if k not in DEPLOY_TIME_OUTPUTS}
+    contract = parse_contract(outputs, core_stack="core", pending=DEPLOY_TIME_OUTPUTS)
+    assert contract.pbs_fingerprint is None and contract.headscale_preauth_key is None
+    without_server = {k: v for k, v in GOOD.items() if k != "pbsServer"}
+    with pytest.raises(ContractError, match="does not export pbsServer:"):
+        parse_contract(without_server, core_stack="core", pending={"pbsServer"})
+
+
 def test_other_contract_version_is_refused() -> None:
-    with pytest.raises(ContractError, match="exports contractVersion 2, this program needs 1"):
-        parse_contract({**GOOD, "contractVersion": 2}, core_stack="core")
+    with pytest.raises(ContractError, match="exports contractVersion 1, this program needs 2"):
+        parse_contract({**GOOD, "contractVersion": 1}, core_stack="core")
 
 
-def test_wrong_output_type_names_the_output() -> None:
-    with pytest.raises(ContractError, match="output apiManagementAddress: "):
-        parse_contract({**GOOD, "apiManagementAddress": "api.internal"}, core_stack="core")
+@pytest.mark.parametrize(
+    ("output", "value"),
+    [
+        ("apiManagementAddress", "api.internal"),
+        ("pbsFingerprint", "AB:CD"),
+        ("pbsHosts", {"runtime": {"username": "root@pam", "password": "x", "namespace": "r"}}),
+    ],
+)
+def test_wrong_output_type_names_the_output(output: str, value: Any) -> None:
+    with pytest.raises(ContractError, match=f"output {output}[.:]"):
+        parse_contract({**GOOD, output: value}, core_stack="core")

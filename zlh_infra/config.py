@@ -6,6 +6,8 @@ value raises ``ConfigError`` listing each problem as ``zlh-infra:<key path>: <ru
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections import Counter
@@ -39,7 +41,9 @@ from zlh_infra.platform.catalogue import (
     Network,
     ServiceSpec,
 )
+from zlh_infra.platform.topology import StackRole, UnknownStackError, stack_role
 from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
+from zlh_infra.services.paper import heap_mb as paper_heap_mb
 
 NAMESPACE = "zlh-infra"
 
@@ -217,6 +221,43 @@ class CoreDomains(_Model):
     )
 
 
+_CALENDAR_EVENT = re.compile(r"^[A-Za-z0-9*:/,.~ -]{1,64}$")
+
+
+def _calendar_event(value: str) -> str:
+    """A Proxmox calendar event (systemd-like): ``daily``, ``sat 03:30``, ``*-*-* 02:30``."""
+    if not _CALENDAR_EVENT.match(value) or not value.strip() or value != value.strip():
+        raise ValueError(
+            f"{value!r} is not a calendar event (e.g. daily, sat 03:30, *-*-* 02:30): "
+            "letters, digits, spaces and * : / , . ~ -, at most 64 characters"
+        )
+    return value
+
+
+CalendarEvent = Annotated[str, AfterValidator(_calendar_event)]
+PbsUserId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}@pbs$")]
+PbsNamespace = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")]
+
+
+class PbsRetention(_Model):
+    """What the datastore's own prune job keeps (each host's backup job prunes too)."""
+
+    keep_last: int | None = Field(default=None, ge=0, description="most recent backups kept")
+    keep_daily: int = Field(default=7, ge=0, description="daily backups kept")
+    keep_weekly: int = Field(default=4, ge=0, description="weekly backups kept")
+    keep_monthly: int = Field(default=3, ge=0, description="monthly backups kept")
+    keep_yearly: int | None = Field(default=None, ge=0, description="yearly backups kept")
+
+
+class PbsHostUser(_Model):
+    """The PBS user one Proxmox host backs up as, and the namespace that is its own."""
+
+    user: PbsUserId = Field(description="PBS user, <name>@pbs (password generated)")
+    namespace: PbsNamespace = Field(
+        description="namespace of the datastore the host writes to; the user may touch no other"
+    )
+
+
 class Pbs(_Model):
     datastore: str = Field(
         default="zlh",
@@ -226,13 +267,73 @@ class Pbs(_Model):
     fingerprint: str | None = Field(
         default=None,
         pattern=r"^([0-9a-f]{2}:){31}[0-9a-f]{2}$",
-        description="PBS certificate fingerprint (SHA-256, aa:bb:...), known after its first boot",
+        description=(
+            "optional pin of the PBS certificate's SHA-256 fingerprint (aa:bb:...): the program "
+            "reads the fingerprint from zlh-back on every deploy, and fails if it differs from this"
+        ),
     )
-    runtime_user: str = Field(
-        default="zlh-runtime@pbs",
-        pattern=r"^[A-Za-z0-9._-]+@pbs$",
-        description="PBS user the runtime hosts back up as (password generated)",
+    version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9][A-Za-z0-9.+~:-]{0,63}$",
+        description="pin proxmox-backup-server to this Debian version; unset, the repository's",
     )
+    core_user: PbsHostUser = Field(
+        default=PbsHostUser(user="zlh-core@pbs", namespace="core"),
+        description="the core host's PBS user and namespace",
+    )
+    runtime_hosts: dict[str, PbsHostUser] = Field(
+        default={},
+        description=(
+            "per runtime stack (its name: runtime, runtime-<x>), the PBS user and namespace its "
+            "host backs up as; a runtime stack without an entry refuses to deploy"
+        ),
+    )
+    retention: PbsRetention = Field(
+        default=PbsRetention(), description="what the datastore's prune job keeps"
+    )
+    gc_schedule: CalendarEvent = Field(
+        default="sat 03:30", description="garbage collection of the datastore (calendar event)"
+    )
+    prune_schedule: CalendarEvent = Field(
+        default="daily", description="the datastore's prune job (calendar event)"
+    )
+    verify_schedule: CalendarEvent = Field(
+        default="sun 05:00", description="the datastore's verify job (calendar event)"
+    )
+    verify_outdated_after: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="re-verify snapshots verified more than this many days ago",
+    )
+
+    def problems(self) -> list[str]:
+        found = []
+        for stack in self.runtime_hosts:
+            try:
+                role = stack_role(stack)
+            except UnknownStackError:
+                role = None
+            if role is not StackRole.RUNTIME or "/" in stack:
+                found.append(
+                    f"pbs.runtimeHosts.{stack}: not a runtime stack name (runtime or runtime-<x>)"
+                )
+        hosts = [("pbs.coreUser", self.core_user)] + [
+            (f"pbs.runtimeHosts.{stack}", host) for stack, host in self.runtime_hosts.items()
+        ]
+        found += _duplicates("user", ((f"{key}.user", h.user) for key, h in hosts))
+        found += _duplicates("namespace", ((f"{key}.namespace", h.namespace) for key, h in hosts))
+        retention = self.retention
+        counts = [
+            retention.keep_last,
+            retention.keep_daily,
+            retention.keep_weekly,
+            retention.keep_monthly,
+            retention.keep_yearly,
+        ]
+        if not any(counts):
+            found.append("pbs.retention: keeps nothing; set at least one count above 0")
+        return found
 
 
 _SHA256 = r"^[0-9a-f]{64}$"
@@ -271,6 +372,309 @@ class Releases(_Model):
     zpack_portal: Release = Field(description="zpack-portal (a Next.js standalone .tar.gz)")
 
 
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+class VendorArtifact(Release):
+    """Software only its vendor ships (a binary, jar, tarball or .deb), pinned by SHA-256.
+
+    Core guests fetch it from ``url``; runtime guests from zlh-artifacts, which mirrors
+    it from ``url`` (so a runtime host keeps working while the core host is down).
+    """
+
+    url: DownloadUrl = Field(description="the vendor's download URL (or your mirror's)")
+    file: str | None = Field(
+        default=None,
+        pattern=_FILE_NAME.pattern,
+        description=(
+            "file name in zlh-artifacts and in the guest; unset, the URL's last path segment"
+        ),
+    )
+
+    @property
+    def file_name(self) -> str:
+        return self.file or urlsplit(self.url).path.rsplit("/", 1)[-1]
+
+    def problems(self, key: str, suffix: str | None = None) -> list[str]:
+        name = self.file_name
+        if self.file is None and not _FILE_NAME.match(name):
+            return [f"{key}.url: its last path segment {name!r} is no file name; set {key}.file"]
+        if suffix is not None and not name.endswith(suffix):
+            where = "file" if self.file is not None else "url"
+            return [f"{key}.{where}: {name!r} must be a {suffix} file"]
+        return []
+
+
+_KEY_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+_KEY_END = "-----END PGP PUBLIC KEY BLOCK-----"
+_ARMOR_HEADER = re.compile(r"^[A-Za-z][A-Za-z0-9-]*: .*$")
+_BASE64_LINE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+_ARMOR_CRC = re.compile(r"^=[A-Za-z0-9+/]{4}$")
+
+
+def _armored_public_key(value: str) -> str:
+    """An ASCII-armored OpenPGP public key block (``gpg --armor --export``)."""
+    problem = (
+        "not an ASCII-armored PGP public key block: the vendor's signing key as "
+        f"`gpg --armor --export` prints it, from {_KEY_BEGIN} to {_KEY_END}"
+    )
+    lines = [line.rstrip() for line in value.strip().splitlines()]
+    if len(lines) < 4 or lines[0] != _KEY_BEGIN or lines[-1] != _KEY_END:
+        raise ValueError(problem)
+    inner = lines[1:-1]
+    while inner and _ARMOR_HEADER.match(inner[0]):
+        inner = inner[1:]
+    if not inner or inner[0] != "":
+        raise ValueError(f"{problem} (a blank line must follow the armor headers)")
+    body = inner[1:]
+    if body and _ARMOR_CRC.match(body[-1]):
+        body = body[:-1]
+    if not body or not all(_BASE64_LINE.match(line) for line in body):
+        raise ValueError(f"{problem} (its body is not base64)")
+    try:
+        packets = base64.b64decode("".join(body), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{problem} (its body is not base64)") from None
+    # The first packet is a public key (tag 6), old or new packet format.
+    first = packets[0] if packets else 0
+    tag = (first & 0x3F) if first & 0x40 else (first & 0x3C) >> 2
+    if not first & 0x80 or tag != 6:
+        raise ValueError(f"{problem} (it does not start with a public key packet)")
+    return value.strip() + "\n"
+
+
+ArmoredPublicKey = Annotated[str, AfterValidator(_armored_public_key)]
+_APT_URI = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/-]*)?$")
+AptWord = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")]
+
+
+def _apt_uri(value: str) -> str:
+    if not _APT_URI.match(value):
+        raise ValueError(
+            f"{value!r} is not an APT repository URI: http(s)://host[:port][/path], "
+            "no credentials, query or spaces"
+        )
+    return value
+
+
+class AptRepository(_Model):
+    """A vendor's APT repository, trusted through the signing key given here (never fetched)."""
+
+    uri: Annotated[str, AfterValidator(_apt_uri)] = Field(description="the repository's URI")
+    suite: AptWord = Field(description="suite (distribution), e.g. stable or bookworm")
+    components: list[AptWord] = Field(min_length=1, description="components, e.g. [main]")
+    key: ArmoredPublicKey = Field(
+        description=(
+            "the vendor's signing key, ASCII-armored (a multi-line string: "
+            "-----BEGIN PGP PUBLIC KEY BLOCK----- ...); check its fingerprint with the vendor"
+        )
+    )
+
+
+class AptRepositories(_Model):
+    grafana: AptRepository = Field(description="Grafana's repository (apt.grafana.com)")
+    proxmox_backup: AptRepository = Field(
+        description="Proxmox's pbs-no-subscription repository, for Proxmox Backup Server"
+    )
+
+
+class CoreVendor(_Model):
+    """Vendor software of the core stack, fetched by its guests from each URL."""
+
+    traefik: VendorArtifact = Field(description="Traefik v3 release tarball, for zlh-proxy")
+    headscale: VendorArtifact = Field(description="Headscale .deb (linux amd64), for zlh-ctl")
+    technitium: VendorArtifact = Field(
+        description="Technitium DNS Server portable tarball (DnsServerPortable.tar.gz), for zlh-dns"
+    )
+    dotnet: VendorArtifact = Field(
+        description=(
+            "ASP.NET Core runtime tarball (linux x64) of the major version Technitium requires"
+        )
+    )
+
+    def problems(self) -> list[str]:
+        return [
+            *self.traefik.problems("vendor.traefik"),
+            *self.headscale.problems("vendor.headscale", ".deb"),
+            *self.technitium.problems("vendor.technitium"),
+            *self.dotnet.problems("vendor.dotnet"),
+        ]
+
+
+class RuntimeVendor(_Model):
+    """Vendor software of a runtime stack: zlh-artifacts mirrors it, the guests fetch it there."""
+
+    traefik: VendorArtifact = Field(description="Traefik v3 release tarball, for zlh-zpack-proxy")
+    velocity: VendorArtifact = Field(description="Velocity proxy jar, for zlh-velocity")
+    paper: VendorArtifact = Field(description="Paper server jar, for the game template")
+    code_server: VendorArtifact = Field(
+        description="code-server .deb (amd64), for the dev template"
+    )
+    tailscale: VendorArtifact = Field(
+        description="Tailscale .deb (amd64), the dev VPN client in the dev template"
+    )
+    java: VendorArtifact | None = Field(
+        default=None,
+        description=(
+            "a JRE tarball (Temurin 21, say) for Paper 1.20.5 and later; unset, Debian's OpenJDK 17"
+        ),
+    )
+
+    def problems(self) -> list[str]:
+        return [
+            *self.traefik.problems("vendor.traefik"),
+            *self.velocity.problems("vendor.velocity", ".jar"),
+            *self.paper.problems("vendor.paper", ".jar"),
+            *self.code_server.problems("vendor.codeServer", ".deb"),
+            *self.tailscale.problems("vendor.tailscale", ".deb"),
+            *(self.java.problems("vendor.java") if self.java else []),
+        ]
+
+    def artifacts(self) -> dict[str, VendorArtifact]:
+        """By artifact name (its directory in zlh-artifacts)."""
+        found = {
+            "traefik": self.traefik,
+            "velocity": self.velocity,
+            "paper": self.paper,
+            "code-server": self.code_server,
+            "tailscale": self.tailscale,
+        }
+        if self.java is not None:
+            found["java"] = self.java
+        return found
+
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_LEGO_PROVIDER = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def _resolver(value: str) -> str:
+    address, _, port = value.rpartition(":")
+    try:
+        IPv4Address(address)
+        valid = port.isdigit() and 0 < int(port) < 65536
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"{value!r} is not ipv4:port")
+    return value
+
+
+def _acme_domain(value: str) -> str:
+    _domain(value[2:] if value.startswith("*.") else value)
+    return value
+
+
+EnvName = Annotated[str, Field(pattern=_ENV_NAME.pattern)]
+
+
+class Acme(_Model):
+    """How the stack's Traefik gets its certificates from Let's Encrypt."""
+
+    email: Annotated[str, AfterValidator(_email)] = Field(
+        description="ACME account email (expiry notices)"
+    )
+    challenge: Literal["http", "dns"] = Field(
+        default="http",
+        description=(
+            "http: HTTP-01 on port 80 (the router forwards 80 and 443); dns: DNS-01 through "
+            "dnsProvider, with the secret acmeDnsCredentials (needed for wildcard domains)"
+        ),
+    )
+    dns_provider: str | None = Field(
+        default=None,
+        pattern=_LEGO_PROVIDER.pattern,
+        description="the lego DNS provider of the dns challenge (cloudflare, ovh, ...)",
+    )
+    dns_resolvers: list[Annotated[str, AfterValidator(_resolver)]] = Field(
+        default=["1.1.1.1:53", "9.9.9.9:53"],
+        min_length=1,
+        description="resolvers (ipv4:port) that check the dns challenge's propagation",
+    )
+    domains: list[Annotated[str, AfterValidator(_acme_domain)]] = Field(
+        default=[],
+        description=(
+            "certificates requested up front (the first is the main name, the rest its SANs; "
+            "a *. wildcard needs the dns challenge); unset, one per routed host"
+        ),
+    )
+    ca_server: DownloadUrl | None = Field(
+        default=None,
+        description="another ACME directory (Let's Encrypt staging, say); unset, production",
+    )
+
+    @field_validator("ca_server")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme != "https":
+            raise ValueError(f"{value!r} must be an https:// ACME directory URL")
+        return value
+
+
+class Headscale(_Model):
+    base_domain: DomainName = Field(
+        description=(
+            "MagicDNS domain of the dev VPN (<node>.<baseDomain>); must not contain "
+            "domains.headscale"
+        )
+    )
+    key_expiration: str = Field(
+        default="8760h",
+        pattern=r"^[1-9][0-9]{0,5}(h|d|w|y)$",
+        description=(
+            "lifetime of the dev containers' reusable pre-auth key, e.g. 8760h; it is renewed "
+            "when the Headscale step runs within 30 days of its expiry"
+        ),
+    )
+
+
+class Dns(_Model):
+    """Technitium DNS on zlh-dns: the core zone (network.dnsDomain) and what it forwards."""
+
+    forwarders: list[IPv4Address] = Field(
+        default=[],
+        description="upstream resolvers (IPv4); unset, Technitium resolves recursively itself",
+    )
+
+
+class Paper(_Model):
+    """Paper in the game template, the clone source of every game container.
+
+    Each game container's heap follows its ``memoryMb``: all but 512 MiB.
+    """
+
+    accept_eula: bool = Field(
+        description=(
+            "must be true: deploying Paper accepts the Minecraft EULA "
+            "(https://aka.ms/MinecraftEULA) on the operator's behalf"
+        )
+    )
+    motd: str = Field(
+        default="A ZeroLagHub server",
+        min_length=1,
+        max_length=120,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="server list message (no control characters)",
+    )
+
+    @field_validator("accept_eula")
+    @classmethod
+    def _accepted(cls, value: bool) -> bool:
+        if value is not True:
+            raise ValueError(
+                "must be true: Paper runs only once the operator accepts the Minecraft EULA "
+                "(https://aka.ms/MinecraftEULA)"
+            )
+        return value
+
+
 class Database(_Model):
     name: str = Field(
         default="zpack", pattern=r"^[A-Za-z0-9_]{1,64}$", description="zpack-api's database"
@@ -304,6 +708,11 @@ class Monitoring(_Model):
             "finds that host's game and dev containers, declared or made by zpack-api, there"
         ),
     )
+    grafana_version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9][A-Za-z0-9.+~:-]{0,63}$",
+        description="pin Grafana to this Debian version of its repository; unset, the latest",
+    )
 
 
 Stage = Literal["routers", "platform"]
@@ -332,6 +741,14 @@ class _StackConfig(_Model):
         description="the stack's platform services by name (see the catalogue in docs)"
     )
     backup: Backup = Field(default=Backup(), description="schedule and retention of backups")
+    acme: Acme = Field(description="Let's Encrypt for the stack's Traefik")
+    acme_dns_credentials: dict[EnvName, Secret] | None = Field(
+        default=None,
+        description=(
+            "the dns challenge's provider credentials, as lego's environment variables "
+            "(`pulumi config set --secret --path 'acmeDnsCredentials.CF_DNS_API_TOKEN' ...`)"
+        ),
+    )
 
     #: Services this kind of stack runs (checked against ``guests``).
     SERVICES: ClassVar[tuple[Mapping[str, ServiceSpec], ...]] = ()
@@ -382,6 +799,7 @@ class _StackConfig(_Model):
                     f"guests.{name}.managementAddress: {name} has no management NIC; remove it"
                 )
         found += self._network_problems()
+        found += self._acme_problems()
         found += _duplicates("VMID", self.all_vmids())
         found += _duplicates(
             "address",
@@ -393,6 +811,31 @@ class _StackConfig(_Model):
             why = usable(segments[network].cidr, address)
             if why:
                 found.append(f"{key}: {why} (network.{network})")
+        return found
+
+    def _acme_problems(self) -> list[str]:
+        found = []
+        acme = self.acme
+        if acme.challenge == "dns":
+            if acme.dns_provider is None:
+                found.append("acme.dnsProvider: required with the dns challenge")
+            if not self.acme_dns_credentials:
+                found.append(
+                    "acmeDnsCredentials: required with the dns challenge: the provider's "
+                    "credentials, as lego's environment variables"
+                )
+        else:
+            if acme.dns_provider is not None:
+                found.append("acme.dnsProvider: only the dns challenge uses a provider; remove it")
+            if self.acme_dns_credentials is not None:
+                found.append(
+                    "acmeDnsCredentials: only the dns challenge uses credentials; remove them"
+                )
+            for index, name in enumerate(acme.domains):
+                if name.startswith("*."):
+                    found.append(
+                        f"acme.domains[{index}]: the wildcard {name} needs the dns challenge"
+                    )
         return found
 
     def _network_problems(self) -> list[str]:
@@ -423,13 +866,28 @@ class CoreStackConfig(_StackConfig):
     pbs: Pbs = Field(default=Pbs(), description="Proxmox Backup Server on zlh-back")
     releases: Releases = Field(description="zpack-api and zpack-portal releases")
     database: Database = Field(default=Database(), description="zpack-api's MariaDB database")
-    monitoring: Monitoring = Field(default=Monitoring(), description="Prometheus on zlh-monitor")
+    monitoring: Monitoring = Field(
+        default=Monitoring(), description="Prometheus and Grafana on zlh-monitor"
+    )
+    vendor: CoreVendor = Field(description="vendor software of the core guests, pinned")
+    apt_repositories: AptRepositories = Field(
+        description="vendor APT repositories (Grafana, Proxmox Backup Server) and their keys"
+    )
+    headscale: Headscale = Field(description="Headscale, the dev VPN's control server, on zlh-ctl")
+    dns: Dns = Field(default=Dns(), description="Technitium DNS on zlh-dns")
 
     def problems(self) -> list[str]:
         found = super().problems()
         router = self.guests.get("zlh-router")
         if router is not None and router.lan_address not in (None, self.network.lan.gateway):
             found.append("guests.zlh-router.lanAddress: must equal network.lan.gateway")
+        found += self.vendor.problems() + self.pbs.problems()
+        server, base = self.domains.headscale, self.headscale.base_domain
+        if base == server or server.endswith(f".{base}"):
+            found.append(
+                f"headscale.baseDomain: {base} contains domains.headscale ({server}); MagicDNS "
+                "would shadow the control server's name"
+            )
         return found + self._monitoring_problems()
 
     def _monitoring_problems(self) -> list[str]:
@@ -464,13 +922,17 @@ class CoreStackConfig(_StackConfig):
 class Template(_Model):
     """A base template (200-299) that game or dev containers are cloned from."""
 
-    vmid: Vmid
-    kind: Literal["game", "dev"]
+    vmid: Vmid = Field(description="Proxmox VMID, in the template range (200-299)")
+    kind: Literal["game", "dev"] = Field(
+        description="game: Paper (behind Velocity); dev: code-server and the dev VPN client"
+    )
     lan_address: IPv4Address = Field(description="LAN address while the image is being built")
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
         min_length=1, description="ports the workload serves on the LAN, via the edge"
     )
-    setup: str = Field(default="", description="shell run once inside the template")
+    setup: str = Field(
+        default="", description="extra shell run inside the template, after its workload"
+    )
 
 
 class FleetGuest(Size):
@@ -516,6 +978,10 @@ class RuntimeStackConfig(_StackConfig):
     )
     games: list[FleetGuest] = Field(default=[], description="game containers")
     devs: list[FleetGuest] = Field(default=[], description="dev containers")
+    vendor: RuntimeVendor = Field(
+        description="vendor software of the runtime guests, mirrored by zlh-artifacts"
+    )
+    paper: Paper = Field(description="Paper in the game templates")
 
     def all_vmids(self) -> Iterator[tuple[str, int]]:
         yield from super().all_vmids()
@@ -594,6 +1060,12 @@ class RuntimeStackConfig(_StackConfig):
                         self.fleet_addresses(network, guest.vmid)
                     except AddressPlanError as error:
                         found.append(f"{kind}[{index}].vmid: on network.{network}: {error}")
+        found += self.vendor.problems()
+        for index, guest in enumerate(self.games):
+            try:
+                paper_heap_mb(guest.memory_mb)
+            except ValueError as error:
+                found.append(f"games[{index}].memoryMb: {error}")
         names = Counter(g.name for g in [*self.games, *self.devs])
         for name in sorted(n for n, count in names.items() if count > 1):
             found.append(f"devs: name {name!r} is also a game container's name")
@@ -669,13 +1141,13 @@ def parse_stack_config(model: type[M], raw: Mapping[str, str], *, stack: str) ->
     try:
         config = model.model_validate(values)
     except ValidationError as error:
-        raise ConfigError(
-            [
-                f"{NAMESPACE}:{_error_location(issue['loc'])}: {_message(issue)}"
-                for issue in error.errors(include_url=False)
-            ],
-            stack=stack,
-        ) from None
+        problems = []
+        for issue in error.errors(include_url=False):
+            loc, message = tuple(issue["loc"]), _message(issue)
+            if loc and loc[-1] == "[key]":  # the key of a map entry, not its value
+                loc, message = loc[:-1], f"the name: {message}"
+            problems.append(f"{NAMESPACE}:{_error_location(loc)}: {message}")
+        raise ConfigError(problems, stack=stack) from None
     problems = config.problems()
     if problems:
         raise ConfigError([f"{NAMESPACE}:{problem}" for problem in problems], stack=stack)
@@ -701,10 +1173,12 @@ def check_secret_keys(
         full_key = f"{NAMESPACE}:{alias}"
         annotation = str(field.annotation)
         if "SecretStr" in annotation and full_key in raw and full_key not in secret_keys:
-            found.append(
-                f"{full_key}: holds a credential in plain text; set it with "
-                f"`pulumi config set --secret {alias}`"
+            how = (
+                f"`pulumi config set --secret --path '{alias}.<NAME>' ...` for each entry"
+                if annotation.startswith("dict[")
+                else f"`pulumi config set --secret {alias}`"
             )
+            found.append(f"{full_key}: holds a credential in plain text; set it with {how}")
     return found
 
 

@@ -7,7 +7,7 @@ with the same model. Names and version live here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -15,11 +15,28 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 #: Bump when a field is added, removed or changes meaning; a runtime stack refuses
 #: a core stack that exports another version.
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 
 
 class ContractError(ValueError):
     """The core stack's outputs do not fit the contract this program expects."""
+
+
+class PbsHost(BaseModel):
+    """One runtime host's Proxmox Backup Server login and the namespace that is its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    username: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}@pbs$")
+    password: SecretStr
+    namespace: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
+
+    @field_validator("password")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
 
 
 class CoreContract(BaseModel):
@@ -34,18 +51,35 @@ class CoreContract(BaseModel):
     monitor_management_address: IPv4Address = Field(alias="monitorManagementAddress")
     pbs_server: IPv4Address = Field(alias="pbsServer")
     pbs_datastore: str = Field(alias="pbsDatastore", min_length=1)
-    pbs_fingerprint: str | None = Field(default=None, alias="pbsFingerprint")
-    pbs_username: str = Field(alias="pbsUsername", min_length=1)
-    pbs_password: SecretStr = Field(alias="pbsPassword")
+    #: Read from zlh-back while the core stack deploys; None only while pending (below).
+    pbs_fingerprint: str | None = Field(
+        default=None, alias="pbsFingerprint", pattern=r"^([0-9a-f]{2}:){31}[0-9a-f]{2}$"
+    )
+    #: Per runtime stack name: its PBS user, password and namespace.
+    pbs_hosts: dict[str, PbsHost] = Field(alias="pbsHosts")
     headscale_url: str = Field(alias="headscaleUrl", pattern=r"^https://")
+    #: The dev containers' reusable pre-auth key, read from zlh-ctl while the core deploys.
+    headscale_preauth_key: SecretStr | None = Field(default=None, alias="headscalePreauthKey")
     core_vmids: frozenset[int] = Field(alias="coreVmids")
 
-    @field_validator("pbs_password")
+    @field_validator("headscale_preauth_key")
     @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
+    def _key_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
+
+    def pbs_host(self, stack: str, *, core_stack: str) -> PbsHost:
+        """The PBS login of runtime stack ``stack``; refused when the core has none for it."""
+        host = self.pbs_hosts.get(stack)
+        if host is None:
+            known = ", ".join(sorted(self.pbs_hosts)) or "none"
+            raise ContractError(
+                f"core stack {core_stack!r} has no Proxmox Backup Server user for stack "
+                f"{stack!r} (it has: {known}): add zlh-infra:pbs.runtimeHosts.{stack} to the "
+                "core stack and run `pulumi up` on it first"
+            )
+        return host
 
 
 #: Output names, in the order the core stack exports them.
@@ -53,21 +87,24 @@ CONTRACT_OUTPUTS: tuple[str, ...] = tuple(
     field.alias or name for name, field in CoreContract.model_fields.items()
 )
 #: Outputs that the core stack exports as secrets.
-SECRET_OUTPUTS: frozenset[str] = frozenset({"pbsPassword"})
-#: Outputs a core stack may leave out.
-OPTIONAL_OUTPUTS: frozenset[str] = frozenset(
-    field.alias or name
-    for name, field in CoreContract.model_fields.items()
-    if not field.is_required()
-)
+SECRET_OUTPUTS: frozenset[str] = frozenset({"pbsHosts", "headscalePreauthKey"})
+#: Outputs the core stack reads from its guests while it deploys (zlh-back's certificate,
+#: zlh-ctl's pre-auth key). A core stack that was previewed, not deployed, has them
+#: unknown; a core stack in the ``routers`` bootstrap stage does not export them yet.
+DEPLOY_TIME_OUTPUTS: frozenset[str] = frozenset({"pbsFingerprint", "headscalePreauthKey"})
 
 
-def parse_contract(outputs: Mapping[str, Any], *, core_stack: str) -> CoreContract:
-    """Validate a core stack's outputs, naming the stack and the output on failure."""
+def parse_contract(
+    outputs: Mapping[str, Any], *, core_stack: str, pending: Collection[str] = ()
+) -> CoreContract:
+    """Validate a core stack's outputs, naming the stack and the output on failure.
+
+    ``pending``: deploy-time outputs the caller accepts without a value (see
+    ``DEPLOY_TIME_OUTPUTS``); any other missing output is refused.
+    """
+    waived = set(pending) & DEPLOY_TIME_OUTPUTS
     missing = [
-        name
-        for name in CONTRACT_OUTPUTS
-        if name not in OPTIONAL_OUTPUTS and outputs.get(name) is None
+        name for name in CONTRACT_OUTPUTS if name not in waived and outputs.get(name) is None
     ]
     if missing:
         raise ContractError(
@@ -83,7 +120,9 @@ def parse_contract(outputs: Mapping[str, Any], *, core_stack: str) -> CoreContra
             f"needs {CONTRACT_VERSION}: deploy the same program version to core and runtime"
         )
     try:
-        return CoreContract.model_validate(dict(outputs))
+        return CoreContract.model_validate(
+            {name: value for name, value in outputs.items() if value is not None}
+        )
     except ValidationError as error:
         problems = "; ".join(
             f"output {'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"

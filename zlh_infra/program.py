@@ -8,6 +8,7 @@ runtime layers. Nothing here reads from a runtime stack.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -15,6 +16,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_proxmoxve as proxmox
 import pulumi_random as random
+from pulumi.output import Unknown
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime.sync_await import _sync_await
 
@@ -30,6 +32,7 @@ from zlh_infra.config import (
 from zlh_infra.contract import (
     CONTRACT_OUTPUTS,
     CONTRACT_VERSION,
+    DEPLOY_TIME_OUTPUTS,
     SECRET_OUTPUTS,
     ContractError,
     CoreContract,
@@ -42,9 +45,10 @@ from zlh_infra.layers.guest_steps import NodeShell
 from zlh_infra.layers.host import Host, HostArgs
 from zlh_infra.layers.runtime import FleetMember, Runtime, RuntimeArgs
 from zlh_infra.layers.site import Site
+from zlh_infra.layers.vendor import not_known
 from zlh_infra.platform.catalogue import EDGE_SERVICES, RUNTIME_SERVICES, Network
 from zlh_infra.platform.proxy_config import GameServer, HttpRoute
-from zlh_infra.platform.topology import StackRole, UnknownStackError, stack_role
+from zlh_infra.platform.topology import StackRole, UnknownStackError, short_stack, stack_role
 from zlh_infra.platform.vmids import VmidRole
 
 WAN_BRIDGE = "vmbr0"
@@ -61,7 +65,9 @@ def main() -> None:
         deploy_core(stack, _load(CoreStackConfig, raw, secret_keys, stack))
     else:
         config = _load(RuntimeStackConfig, raw, secret_keys, stack)
-        deploy_runtime(stack, config, read_core_contract(config.core_stack))
+        # In the routers stage the core stack has read nothing from its guests yet.
+        read = read_core_contract(config.core_stack, allow_pending=config.stage == "routers")
+        deploy_runtime(stack, config, read)
 
 
 def _stack_config() -> tuple[dict[str, str], set[str]]:
@@ -181,6 +187,12 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
             releases=config.releases,
             database=config.database,
             monitoring=config.monitoring,
+            vendor=config.vendor,
+            apt_repositories=config.apt_repositories,
+            acme=config.acme,
+            acme_credentials=config.acme_dns_credentials,
+            headscale=config.headscale,
+            dns=config.dns,
         ),
         pulumi.ResourceOptions(providers=providers),
     )
@@ -193,9 +205,9 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
         "pbsServer": control_plane.pbs_server,
         "pbsDatastore": control_plane.pbs_datastore,
         "pbsFingerprint": control_plane.pbs_fingerprint,
-        "pbsUsername": control_plane.pbs_username,
-        "pbsPassword": control_plane.pbs_password,
+        "pbsHosts": control_plane.pbs_hosts,
         "headscaleUrl": control_plane.headscale_url,
+        "headscalePreauthKey": control_plane.headscale_preauth_key,
         "coreVmids": control_plane.vmids,
     }
     for name in CONTRACT_OUTPUTS:
@@ -206,23 +218,57 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
     return control_plane
 
 
-def read_core_contract(core_stack: str) -> CoreContract:
+@dataclass(frozen=True, slots=True)
+class CoreOutputs:
+    """The core stack's contract, validated, and its deploy-time values as Outputs.
+
+    ``pbs_fingerprint`` and ``headscale_preauth_key`` (secret) are known once the core
+    stack has deployed; previewed against a core stack that was itself only previewed,
+    they are unknown, as the engine shows any value still to come.
+    """
+
+    contract: CoreContract
+    pbs_fingerprint: pulumi.Output[str]
+    headscale_preauth_key: pulumi.Output[str]
+
+
+def read_core_contract(core_stack: str, *, allow_pending: bool = False) -> CoreOutputs:
     """Read and validate the core stack's contract before any resource is registered.
 
     The outputs are awaited here, synchronously, because every runtime resource is
-    shaped by them and a bad contract must stop the program before it starts.
+    shaped by them and a bad contract must stop the program before it starts. A
+    deploy-time output (``DEPLOY_TIME_OUTPUTS``) may be unknown or missing in a preview
+    (against a core stack previewed, not deployed) and with ``allow_pending`` (the
+    routers stage, which uses neither); a deploy in the platform stage needs them.
     """
     reference = pulumi.StackReference(core_stack)
+    outputs = _sync_await(reference.outputs.future(with_unknowns=True)) or {}
+    # A preview shows a value still to come as unknown; a deploy needs every value.
+    pending_allowed = allow_pending or pulumi.runtime.is_dry_run()
     values: dict[str, Any] = {}
+    pending: set[str] = set()
     for name in CONTRACT_OUTPUTS:
-        details = _sync_await(reference.get_output_details(name))
-        value = details.secret_value if details.secret_value is not None else details.value
-        if value is not None:
+        value = outputs.get(name)
+        if value is not None and not isinstance(value, Unknown):
             values[name] = value
+        elif name in DEPLOY_TIME_OUTPUTS and pending_allowed:
+            pending.add(name)
     try:
-        return parse_contract(values, core_stack=core_stack)
+        contract = parse_contract(values, core_stack=core_stack, pending=pending)
     except ContractError as error:
         raise ConfigError([str(error)], stack=pulumi.get_stack()) from None
+
+    def value_of(known: str | None) -> pulumi.Output[str]:
+        return pulumi.Output.from_input(known) if known is not None else not_known()
+
+    key = contract.headscale_preauth_key
+    return CoreOutputs(
+        contract=contract,
+        pbs_fingerprint=value_of(contract.pbs_fingerprint),
+        headscale_preauth_key=pulumi.Output.secret(
+            value_of(key.get_secret_value() if key else None)
+        ),
+    )
 
 
 def fleet_members(config: RuntimeStackConfig) -> list[FleetMember]:
@@ -238,7 +284,8 @@ def fleet_members(config: RuntimeStackConfig) -> list[FleetMember]:
     ]
 
 
-def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContract) -> Runtime:
+def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) -> Runtime:
+    contract = core.contract
     problems = config.refuse_core_vmids(contract.core_vmids)
     problems += config.refuse_core_addresses(
         {
@@ -257,9 +304,17 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContrac
             f"{NAMESPACE}:network.management.cidr: {config.network.management.cidr} differs from "
             f"the core stack's management network {contract.management_cidr}"
         )
+    try:
+        pbs_host = contract.pbs_host(short_stack(stack), core_stack=config.core_stack)
+    except ContractError as error:
+        problems.append(str(error))
     if problems:
         raise ConfigError(
-            [p if p.startswith(NAMESPACE) else f"{NAMESPACE}:{p}" for p in problems], stack=stack
+            [
+                p if p.startswith(NAMESPACE) or p.startswith("core stack") else f"{NAMESPACE}:{p}"
+                for p in problems
+            ],
+            stack=stack,
         )
 
     providers = _providers(stack, config)
@@ -280,6 +335,30 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContrac
     )
     members = fleet_members(config)
     layer_opts = pulumi.ResourceOptions(providers=providers)
+    # The runtime layer first: its zlh-artifacts serves the edge's vendor software, and
+    # its game templates share Velocity's forwarding secret.
+    runtime = Runtime(
+        "runtime",
+        RuntimeArgs(
+            site=site,
+            contract=contract,
+            guests={name: config.guests[name] for name in RUNTIME_SERVICES},
+            base_image=config.base_template,
+            templates=config.templates,
+            fleet=members,
+            agent=config.agent,
+            backup=config.backup,
+            vendor=config.vendor,
+            paper=config.paper,
+            pbs_host=pbs_host,
+            pbs_fingerprint=core.pbs_fingerprint,
+            headscale_preauth_key=core.headscale_preauth_key,
+            edge_backups=[
+                config.guests[name].vmid for name, spec in EDGE_SERVICES.items() if spec.stateful
+            ],
+        ),
+        layer_opts,
+    )
     Edge(
         "edge",
         EdgeArgs(
@@ -301,23 +380,14 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, contract: CoreContrac
                 for m in members
                 if m.role is VmidRole.GAME
             ],
-        ),
-        layer_opts,
-    )
-    runtime = Runtime(
-        "runtime",
-        RuntimeArgs(
-            site=site,
-            contract=contract,
-            guests={name: config.guests[name] for name in RUNTIME_SERVICES},
-            base_image=config.base_template,
-            templates=config.templates,
-            fleet=members,
-            agent=config.agent,
-            backup=config.backup,
-            edge_backups=[
-                config.guests[name].vmid for name, spec in EDGE_SERVICES.items() if spec.stateful
-            ],
+            games_domain=config.domains.games,
+            acme=config.acme,
+            acme_credentials=config.acme_dns_credentials,
+            traefik=runtime.vendor_artifacts["traefik"],
+            velocity=runtime.vendor_artifacts["velocity"],
+            store_url=runtime.store_url,
+            vendor_store=runtime.vendor_store,
+            forwarding_secret=runtime.forwarding_secret,
         ),
         layer_opts,
     )

@@ -176,8 +176,15 @@ def test_health_checks_are_read_from_the_recorded_configure_steps() -> None:
     plan.steps["u2"] = LabStep("u2", "x", "core", "pct exec 102 -- sh -c 'cat > /f'", "zlh", ())
     found = health_from_steps(plan, releases={"zpack-api"})
     assert found == [
-        HealthCheck(102, "mariadb", "mariadb-admin ping &&\n ss -ltnH"),
-        HealthCheck(102, "zpack-api", "curl -f /h", ("zpack-api",)),
+        HealthCheck(102, "mariadb", "mariadb-admin ping &&\n ss -ltnH", step="u1"),
+        HealthCheck(102, "zpack-api", "curl -f /h", ("zpack-api",), step="u1"),
+    ]
+    # A check whose configure step did not run is reported, not run.
+    run, skipped = checks.not_run(found, {"u1": "a vendor artifact is missing"}, plan)
+    assert run == []
+    assert [(r.guest, r.check, r.ok, r.detail) for r in skipped] == [
+        ("zlh-db", "mariadb", None, "not checked: a vendor artifact is missing"),
+        ("zlh-db", "zpack-api", None, "not checked: a vendor artifact is missing"),
     ]
 
 
@@ -395,3 +402,17 @@ def test_a_step_without_its_vendor_artifact_is_reported_not_checked_with_its_rea
     assert result.detail == "not checked: " + reasons["u9"]
     # Changed since it exited 69: the next `lab up` runs it, so it is not reported.
     assert checks.unavailable_results(plan, {"u9": "an older hash"}, reasons) == []
+
+
+def test_checks_of_a_held_back_guest_are_not_checked_with_what_it_waits_for() -> None:
+    results = [
+        CheckResult("mc-survival", 1000, "running", False, "not running"),
+        CheckResult("zlh-db", 102, "running", True, "running"),
+    ]
+    waiting = {"guest:1000": "waits for step zlh-template-minecraft-paper-workload-configure"}
+    held, kept = checks.held_back(results, waiting)
+    assert (held.ok, held.detail) == (
+        None,
+        "not checked: waits for step zlh-template-minecraft-paper-workload-configure",
+    )
+    assert kept == results[1]

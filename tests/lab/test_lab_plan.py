@@ -10,7 +10,16 @@ import pytest
 from pulumi.runtime import rpc
 
 from zlh_infra.lab import plan as lab_plan
-from zlh_infra.lab.plan import Action, LabPlan, PlanError, build_plan, decide, redact, unwrap
+from zlh_infra.lab.plan import (
+    DEFERRED,
+    Action,
+    LabPlan,
+    PlanError,
+    build_plan,
+    decide,
+    redact,
+    unwrap,
+)
 from zlh_infra.lab.secrets_store import SecretStore
 from zlh_infra.platform.type_tokens import CONTAINER, VM
 from zlh_infra.preview.recording import RecordedResource, StackRecording
@@ -196,15 +205,25 @@ def test_secrets_are_collected_for_redaction() -> None:
     assert plan.steps["urn:core::command:remote:Command::db-setup"].stdin == "echo secret-pass"
 
 
-def test_unknown_inputs_and_missing_clone_sources_are_refused() -> None:
+def test_a_missing_clone_source_is_refused() -> None:
     recordings = small_platform()
     recordings[1].resources[0].inputs["clone"] = {"vmId": 999.0}
     with pytest.raises(PlanError, match="not recorded"):
         build_plan(recordings, upstream_dns="192.0.2.53")
+
+
+def test_a_step_with_inputs_known_only_at_deploy_time_is_deferred_not_run() -> None:
     recordings = small_platform()
-    recordings[0].resources[1].inputs["create"] = rpc.UNKNOWN
-    with pytest.raises(PlanError, match="unknown"):
-        build_plan(recordings, upstream_dns="192.0.2.53")
+    step = recordings[0].resources[1]
+    step.inputs["stdin"] = rpc.UNKNOWN
+    plan = build_plan(recordings, upstream_dns="192.0.2.53")
+    assert plan.steps[step.urn].deferred
+    [decision] = [d for d in decide(plan, **_empty_state()) if d.action.key == step.urn]
+    assert (decision.verb, decision.reason) == ("unavailable", DEFERRED)
+
+
+def _empty_state() -> dict[str, Any]:
+    return {"guest_specs": {}, "existing": [], "step_hashes": {}}
 
 
 def _state_after_a_full_run(plan: LabPlan) -> dict[str, Any]:

@@ -279,12 +279,30 @@ def platform() -> Iterator[dict[str, StackRecording]]:
     yield {rec.stack: rec for rec in recordings}
 
 
+def known_at_deploy(report: PolicyReport) -> list[Diag]:
+    """The pack's diagnostics but the advisory that a value is known only at deploy time.
+
+    The runtime stack's preview holds values read from guests while they deploy (the PBS
+    fingerprint and Headscale key the core stack reads, zlh-build's publishing key): the
+    self-sufficiency check skips the resources holding them, checks the rest, and the
+    engine reports it could not run in full.
+    """
+    return [
+        d
+        for d in diags(report)
+        if not (
+            d[:2] == ("zlh-runtime-self-sufficient", "advisory")
+            and "can't be known during preview" in d[2]
+        )
+    ]
+
+
 @pytest.mark.parametrize("stack", ["core", "runtime"])
 def test_the_shipped_stacks_pass(platform: dict[str, StackRecording], stack: str) -> None:
     rec = platform[stack]
     assert [d.message for d in rec.diagnostics if d.severity == "error"] == []
     report = run(rec)
-    assert diags(report) == []
+    assert (known_at_deploy(report) if stack == "runtime" else diags(report)) == []
     assert not has_mandatory_violation(report.diagnostics)
 
 
@@ -302,7 +320,7 @@ def test_a_shipped_stack_with_a_config_override(
     config = {"zlh-vmid-unique": {"reservedVmids": [1000]}}
     report = run(platform["runtime"], tmp_path, config)
     game = _recorded_guest(platform["runtime"], "mc-survival")
-    assert diags(report) == [
+    assert known_at_deploy(report) == [
         violation(
             "zlh-vmid-unique",
             "mc-survival (VMID 1000): VMID 1000 belongs to a guest outside this stack (policy "
@@ -324,11 +342,11 @@ def test_a_shipped_stack_with_a_guest_moved_to_the_core_host(
             copy.outputs = {**resource.outputs, "nodeName": "zlh-core"}
         moved.resources.append(copy)
     report = run(moved)
-    assert [(d[0], d[1]) for d in diags(report)] == [
+    assert [(d[0], d[1]) for d in known_at_deploy(report)] == [
         ("zlh-guest-placement", "mandatory"),
         ("zlh-runtime-isolation", "mandatory"),
     ]
-    assert {d[3] for d in diags(report)} == {_recorded_guest(rec, "dev-alice").urn}
+    assert {d[3] for d in known_at_deploy(report)} == {_recorded_guest(rec, "dev-alice").urn}
 
 
 def test_a_misspelt_key_is_reported_by_the_pack(tmp_path: Path) -> None:

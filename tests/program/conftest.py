@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 
 from tests.stack_configs import ROOT
 from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER
 from zlh_infra.platform.type_tokens import VM as VM
+from zlh_infra.preview.recorder import PreviewMocks
 from zlh_infra.preview.recording import RecordedResource, StackRecording
 from zlh_infra.preview.runner import run_platform
 
@@ -53,3 +55,42 @@ def tag(res: RecordedResource, prefix: str) -> Any:
     return next(
         (t[len(prefix) :] for t in res.inputs.get("tags", []) if t.startswith(prefix)), None
     )
+
+
+COMMAND = "command:remote:Command"
+#: What the guests print to the steps that read from them, in a deploy (``deployed``).
+PBS_FINGERPRINT = ":".join(f"{n:02x}" for n in range(0x10, 0x30))
+PREAUTH_KEY = "3f1d0c9a8b7e6d5c4b3a29180f1e2d3c4b5a69788796a5b4"
+BUILD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDiK14tBothHhVFv/yDmF9U0IysymOJRcCcbx+T5Dv/F"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC3YLQUmVzEwvcVTKtRth5M4RojEFaf+it4DRikkJ3z1"
+GUEST_ANSWERS = {
+    "proxmox-backup-manager cert info": (
+        f"Subject: CN=zlh-back\nIssuer: CN=zlh-back\nFingerprint (sha256): {PBS_FINGERPRINT}\n"
+    ),
+    "/var/lib/zlh/headscale/dev-preauthkey.json": f"{PREAUTH_KEY}\n",
+    "ssh-keygen -y -f /root/.ssh/zlh-publish": f"{BUILD_KEY}\n",
+    "cat /etc/ssh/ssh_host_ed25519_key.pub": f"{HOST_KEY} root@zlh-artifacts\n",
+}
+
+
+@pytest.fixture(scope="session")
+def deployed() -> dict[str, StackRecording]:
+    """Both stacks as ``pulumi up`` runs them: no unknowns, each read step answering."""
+    original = PreviewMocks.new_resource
+
+    def new_resource(self: PreviewMocks, args: Any) -> Any:
+        resource_id, outputs = original(self, args)
+        if args.typ == COMMAND:
+            create = str(args.inputs.get("create", ""))
+            answers = [out for marker, out in GUEST_ANSWERS.items() if marker in create]
+            if answers:
+                (outputs["stdout"],) = answers
+        return resource_id, outputs
+
+    with mock.patch.object(PreviewMocks, "new_resource", new_resource):
+        recordings = run_platform(
+            {"core": ROOT / "Pulumi.core.yaml", "runtime": ROOT / "Pulumi.runtime.yaml"},
+            ["core", "runtime"],
+            preview=False,
+        )
+    return {recording.stack: recording for recording in recordings}

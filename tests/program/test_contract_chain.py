@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.runtime import rpc
 
 from tests.program.conftest import by_vmid, of_type
 from tests.stack_configs import ROOT, engine_config, shipped
@@ -133,8 +134,8 @@ def test_runtime_backs_up_every_game_and_dev_container(runtime: StackRecording) 
             "core stack first, with this version of the program",
         ),
         (
-            lambda o: o.update(contractVersion=2),
-            "core stack 'core' exports contractVersion 2, this program needs 1: deploy the "
+            lambda o: o.update(contractVersion=1),
+            "core stack 'core' exports contractVersion 1, this program needs 2: deploy the "
             "same program version to core and runtime",
         ),
     ],
@@ -208,7 +209,13 @@ def test_runtime_refuses_the_core_node(core: StackRecording) -> None:
     ]
 
 
-def test_a_second_runtime_host_is_one_more_stack(core: StackRecording) -> None:
+def run_core(config: dict[str, Any]) -> StackRecording:
+    recording = run_stack("core", engine_config(config), [], load_program())
+    assert [d.message for d in recording.diagnostics if d.severity == "error"] == []
+    return recording
+
+
+def second_runtime_host() -> dict[str, Any]:
     config = shipped("runtime")
     config["proxmox"] = {
         "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
@@ -216,9 +223,36 @@ def test_a_second_runtime_host_is_one_more_stack(core: StackRecording) -> None:
     }
     config["games"] = [{"name": "mc-hub-2", "vmid": 1050, "template": "minecraft-paper"}]
     config["devs"] = []
+    return config
+
+
+def test_a_runtime_stack_the_core_has_no_pbs_user_for_is_refused(core: StackRecording) -> None:
     recording = run_stack(
         "runtime-2",
-        engine_config(config),
+        engine_config(second_runtime_host()),
+        [],
+        load_program(),
+        stack_outputs={"core": core.outputs},
+        secret_output_names={"core": secret_exports(core.outputs)},
+    )
+    assert config_errors(recording) == [
+        "stack 'runtime-2': invalid configuration:\n  - core stack 'core' has no Proxmox Backup "
+        "Server user for stack 'runtime-2' (it has: runtime): add "
+        "zlh-infra:pbs.runtimeHosts.runtime-2 to the core stack and run `pulumi up` on it first"
+    ]
+    assert [r.type for r in recording.resources if r.custom] == []
+
+
+def test_a_second_runtime_host_is_one_more_stack() -> None:
+    core_config = shipped("core")
+    core_config["pbs"]["runtimeHosts"]["runtime-2"] = {
+        "user": "zlh-runtime-2@pbs",
+        "namespace": "runtime-2",
+    }
+    core = run_core(core_config)
+    recording = run_stack(
+        "runtime-2",
+        engine_config(second_runtime_host()),
         [],
         load_program(),
         stack_outputs={"core": core.outputs},
@@ -231,4 +265,36 @@ def test_a_second_runtime_host_is_one_more_stack(core: StackRecording) -> None:
         if "vmId" in g.inputs and "nodeName" in g.inputs
     }
     assert nodes == {"zlh-runtime-2"}
-    assert Path("Pulumi.core.yaml").name  # the core stack's file is untouched by adding a runtime
+    (storage,) = of_type(recording, "proxmoxve:storage/pbs:Pbs")
+    assert (storage.inputs["username"], storage.inputs["namespace"]) == (
+        "zlh-runtime-2@pbs",
+        "runtime-2",
+    )
+    hosts = rpc.unwrap_rpc_secret(core.outputs["pbsHosts"])
+    assert rpc.unwrap_rpc_secret(storage.inputs["password"]) == hosts["runtime-2"]["password"]
+    assert hosts["runtime-2"]["password"] != hosts["runtime"]["password"]
+    assert Path("Pulumi.core.yaml").name  # adding a runtime host changes only the core's PBS users
+
+
+def test_a_deploy_needs_the_values_the_core_reads_from_its_guests(core: StackRecording) -> None:
+    """A preview shows them as still to come; `pulumi up` of the runtime refuses without them."""
+    outputs = copy.deepcopy(core.outputs)
+    del outputs["pbsFingerprint"]
+    previewed = run_runtime(core, outputs=outputs)
+    assert config_errors(previewed) == []
+    (storage,) = of_type(previewed, "proxmoxve:storage/pbs:Pbs")
+    assert storage.inputs["fingerprint"] == rpc.UNKNOWN
+    deployed = run_stack(
+        "runtime",
+        engine_config(shipped("runtime")),
+        [],
+        load_program(),
+        stack_outputs={"core": outputs},
+        secret_output_names={"core": secret_exports(outputs)},
+        preview=False,
+    )
+    assert config_errors(deployed) == [
+        "stack 'runtime': invalid configuration:\n  - core stack 'core' does not export "
+        "pbsFingerprint, headscalePreauthKey: run `pulumi up` on the core stack first, with "
+        "this version of the program"
+    ]

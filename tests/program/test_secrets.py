@@ -14,9 +14,11 @@ from zlh_infra.preview.render import render
 
 
 def secret_values(value: Any) -> list[str]:
-    """Every clear value held inside a secret sentinel."""
+    """Every clear value held inside a secret sentinel (a secret still unknown holds none)."""
     if rpc.is_rpc_secret(value):
         inner = rpc.unwrap_rpc_secret(value)
+        if inner == rpc.UNKNOWN:
+            return []
         return [inner] if isinstance(inner, str) else secret_values(inner)
     if isinstance(value, dict):
         return [s for v in value.values() for s in secret_values(v)]
@@ -45,15 +47,14 @@ def test_container_root_passwords_arrive_as_secrets(
             assert rpc.is_rpc_secret(password), guest.urn
 
 
-def test_runtime_reads_the_pbs_password_as_a_secret(
+def test_runtime_reads_its_pbs_password_as_a_secret(
     core: StackRecording, runtime: StackRecording
 ) -> None:
-    assert rpc.is_rpc_secret(core.outputs["pbsPassword"])
+    assert rpc.is_rpc_secret(core.outputs["pbsHosts"])
     storage = of_type(runtime, "proxmoxve:storage/pbs:Pbs")
     assert len(storage) == 1 and rpc.is_rpc_secret(storage[0].inputs["password"])
-    assert secret_values(storage[0].inputs["password"]) == secret_values(
-        core.outputs["pbsPassword"]
-    )
+    hosts = rpc.unwrap_rpc_secret(core.outputs["pbsHosts"])
+    assert secret_values(storage[0].inputs["password"]) == [hosts["runtime"]["password"]]
 
 
 @pytest.mark.parametrize("fmt", ["text", "json", "markdown"])
@@ -84,11 +85,15 @@ def plain_strings(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else []
 
 
+@pytest.mark.parametrize("fixture", ["platform", "deployed"])
 def test_no_secret_value_appears_in_clear_anywhere_in_the_recording(
-    platform: dict[str, StackRecording],
+    request: pytest.FixtureRequest, fixture: str
 ) -> None:
-    """A scan of the whole recording: inputs, outputs, exports and diagnostics."""
-    recordings = list(platform.values())
+    """A scan of the whole recording: inputs, outputs, exports and diagnostics.
+
+    Previewed, and deployed (where the values read from guests are known too).
+    """
+    recordings = list(request.getfixturevalue(fixture).values())
     everything: list[Any] = []
     for recording in recordings:
         everything.append(recording.outputs)

@@ -123,7 +123,7 @@ def test_layers_of_each_stack(platform: dict[str, StackRecording], stack: str) -
 
 
 def test_core_exports_exactly_the_contract(core: StackRecording) -> None:
-    assert set(core.outputs) == set(CONTRACT_OUTPUTS) - {"pbsFingerprint"}
+    assert set(core.outputs) == set(CONTRACT_OUTPUTS)
 
 
 @pytest.mark.parametrize("stack", ["core", "runtime"])

@@ -329,3 +329,22 @@ def test_a_release_runs_as_its_own_user_with_a_0600_environment() -> None:
     assert converge.startswith(
         f'if [ "$(cat /opt/zpack-api/releases/2.3.0/.zlh-sha256 2>/dev/null || true)" != {SHA} ]'
     )
+
+
+def test_vendor_artifacts_are_mirrored_in_a_plan_of_their_own() -> None:
+    jar = artifacts.Artifact(
+        "paper", "1.20.4-499", "paper-1.20.4-499.jar", SHA, "https://v.example/p.jar"
+    )
+    plan = artifacts.mirror_plan(
+        guest="zlh-artifacts", listen=IPv4Address("10.20.0.10"), artifacts=[jar]
+    )
+    assert plan.packages == () and plan.files == () and plan.units == ()
+    assert f"{artifacts.PUBLISH} paper 1.20.4-499 paper-1.20.4-499.jar {SHA}" in plan.converge
+    assert plan.health == (
+        "curl -fsS -o /dev/null http://10.20.0.10:8080/paper/1.20.4-499/paper-1.20.4-499.jar"
+    )
+    for bad in ([], [artifacts.Artifact("paper", "1", "p.jar", SHA)]):
+        with pytest.raises(ValueError, match="each with its URL"):
+            artifacts.mirror_plan(
+                guest="zlh-artifacts", listen=IPv4Address("10.20.0.10"), artifacts=bad
+            )

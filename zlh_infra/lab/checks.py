@@ -19,11 +19,11 @@ import re
 import shlex
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from zlh_infra.lab.plan import LabGuest, LabPlan, redact
+from zlh_infra.lab.plan import DEFERRED, LabGuest, LabPlan, redact
 from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
 
 AGENT_PORT = 18888
@@ -123,6 +123,8 @@ class CheckContext:
     plan: LabPlan
     #: Releases (vendor artifacts) the lab has no file for.
     missing: set[str] = field(default_factory=set)
+    #: Guests ``lab up`` held back (never made: something they need could not run).
+    held: frozenset[int] = frozenset()
 
     def guest(self, hostname: str) -> LabGuest | None:
         return self.plan.guest_by_hostname(hostname)
@@ -131,10 +133,11 @@ class CheckContext:
         return redact(text, self.plan.secrets)
 
     def fleet(self, *roles: VmidRole) -> list[LabGuest]:
+        """The game and dev containers the lab made (held-back ones are not checked)."""
         return [
             g
             for vmid, g in sorted(self.plan.guests.items())
-            if DEFAULT_SCHEME.role_of(vmid) in roles and not g.is_stand_in
+            if DEFAULT_SCHEME.role_of(vmid) in roles and not g.is_stand_in and vmid not in self.held
         ]
 
 
@@ -226,6 +229,8 @@ class HealthCheck:
     command: str
     #: Releases it needs; with one missing it is reported not checked.
     needs: tuple[str, ...] = ()
+    #: URN of the configure step it ends (empty for the lab's own checks).
+    step: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +245,7 @@ class ServiceHealth:
 
 #: Lab checks of what no service plan checks yet (the plans' own health checks are read
 #: from the recording: ``health_from_steps``). An entry names its guest by hostname.
-SERVICE_HEALTH: tuple[ServiceHealth, ...] = (
-    ServiceHealth("zlh-proxy", "traefik routes", "test -s /etc/traefik/dynamic/zlh.yml"),
-    ServiceHealth("zlh-zpack-proxy", "traefik routes", "test -s /etc/traefik/dynamic/zlh.yml"),
-    ServiceHealth("zlh-velocity", "velocity servers", "test -s /opt/velocity/zlh-servers.toml"),
-)
+SERVICE_HEALTH: tuple[ServiceHealth, ...] = ()
 
 
 class ServicePlan(Protocol):
@@ -314,7 +315,7 @@ def health_from_steps(plan: LabPlan, *, releases: Iterable[str] = ()) -> list[He
                 if line == "}":
                     command = "\n".join(body)
                     needs = (service,) if service in vendor else ()
-                    found[(vmid, service)] = HealthCheck(vmid, service, command, needs)
+                    found[(vmid, service)] = HealthCheck(vmid, service, command, needs, step.urn)
                     body = None
                 else:
                     body.append(line)
@@ -777,16 +778,24 @@ def run_all(
 
 
 def unavailable_results(
-    plan: LabPlan, unavailable: Mapping[str, str], reasons: Mapping[str, str]
+    plan: LabPlan,
+    unavailable: Mapping[str, str],
+    reasons: Mapping[str, str],
+    waiting: Collection[str] = (),
 ) -> list[CheckResult]:
     """Each step that could not fetch its vendor artifact (exit 69): not checked, and why.
 
     ``unavailable`` maps a step's URN to the hash it had when it exited 69; a step changed
-    since then is not reported (the next ``lab up`` runs it again).
+    since then is not reported (the next ``lab up`` runs it again). Steps deferred (inputs
+    known only at deploy time) and ``waiting`` ones (held back behind those) are too.
     """
     results = []
     for step in plan.steps.values():
-        if unavailable.get(step.urn) != step.hash:
+        if step.deferred:
+            where = step.stack
+            results.append(CheckResult(where, None, step.name, None, f"not checked: {DEFERRED}"))
+            continue
+        if unavailable.get(step.urn) != step.hash and step.urn not in waiting:
             continue
         target = re.match(r"pct exec (\d+) ", step.create)
         vmid = int(target.group(1)) if target else None
@@ -795,3 +804,35 @@ def unavailable_results(
         where = guest.hostname if guest else step.stack
         results.append(CheckResult(where, vmid, step.name, None, f"not checked: {reason}"))
     return results
+
+
+def held_back(results: Sequence[CheckResult], waiting: Mapping[str, str]) -> list[CheckResult]:
+    """Checks of a guest ``lab up`` held back (``guest:<vmid>`` in ``waiting``): not checked.
+
+    A guest waits when something it needs could not run (a clone whose template's vendor
+    step was unavailable): its checks say so instead of failing.
+    """
+    out = []
+    for result in results:
+        why = waiting.get(f"guest:{result.vmid}") if result.vmid is not None else None
+        if why is not None and result.ok is not True:
+            out.append(replace(result, ok=None, detail=f"not checked: {why}"))
+        else:
+            out.append(result)
+    return out
+
+
+def not_run(
+    checks: Sequence[HealthCheck], reasons: Mapping[str, str], plan: LabPlan
+) -> tuple[list[HealthCheck], list[CheckResult]]:
+    """Health checks to run, and those of steps that did not run (``reasons`` by URN)."""
+    run, skipped = [], []
+    for check in checks:
+        why = reasons.get(check.step) if check.step else None
+        if why is None:
+            run.append(check)
+            continue
+        guest = plan.guests.get(check.vmid)
+        label = guest.hostname if guest else str(check.vmid)
+        skipped.append(CheckResult(label, check.vmid, check.name, None, f"not checked: {why}"))
+    return run, skipped

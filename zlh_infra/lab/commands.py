@@ -20,6 +20,8 @@ from zlh_infra.lab.checks import (
     exit_code,
     health_checks,
     health_from_steps,
+    held_back,
+    not_run,
     render_json,
     render_table,
     run_all,
@@ -34,7 +36,15 @@ from zlh_infra.lab.overlay import (
     referenced_releases,
 )
 from zlh_infra.lab.paths import HOST_NFT_TABLE, LabDirs, release_base_url
-from zlh_infra.lab.plan import Action, LabGuest, LabPlan, build_plan, decide, redact
+from zlh_infra.lab.plan import (
+    DEFERRED,
+    Action,
+    LabGuest,
+    LabPlan,
+    build_plan,
+    decide,
+    redact,
+)
 from zlh_infra.lab.releases import build_releases
 from zlh_infra.lab.rootfs import ensure_rootfs, purge
 from zlh_infra.lab.secrets_store import SecretStore
@@ -115,7 +125,9 @@ def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Reco
             files,
             stacks,
             project_file=find_project_file(root),
-            preview=False,
+            # As the engine previews: values only a step prints at deploy time (a
+            # fingerprint, a key) stay unknown, and the steps needing them are deferred.
+            preview=True,
             secret_values=store.for_stack,
             config_overlay=overlay,
         )
@@ -249,6 +261,7 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     #: Steps that could not fetch a vendor artifact (exit 69), now or unchanged since.
     unavailable: set[Action] = set()
     blocked: set[Action] = set()
+    state.waiting = {}
     ran = created = 0
     for number, decision in enumerate(decisions, 1):
         action = decision.action
@@ -264,6 +277,9 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
             blocked.add(action)
             waits = ", ".join(plan.describe(dep) for dep in sorted(stuck)[:3])
             _say(f"{prefix} blocked {plan.describe(action)}: waits for {waits}")
+            key = plan.steps[action.key].urn if action.kind == "step" else f"guest:{action.key}"
+            state.waiting[key] = f"waits for {waits}"
+            state.save()
             continue
         began = time.monotonic()
         if action.kind == "guest":
@@ -376,13 +392,26 @@ def check(*, output_format: str = "table") -> int:
     store = SecretStore(dirs.secrets_file)
     recorded = record(root, dirs, store, str(host.host_resolver()))
     plan = recorded.plan
-    ctx = CheckContext(executor=LxcExecutor(), plan=plan, missing=recorded.missing)
+    state = LabState.load(dirs.state_file)
+    held = frozenset(int(key[6:]) for key in state.waiting if key.startswith("guest:"))
+    ctx = CheckContext(executor=LxcExecutor(), plan=plan, missing=recorded.missing, held=held)
     health = health_from_steps(plan, releases=referenced_releases(LAB_OVERLAY))
     have = {(check.vmid, check.name) for check in health}
     health += [c for c in health_checks(SERVICE_HEALTH, plan) if (c.vmid, c.name) not in have]
-    results = run_all(ctx, health)
-    state = LabState.load(dirs.state_file)
-    results += unavailable_results(plan, state.unavailable, state.unavailable_reasons)
+    reasons = {
+        **{s.urn: DEFERRED for s in plan.steps.values() if s.deferred},
+        **{
+            urn: state.unavailable_reasons.get(urn, "a vendor artifact is missing")
+            for urn, digest in state.unavailable.items()
+            if urn in plan.steps and plan.steps[urn].hash == digest
+        },
+        **state.waiting,
+    }
+    health, skipped = not_run(health, reasons, plan)
+    results = held_back(run_all(ctx, health), state.waiting) + skipped
+    results += unavailable_results(
+        plan, state.unavailable, {**state.unavailable_reasons, **state.waiting}, state.waiting
+    )
     results.insert(0, _uplink_check())
     sys.stdout.write(render_json(results) if output_format == "json" else render_table(results))
     return exit_code(results)

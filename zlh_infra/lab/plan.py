@@ -203,6 +203,9 @@ class LabStep:
     create: str
     stdin: str | None = field(repr=False)
     triggers: tuple[Any, ...] = field(repr=False)
+    #: Its inputs hold a value known only once ``pulumi up`` ran the step printing it
+    #: (a fingerprint, a key): the lab cannot run it.
+    deferred: bool = False
 
     @property
     def hash(self) -> str:
@@ -453,7 +456,7 @@ def _router(
 
 def _step(stack: str, resource: RecordedResource) -> LabStep:
     if _has_unknown(resource.inputs):
-        raise PlanError(f"{resource.urn}: inputs unknown until deploy time")
+        return LabStep(resource.urn, resource.name, stack, "", None, (), deferred=True)
     inputs = unwrap(resource.inputs)
     create = inputs.get("create")
     if not isinstance(create, str) or not create:
@@ -658,6 +661,13 @@ class Decision:
     reason: str
 
 
+#: Why a deferred step does not run in the lab.
+DEFERRED = (
+    "its inputs hold a value known only once pulumi up has run the step that prints it "
+    "(a step the lab could not run)"
+)
+
+
 def decide(
     plan: LabPlan,
     *,
@@ -693,7 +703,9 @@ def decide(
         else:
             step = plan.steps[action.key]
             stored = step_hashes.get(step.urn)
-            if fresh:
+            if step.deferred:
+                verb, reason = "unavailable", DEFERRED
+            elif fresh:
                 names = ", ".join(plan.guests[int(dep.key)].name for dep in sorted(fresh))
                 verb, reason = "run", f"{names} built in this run"
             elif stored is None and unavailable.get(step.urn) == step.hash:

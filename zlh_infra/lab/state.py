@@ -35,6 +35,8 @@ class LabState:
     unavailable: dict[str, str] = field(default_factory=dict)
     #: Why each unavailable step could not run (its own message, secrets masked).
     unavailable_reasons: dict[str, str] = field(default_factory=dict)
+    #: Steps the last ``up`` held back, and what each waits for.
+    waiting: dict[str, str] = field(default_factory=dict)
     release_server_pid: int | None = None
     #: How many clone snapshots the lab has taken (names their layer directories).
     layer_counter: int = 0
@@ -59,6 +61,7 @@ class LabState:
             steps=dict(data.get("steps", {})),
             unavailable=dict(data.get("unavailable", {})),
             unavailable_reasons=dict(data.get("unavailableReasons", {})),
+            waiting=dict(data.get("waiting", {})),
             release_server_pid=data.get("releaseServerPid"),
             layer_counter=int(data.get("layerCounter", 0)),
         )
@@ -77,6 +80,7 @@ class LabState:
             "steps": dict(sorted(self.steps.items())),
             "unavailable": dict(sorted(self.unavailable.items())),
             "unavailableReasons": dict(sorted(self.unavailable_reasons.items())),
+            "waiting": dict(sorted(self.waiting.items())),
             "releaseServerPid": self.release_server_pid,
             "layerCounter": self.layer_counter,
         }

@@ -17,14 +17,19 @@ def backup_to_pbs(
     node: str,
     server: pulumi.Input[str],
     datastore: pulumi.Input[str],
+    namespace: pulumi.Input[str],
     username: pulumi.Input[str],
     password: pulumi.Input[str],
-    fingerprint: pulumi.Input[str] | None,
+    fingerprint: pulumi.Input[str],
     vmids: Sequence[int],
     policy: Backup,
     depends_on: Sequence[pulumi.Resource] = (),
 ) -> proxmox.backup.Job:
-    """A PBS storage on ``node`` and a job backing up ``vmids`` to it on a schedule."""
+    """A PBS storage on ``node`` and a job backing up ``vmids`` to it on a schedule.
+
+    The storage writes into the host's own ``namespace`` of the datastore, as the host's
+    own user, and pins the server's certificate by its ``fingerprint``.
+    """
     child = pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on))
     storage = proxmox.storage.Pbs(
         f"{name}-pbs",
@@ -32,6 +37,7 @@ def backup_to_pbs(
         nodes=[node],
         server=server,
         datastore=datastore,
+        namespace=namespace,
         username=username,
         password=pulumi.Output.secret(password),
         fingerprint=fingerprint,

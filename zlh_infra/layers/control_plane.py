@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 import pulumi
 import pulumi_random as random
+from pydantic import SecretStr
 
 from zlh_infra.config import (
+    Acme,
+    AptRepositories,
+    AptRepository,
     Backup,
     CoreDomains,
+    CoreVendor,
     Database,
+    Dns,
+    Headscale,
     Monitoring,
     Pbs,
     Releases,
@@ -21,18 +27,31 @@ from zlh_infra.config import (
 )
 from zlh_infra.layers.backups import backup_to_pbs
 from zlh_infra.layers.guest import LxcGuest, VmGuest, pool
-from zlh_infra.layers.guest_steps import converge_service, write_guest_file
+from zlh_infra.layers.guest_steps import converge_service, read_from_guest, write_guest_file
 from zlh_infra.layers.site import Site, service_guest
+from zlh_infra.layers.vendor import artifact, read_value, traefik_answers, traefik_plan
 from zlh_infra.platform.catalogue import AGENT_PORT, CONTROL_PLANE_SERVICES, GuestKind, Network
-from zlh_infra.platform.proxy_config import HttpRoute, traefik_dynamic_config
+from zlh_infra.platform.proxy_config import HttpRoute
 from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
-from zlh_infra.services import mariadb, node_exporter, node_release, prometheus, redis
-from zlh_infra.services.plan import EXIT_UNAVAILABLE, ServicePlan
+from zlh_infra.services import (
+    grafana,
+    headscale,
+    mariadb,
+    node_exporter,
+    node_release,
+    pbs,
+    prometheus,
+    redis,
+    technitium,
+    traefik,
+    vendor,
+)
+from zlh_infra.services.plan import ServicePlan
 
-#: PBS user the core host itself backs up with (runtime hosts get their own).
-CORE_BACKUP_USER = "zlh-core@pbs"
 API_PORT = 8080
 PORTAL_PORT = 3000
+#: A pre-auth key as Headscale prints it (``code_server`` checks it again where it is used).
+_PREAUTH_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +64,41 @@ class ControlPlaneArgs:
     releases: Releases
     database: Database
     monitoring: Monitoring
+    vendor: CoreVendor
+    apt_repositories: AptRepositories
+    acme: Acme
+    acme_credentials: Mapping[str, SecretStr] | None
+    headscale: Headscale
+    dns: Dns
+
+
+def _repository(name: str, repository: AptRepository) -> vendor.AptRepository:
+    return vendor.AptRepository(
+        name, repository.uri, repository.suite, tuple(repository.components), repository.key
+    )
+
+
+def preauth_key(stdout: str) -> str:
+    """The key ``headscale.print_preauth_key`` printed (a secret: never echoed)."""
+    key = stdout.strip()
+    if not 16 <= len(key) <= 256 or not set(key) <= _PREAUTH_KEY_CHARS:
+        raise ValueError("zlh-ctl printed no Headscale pre-auth key")
+    return key
+
+
+def fingerprint(pin: str | None) -> Callable[[str], str]:
+    """Parse ``cert info``'s output; with a pin, refuse a certificate that differs."""
+
+    def parse(stdout: str) -> str:
+        found = pbs.fingerprint_from(stdout)
+        if pin is not None and found != pin:
+            raise ValueError(
+                f"zlh-back's certificate fingerprint is {found}, zlh-infra:pbs.fingerprint "
+                f"pins {pin}: update the pin if the certificate was renewed on purpose"
+            )
+        return found
+
+    return parse
 
 
 class ControlPlane(pulumi.ComponentResource):
@@ -55,10 +109,13 @@ class ControlPlane(pulumi.ComponentResource):
     monitor_management_address: str
     pbs_server: str
     pbs_datastore: str
-    pbs_fingerprint: str | None
-    pbs_username: str
-    pbs_password: pulumi.Output[str]
+    #: Read from zlh-back once PBS is configured (None in the routers stage).
+    pbs_fingerprint: pulumi.Output[str] | None
+    #: Per runtime stack: its PBS username, password and namespace (secret).
+    pbs_hosts: pulumi.Output[dict[str, dict[str, str]]]
     headscale_url: str
+    #: The dev containers' reusable pre-auth key, read from zlh-ctl (None in the routers stage).
+    headscale_preauth_key: pulumi.Output[str] | None
     vmids: list[int]
 
     def __init__(
@@ -75,23 +132,42 @@ class ControlPlane(pulumi.ComponentResource):
             for service, spec in CONTROL_PLANE_SERVICES.items()
             if site.converge or spec.kind is GuestKind.VM
         }
-        back = guests["zlh-back"]
-        runtime_password = random.RandomPassword(
-            f"{name}-pbs-runtime-password",
-            length=40,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=self),
+        # One PBS user per host, each with a password of its own (the runtime hosts' are
+        # exported in the contract, each host picking its own).
+        self._pbs_passwords = {
+            host: random.RandomPassword(
+                f"{name}-pbs-{host}-password",
+                length=40,
+                special=False,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for host in ["core", *sorted(args.pbs.runtime_hosts)]
+        }
+        runtime_hosts = sorted(args.pbs.runtime_hosts.items())
+        self.pbs_hosts = pulumi.Output.secret(
+            pulumi.Output.all(
+                *(self._pbs_passwords[stack].result for stack, _ in runtime_hosts)
+            ).apply(
+                lambda passwords: {
+                    stack: {
+                        "username": host.user,
+                        "password": password,
+                        "namespace": host.namespace,
+                    }
+                    for (stack, host), password in zip(runtime_hosts, passwords, strict=True)
+                }
+            )
         )
+        self.pbs_fingerprint = None
+        self.headscale_preauth_key = None
         if site.converge:
-            self._platform(name, args, runtime_password)
+            self._platform(name, args)
 
+        back = guests["zlh-back"]
         self.api_management_address = str(site.addresses[("zpack-api", Network.MANAGEMENT)])
         self.monitor_management_address = str(site.addresses[("zlh-monitor", Network.MANAGEMENT)])
         self.pbs_server = str(back.management_address)
         self.pbs_datastore = args.pbs.datastore
-        self.pbs_fingerprint = args.pbs.fingerprint
-        self.pbs_username = args.pbs.runtime_user
-        self.pbs_password = pulumi.Output.secret(runtime_password.result)
         self.headscale_url = f"https://{args.domains.headscale}"
         self.vmids = sorted(guest.vmid for guest in guests.values())
         self.register_outputs(
@@ -101,19 +177,18 @@ class ControlPlane(pulumi.ComponentResource):
                 "pbsServer": self.pbs_server,
                 "pbsDatastore": self.pbs_datastore,
                 "pbsFingerprint": self.pbs_fingerprint,
-                "pbsUsername": self.pbs_username,
-                "pbsPassword": self.pbs_password,
+                "pbsHosts": self.pbs_hosts,
                 "headscaleUrl": self.headscale_url,
+                "headscalePreauthKey": self.headscale_preauth_key,
                 "vmids": self.vmids,
             }
         )
 
-    def _platform(
-        self, name: str, args: ControlPlaneArgs, runtime_password: random.RandomPassword
-    ) -> None:
+    def _platform(self, name: str, args: ControlPlaneArgs) -> None:
         """Every service in its guest, in dependency order, then the proxy, PBS and backups."""
         site, guests = args.site, args.guests
         steps = self._services(name, args)
+        vendor_steps = self._vendor_services(name, args, steps)
 
         def lan(service: str, port: int) -> str:
             return f"http://{guests[service].lan_address}:{port}"
@@ -121,55 +196,37 @@ class ControlPlane(pulumi.ComponentResource):
         routes = [
             HttpRoute("portal", args.domains.portal, lan("zpack-portal", PORTAL_PORT)),
             HttpRoute("api", args.domains.api, lan("zpack-api", API_PORT)),
-            HttpRoute("grafana", args.domains.grafana, lan("zlh-monitor", 3000)),
-            HttpRoute("headscale", args.domains.headscale, lan("zlh-ctl", 8080)),
+            HttpRoute("grafana", args.domains.grafana, lan("zlh-monitor", grafana.PORT)),
+            HttpRoute("headscale", args.domains.headscale, lan("zlh-ctl", headscale.PORT)),
         ]
         write_guest_file(
             f"{name}-proxy-routes",
             shell=site.shell,
             vmid=guests["zlh-proxy"].vmid,
-            path="/etc/traefik/dynamic/zlh.yml",
-            content=traefik_dynamic_config(routes),
+            path=traefik.ROUTES,
+            content=traefik.dynamic_config(routes),
+            # Traefik watches the directory: no restart; it must answer still.
+            after=traefik_answers(),
             parent=self,
-            # The proxies come last: after the portal and the API they route to.
+            # Once Traefik runs, after the portal and the API it routes to. Grafana and
+            # Headscale are vendor software: their routes answer 502 until they are up,
+            # rather than holding back the platform's own.
             depends_on=[
                 self.guests["zlh-proxy"],
-                steps["zlh-proxy"],
+                vendor_steps["zlh-proxy"],
                 steps["zpack-portal"],
                 steps["zpack-api"],
             ],
         )
 
         back = guests["zlh-back"]
-        core_password = random.RandomPassword(
-            f"{name}-pbs-core-password",
-            length=40,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        pbs_users = write_guest_file(
-            f"{name}-pbs-users",
-            shell=site.shell,
-            vmid=back.vmid,
-            path="/root/.zlh/pbs-users",
-            content=pulumi.Output.secret(
-                pulumi.Output.all(runtime_password.result, core_password.result).apply(
-                    lambda passwords: (
-                        f"{args.pbs.runtime_user} {passwords[0]}\n"
-                        f"{CORE_BACKUP_USER} {passwords[1]}\n"
-                    )
-                )
-            ),
-            after=_pbs_setup_script(args.pbs.datastore),
-            parent=self,
-            depends_on=[steps["zlh-back"]],
-        )
-
+        core = args.pbs.core_user
         stateful = [
             guests[service].vmid
             for service, spec in CONTROL_PLANE_SERVICES.items()
             if spec.stateful and service != "zlh-back"
         ]
+        assert self.pbs_fingerprint is not None
         backup_to_pbs(
             "zlh-core-backup",
             parent=self,
@@ -177,16 +234,176 @@ class ControlPlane(pulumi.ComponentResource):
             # The node reaches PBS on the management network, where it has an address.
             server=str(back.management_address),
             datastore=args.pbs.datastore,
-            username=CORE_BACKUP_USER,
-            password=core_password.result,
-            fingerprint=args.pbs.fingerprint,
+            namespace=core.namespace,
+            username=core.user,
+            password=self._pbs_passwords["core"].result,
+            fingerprint=self.pbs_fingerprint,
             vmids=stateful,
             policy=args.backup,
-            depends_on=[pbs_users],
+            depends_on=[vendor_steps["zlh-back"], vendor_steps["zlh-back-fingerprint"]],
         )
 
+    def _vendor_services(
+        self, name: str, args: ControlPlaneArgs, steps: Mapping[str, pulumi.Resource]
+    ) -> dict[str, pulumi.Resource]:
+        """The vendor software, each a step of its own after its guest's Debian step.
+
+        A vendor step exits 69 when it cannot fetch its software: it holds back only what
+        needs that software, never a guest's Debian services (they are the earlier step).
+        """
+        site, guests = args.site, args.guests
+        secret = pulumi.ResourceOptions(parent=self)
+
+        def address(service: str) -> IPv4Address:
+            found = guests[service].lan_address
+            assert found is not None  # the config requires it for every container
+            return found
+
+        def step(
+            service: str,
+            what: str,
+            plans: ServicePlan | pulumi.Output[ServicePlan],
+        ) -> pulumi.Resource:
+            planned: Sequence[ServicePlan] | pulumi.Output[Sequence[ServicePlan]] = (
+                [plans] if isinstance(plans, ServicePlan) else plans.apply(lambda p: [p])
+            )
+            # After the guest's Debian step: one apt at a time in a guest.
+            return converge_service(
+                f"{service}-{what}",
+                shell=site.shell,
+                vmid=guests[service].vmid,
+                plans=planned,
+                gateway=site.gateway,
+                parent=self,
+                guest=self.guests[service],
+                depends_on=[steps[service]],
+            )
+
+        found: dict[str, pulumi.Resource] = {}
+        core_vendor = args.vendor
+
+        dns_password = random.RandomPassword(
+            f"{name}-technitium-admin-password", length=32, special=False, opts=secret
+        )
+        core_guests = {
+            service: guest.lan_address
+            for service, guest in guests.items()
+            if guest.lan_address is not None
+        }
+        found["zlh-dns"] = step(
+            "zlh-dns",
+            "technitium",
+            dns_password.result.apply(
+                lambda password: technitium.plan(
+                    guest="zlh-dns",
+                    technitium=vendor.Vendored.from_vendor(
+                        artifact("technitium", core_vendor.technitium)
+                    ),
+                    dotnet=vendor.Vendored.from_vendor(artifact("dotnet", core_vendor.dotnet)),
+                    admin_password=password,
+                    core_zone_name=site.dns_domain,
+                    core_guests=core_guests,
+                    forwarders=[str(forwarder) for forwarder in args.dns.forwarders],
+                )
+            ),
+        )
+
+        found["zlh-ctl"] = step(
+            "zlh-ctl",
+            "headscale",
+            headscale.plan(
+                guest="zlh-ctl",
+                headscale=vendor.Vendored.from_vendor(artifact("headscale", core_vendor.headscale)),
+                server_domain=args.domains.headscale,
+                listen=address("zlh-ctl"),
+                base_domain=args.headscale.base_domain,
+                trusted_proxies=[address("zlh-proxy")],
+                key_expiration=args.headscale.key_expiration,
+            ),
+        )
+        key = read_from_guest(
+            f"{name}-headscale-preauth-key",
+            shell=site.shell,
+            vmid=guests["zlh-ctl"].vmid,
+            command_line=headscale.print_preauth_key(),
+            parent=self,
+            after=found["zlh-ctl"],
+            secret=True,
+        )
+        self.headscale_preauth_key = read_value(key, preauth_key, secret=True)
+
+        grafana_password = random.RandomPassword(
+            f"{name}-grafana-admin-password", length=32, special=False, opts=secret
+        )
+        found["zlh-monitor"] = step(
+            "zlh-monitor",
+            "grafana",
+            grafana_password.result.apply(
+                lambda password: grafana.plan(
+                    guest="zlh-monitor",
+                    repository=_repository("grafana", args.apt_repositories.grafana),
+                    listen=address("zlh-monitor"),
+                    admin_password=password,
+                    version=args.monitoring.grafana_version,
+                    public_domain=args.domains.grafana,
+                )
+            ),
+        )
+
+        pbs_config = args.pbs
+        users = [("core", pbs_config.core_user), *sorted(pbs_config.runtime_hosts.items())]
+        found["zlh-back"] = step(
+            "zlh-back",
+            "pbs",
+            pulumi.Output.all(*(self._pbs_passwords[host].result for host, _ in users)).apply(
+                lambda passwords: pbs.plan(
+                    guest="zlh-back",
+                    repository=_repository("proxmox-backup", args.apt_repositories.proxmox_backup),
+                    store=pbs_config.datastore,
+                    users=[
+                        pbs.BackupUser(user.user, user.namespace, password)
+                        for (_, user), password in zip(users, passwords, strict=True)
+                    ],
+                    retention=pbs.Retention(
+                        keep_daily=pbs_config.retention.keep_daily,
+                        keep_weekly=pbs_config.retention.keep_weekly,
+                        keep_monthly=pbs_config.retention.keep_monthly,
+                        keep_last=pbs_config.retention.keep_last,
+                        keep_yearly=pbs_config.retention.keep_yearly,
+                    ),
+                    version=pbs_config.version,
+                    gc_schedule=pbs_config.gc_schedule,
+                    prune_schedule=pbs_config.prune_schedule,
+                    verify_schedule=pbs_config.verify_schedule,
+                    verify_outdated_after=pbs_config.verify_outdated_after,
+                )
+            ),
+        )
+        cert = read_from_guest(
+            f"{name}-pbs-fingerprint",
+            shell=site.shell,
+            vmid=guests["zlh-back"].vmid,
+            command_line=pbs.fingerprint_command(),
+            parent=self,
+            after=found["zlh-back"],
+        )
+        found["zlh-back-fingerprint"] = cert
+        self.pbs_fingerprint = read_value(cert, fingerprint(pbs_config.fingerprint))
+
+        found["zlh-proxy"] = step(
+            "zlh-proxy",
+            "traefik",
+            traefik_plan(
+                guest="zlh-proxy",
+                source=vendor.Vendored.from_vendor(artifact("traefik", core_vendor.traefik)),
+                acme=args.acme,
+                credentials=args.acme_credentials,
+            ),
+        )
+        return found
+
     def _services(self, name: str, args: ControlPlaneArgs) -> dict[str, pulumi.Resource]:
-        """The configure step of every container, by service; each ends healthy."""
+        """The Debian step of every container, by service; each ends healthy."""
         site, guests = args.site, args.guests
         secret = pulumi.ResourceOptions(parent=self)
         db_password = random.RandomPassword(
@@ -285,7 +502,9 @@ class ControlPlane(pulumi.ComponentResource):
                 ],
             ),
         }
-        # DNS first, then the database and cache, then the API, then the portal.
+        # The zlh-dns guest's Debian step first, then the database and cache, then the
+        # API, then the portal. None of them waits for Technitium: a core guest resolves
+        # through zlh-dns, then the router, so the router answers until Technitium does.
         order = {"zpack-api": ["zlh-db", "zlh-redis"], "zpack-portal": ["zpack-api"]}
         steps: dict[str, pulumi.Resource] = {}
         for service, spec in CONTROL_PLANE_SERVICES.items():
@@ -316,24 +535,3 @@ def _beside(
     first: ServicePlan, plan: ServicePlan | pulumi.Output[ServicePlan]
 ) -> pulumi.Output[Sequence[ServicePlan]]:
     return pulumi.Output.from_input(plan).apply(lambda main: [first, main])
-
-
-def _pbs_setup_script(datastore: str) -> str:
-    """Create the datastore and the backup users written to the users file, idempotently."""
-    store = shlex.quote(datastore)
-    return (
-        # Until Proxmox Backup Server is installed here, say so (a vendor package).
-        "{ command -v proxmox-backup-manager >/dev/null"
-        " || { echo 'zlh: Proxmox Backup Server is not installed on zlh-back' >&2;"
-        f" rm -f /root/.zlh/pbs-users; exit {EXIT_UNAVAILABLE}; }}; }} && "
-        f"(proxmox-backup-manager datastore show {store} >/dev/null 2>&1"
-        f" || proxmox-backup-manager datastore create {store} /srv/data/{store})"
-        " && while read -r user password; do"
-        ' (proxmox-backup-manager user update "$user" --password "$password" 2>/dev/null'
-        ' || proxmox-backup-manager user create "$user" --password "$password")'
-        f" && proxmox-backup-manager acl update /datastore/{store} DatastoreBackup"
-        ' --auth-id "$user";'
-        " done < /root/.zlh/pbs-users"
-        # The passwords live in Pulumi state (encrypted); keep no copy in the guest.
-        " ; status=$?; rm -f /root/.zlh/pbs-users; exit $status"
-    )

@@ -6,19 +6,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
+from pydantic import SecretStr
 
-from zlh_infra.config import ServiceGuest
+from zlh_infra.config import Acme, ServiceGuest
 from zlh_infra.layers.guest import LxcGuest, VmGuest, pool
 from zlh_infra.layers.guest_steps import converge_service, write_guest_file
 from zlh_infra.layers.site import Site, service_guest
+from zlh_infra.layers.vendor import traefik_answers, traefik_plan
 from zlh_infra.platform.catalogue import EDGE_SERVICES, GuestKind
-from zlh_infra.platform.proxy_config import (
-    GameServer,
-    HttpRoute,
-    traefik_dynamic_config,
-    velocity_servers,
-)
-from zlh_infra.services import node_exporter
+from zlh_infra.platform.proxy_config import GameServer, HttpRoute
+from zlh_infra.services import node_exporter, traefik, velocity
+from zlh_infra.services.artifacts import Artifact
+from zlh_infra.services.vendor import Vendored
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +27,18 @@ class EdgeArgs:
     #: zlh-zpack-proxy's routes (dev IDEs) and Velocity's servers (game containers).
     routes: Sequence[HttpRoute]
     game_servers: Sequence[GameServer]
+    #: The domain game servers are reached under (Velocity's forced hosts).
+    games_domain: str
+    acme: Acme
+    acme_credentials: Mapping[str, SecretStr] | None
+    #: Traefik's and Velocity's artifacts, the store they come from and the step that
+    #: mirrors them there (None in the routers stage).
+    traefik: Artifact
+    velocity: Artifact
+    store_url: str
+    vendor_store: pulumi.Resource | None
+    #: Velocity's modern-forwarding secret, which the game template's Paper holds too.
+    forwarding_secret: pulumi.Output[str] | None
 
 
 class Edge(pulumi.ComponentResource):
@@ -55,6 +66,7 @@ class Edge(pulumi.ComponentResource):
 
     def _platform(self, name: str, args: EdgeArgs) -> None:
         site, guests = args.site, args.guests
+        assert args.vendor_store is not None and args.forwarding_secret is not None
         steps = {}
         for service, spec in EDGE_SERVICES.items():
             address = guests[service].lan_address
@@ -69,26 +81,85 @@ class Edge(pulumi.ComponentResource):
                 parent=self,
                 guest=self.guests[service],
             )
+
+        # Traefik from zlh-artifacts, after the guest's Debian step and the mirror.
+        proxy = converge_service(
+            "zlh-zpack-proxy-traefik",
+            shell=site.shell,
+            vmid=guests["zlh-zpack-proxy"].vmid,
+            plans=pulumi.Output.from_input(
+                traefik_plan(
+                    guest="zlh-zpack-proxy",
+                    source=Vendored.from_store(args.traefik, args.store_url),
+                    acme=args.acme,
+                    credentials=args.acme_credentials,
+                )
+            ).apply(lambda plan: [plan]),
+            gateway=site.gateway,
+            parent=self,
+            guest=self.guests["zlh-zpack-proxy"],
+            depends_on=[steps["zlh-zpack-proxy"], args.vendor_store],
+            secret=bool(args.acme_credentials),
+        )
+        # Pulumi writes only its own file of Traefik's routes directory: the routes the
+        # platform API writes beside it survive every run.
         write_guest_file(
             f"{name}-zpack-proxy-routes",
             shell=site.shell,
             vmid=guests["zlh-zpack-proxy"].vmid,
-            path="/etc/traefik/dynamic/zlh.yml",
-            content=traefik_dynamic_config(args.routes),
+            path=traefik.ROUTES,
+            content=traefik.dynamic_config(args.routes),
+            # Traefik watches the directory: no restart; it must answer still.
+            after=traefik_answers(),
             parent=self,
-            depends_on=[self.guests["zlh-zpack-proxy"], steps["zlh-zpack-proxy"]],
+            depends_on=[self.guests["zlh-zpack-proxy"], proxy],
         )
+
+        memory = guests["zlh-velocity"].memory_mb
+        proxy_server = converge_service(
+            "zlh-velocity-velocity",
+            shell=site.shell,
+            vmid=guests["zlh-velocity"].vmid,
+            plans=args.forwarding_secret.apply(
+                lambda secret: [
+                    velocity.plan(
+                        guest="zlh-velocity",
+                        velocity=Vendored.from_store(args.velocity, args.store_url),
+                        forwarding_secret=secret,
+                        games_domain=args.games_domain,
+                        # Half the guest for the heap, the rest for the JVM and the system.
+                        memory_mb=max(128, min(65536, memory // 2)),
+                    )
+                ]
+            ),
+            gateway=site.gateway,
+            parent=self,
+            guest=self.guests["zlh-velocity"],
+            depends_on=[steps["zlh-velocity"], args.vendor_store],
+        )
+        # velocity.toml has no include: the module's merge folds this table in (with the
+        # servers registered outside Pulumi) and Velocity restarts only when it changed.
         write_guest_file(
             f"{name}-velocity-servers",
             shell=site.shell,
             vmid=guests["zlh-velocity"].vmid,
-            path="/opt/velocity/zlh-servers.toml",
-            content=velocity_servers(args.game_servers),
-            # Velocity has no include: its unit merges this table into velocity.toml.
+            path=velocity.DECLARED,
+            content=velocity.declared_servers(args.game_servers),
             after=(
-                "if systemctl cat velocity.service >/dev/null 2>&1;"
-                " then systemctl try-restart velocity.service; fi"
+                f"zlh_out=$({velocity.merge_command(args.games_domain)}) && "
+                f'if [ "$zlh_out" = changed ]; then systemctl restart {velocity.UNIT}; fi && '
+                + _listening("velocity", "zlh-velocity", velocity.PORT)
             ),
             parent=self,
-            depends_on=[self.guests["zlh-velocity"], steps["zlh-velocity"]],
+            depends_on=[self.guests["zlh-velocity"], proxy_server],
         )
+
+
+def _listening(service: str, guest: str, port: int, seconds: int = 120) -> str:
+    """Shell waiting (bounded) until something listens on ``port``; else failing, named."""
+    message = f"zlh: {service} on {guest} does not listen on port {port} after {seconds} s"
+    return (
+        f"zlh_try=0 && until ss -ltnH 'sport = :{port}' | grep -q .; do"
+        f' zlh_try=$((zlh_try + 1)); if [ "$zlh_try" -ge {seconds} ]; then'
+        f" echo '{message}' >&2; exit 1; fi; sleep 1; done"
+    )

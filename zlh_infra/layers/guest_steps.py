@@ -77,7 +77,7 @@ def run_in_base_image(
     *,
     shell: NodeShell,
     vmid: int,
-    script: str,
+    script: pulumi.Input[str],
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
     replace_with: Sequence[pulumi.Resource] = (),
@@ -85,7 +85,8 @@ def run_in_base_image(
     """Start base image ``vmid``, run ``script`` in it, and shut it down again.
 
     Base images stay stopped so that clones copy a quiet file system; they run only
-    for the time an image step takes.
+    for the time an image step takes. A script holding a secret comes as a secret Output:
+    it travels on stdin, never in the command line.
     """
     # The script waits (bounded) for the package mirrors itself.
     wrapped = (
@@ -99,7 +100,7 @@ def run_in_base_image(
         connection=shell.connection(),
         create=f"sh -c {shlex.quote(wrapped)}",
         stdin=script,
-        triggers=[_sha256(script)],
+        triggers=[pulumi.Output.from_input(script).apply(_sha256)],
         logging=command.remote.Logging.STDERR,
         opts=pulumi.ResourceOptions(
             parent=parent, depends_on=list(depends_on), replace_with=list(replace_with)
@@ -125,6 +126,36 @@ def node_command(
         logging=command.remote.Logging.STDERR,
         opts=pulumi.ResourceOptions(
             parent=parent, depends_on=list(depends_on), replace_with=list(replace_with)
+        ),
+    )
+
+
+def read_from_guest(
+    name: str,
+    *,
+    shell: NodeShell,
+    vmid: int,
+    command_line: str,
+    parent: pulumi.Resource,
+    after: pulumi.Resource,
+    secret: bool = False,
+) -> command.remote.Command:
+    """Run ``command_line`` in container ``vmid`` and keep what it prints (``stdout``).
+
+    It reruns whenever ``after`` (the step that made what it reads) is replaced, which is
+    whenever that step reruns or its guest is rebuilt. ``secret``: the output is a
+    secret, marked so in the state and never logged.
+    """
+    return command.remote.Command(
+        name,
+        connection=shell.connection(),
+        create=f"pct exec {vmid} -- sh -c {shlex.quote(command_line)}",
+        logging=command.remote.Logging.STDERR,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=[after],
+            replace_with=[after],
+            additional_secret_outputs=["stdout"] if secret else None,
         ),
     )
 
@@ -158,12 +189,15 @@ def converge_service(
     parent: pulumi.Resource,
     guest: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
+    secret: bool | None = None,
 ) -> command.remote.Command:
     """Install and configure ``plans`` (a guest's services) in container ``vmid``.
 
     Returns the configure step, which ends with every plan's health check. Plans built
     from secrets come as an Output: the configure script stays secret, and the install
-    script (packages only) is unsecreted, so diffs show what it installs.
+    script (packages only) is unsecreted, so diffs show what it installs. ``secret=False``
+    for plans that are an Output only because they wait for a value that is no secret (a
+    public key read from a guest); a secret they were built from stays secret regardless.
     """
     planned: pulumi.Output[Sequence[ServicePlan]] = pulumi.Output.from_input(plans)
     opts = pulumi.ResourceOptions(parent=parent, replace_with=[guest])
@@ -179,7 +213,9 @@ def converge_service(
         f"{name}-configure",
         shell=shell,
         vmid=vmid,
-        script=pulumi.Output.secret(script) if isinstance(plans, pulumi.Output) else script,
+        script=pulumi.Output.secret(script)
+        if (isinstance(plans, pulumi.Output) if secret is None else secret)
+        else script,
         opts=pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(depends_on=[install, *depends_on])
         ),

@@ -8,18 +8,28 @@ from ipaddress import IPv4Address
 
 import pulumi
 import pulumi_proxmoxve as proxmox
+import pulumi_random as random
 
-from zlh_infra.config import Agent, Backup, FleetGuest, ServiceGuest, Template
-from zlh_infra.contract import CoreContract
+from zlh_infra.config import (
+    Agent,
+    Backup,
+    FleetGuest,
+    Paper,
+    RuntimeVendor,
+    ServiceGuest,
+    Template,
+)
+from zlh_infra.contract import CoreContract, PbsHost
 from zlh_infra.layers.backups import backup_to_pbs
 from zlh_infra.layers.guest import GuestArgs, LxcGuest, VmGuest, pool
 from zlh_infra.layers.guest_steps import (
     converge_service,
     node_command,
+    read_from_guest,
     run_in_base_image,
-    write_guest_file,
 )
 from zlh_infra.layers.site import Site, service_guest
+from zlh_infra.layers.vendor import artifact, read_value
 from zlh_infra.platform.catalogue import (
     FLEET_MANAGEMENT_INGRESS,
     RUNTIME_SERVICES,
@@ -28,8 +38,14 @@ from zlh_infra.platform.catalogue import (
 )
 from zlh_infra.platform.topology import Layer, guest_tags
 from zlh_infra.platform.vmids import VmidRole
-from zlh_infra.services import agent, artifacts, node_exporter
-from zlh_infra.services.plan import configure_script, install_script, wait_for_mirrors
+from zlh_infra.services import agent, artifacts, build, code_server, node_exporter, paper
+from zlh_infra.services.plan import (
+    ServicePlan,
+    configure_script,
+    install_script,
+    wait_for_mirrors,
+)
+from zlh_infra.services.vendor import Vendored
 
 #: Fleet containers start after the host's services (Proxmox start order).
 FLEET_STARTUP_ORDER = 10
@@ -55,6 +71,13 @@ class RuntimeArgs:
     fleet: Sequence[FleetMember]
     agent: Agent
     backup: Backup
+    vendor: RuntimeVendor
+    paper: Paper
+    #: This host's PBS login, picked from the contract by the stack's name.
+    pbs_host: PbsHost
+    #: Deploy-time contract values (unknown while previewing against a core preview).
+    pbs_fingerprint: pulumi.Input[str]
+    headscale_preauth_key: pulumi.Input[str]
     #: The edge's stateful guests on this host, backed up by this host's job too.
     edge_backups: Sequence[int] = ()
 
@@ -65,6 +88,14 @@ class Runtime(pulumi.ComponentResource):
     guests: dict[str, LxcGuest | VmGuest]
     fleet: dict[str, LxcGuest]
     vmids: list[int]
+    #: zlh-artifacts' URL (``http://<lan>:8080``), where the host's guests fetch from.
+    store_url: str
+    #: The vendor artifacts zlh-artifacts mirrors, by name; and the step that mirrors them
+    #: (None in the routers stage).
+    vendor_artifacts: dict[str, artifacts.Artifact]
+    vendor_store: pulumi.Resource | None
+    #: Velocity's modern-forwarding secret, shared with the game templates' Paper.
+    forwarding_secret: pulumi.Output[str] | None
 
     def __init__(
         self, name: str, args: RuntimeArgs, opts: pulumi.ResourceOptions | None = None
@@ -74,6 +105,14 @@ class Runtime(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         layer_pool = pool(self, "zlh-runtime", "ZeroLagHub runtime: customer workloads")
 
+        artifacts_guest = args.guests["zlh-artifacts"]
+        assert artifacts_guest.lan_address is not None  # required by the config
+        artifacts_url = f"http://{artifacts_guest.lan_address}:{artifacts.PORT}"
+        self.store_url = artifacts_url
+        self.vendor_artifacts = {
+            name: artifact(name, release) for name, release in args.vendor.artifacts().items()
+        }
+        self.vendor_store, self.forwarding_secret = None, None
         if not site.converge:
             # The routers stage: the edge creates the router; nothing else exists yet.
             self.guests, self.fleet, self.vmids = {}, {}, []
@@ -85,9 +124,6 @@ class Runtime(pulumi.ComponentResource):
             )
             for service, spec in RUNTIME_SERVICES.items()
         }
-        artifacts_guest = args.guests["zlh-artifacts"]
-        assert artifacts_guest.lan_address is not None  # required by the config
-        artifacts_url = f"http://{artifacts_guest.lan_address}:{artifacts.PORT}"
         agent_artifact = artifacts.Artifact(
             "zlh-agent", args.agent.version, "zlh-agent", args.agent.sha256, args.agent.url
         )
@@ -108,17 +144,30 @@ class Runtime(pulumi.ComponentResource):
             parent=self,
             guest=self.guests["zlh-artifacts"],
         )
-        build = args.guests["zlh-build"]
-        assert build.lan_address is not None
-        converge_service(
-            "zlh-build",
+        # The vendor software the edge and the templates need, mirrored in a step of its
+        # own: a vendor that cannot be reached holds back only what needs its software.
+        self.vendor_store = converge_service(
+            "zlh-artifacts-vendor",
             shell=site.shell,
-            vmid=build.vmid,
-            plans=[node_exporter.plan(guest="zlh-build", listen=build.lan_address)],
+            vmid=artifacts_guest.vmid,
+            plans=[
+                artifacts.mirror_plan(
+                    guest="zlh-artifacts",
+                    listen=artifacts_guest.lan_address,
+                    artifacts=list(self.vendor_artifacts.values()),
+                )
+            ],
             gateway=site.gateway,
             parent=self,
-            guest=self.guests["zlh-build"],
+            guest=self.guests["zlh-artifacts"],
+            depends_on=[store],
         )
+        self.forwarding_secret = pulumi.Output.secret(
+            random.RandomPassword(
+                f"{name}-velocity-forwarding-secret", length=32, special=False, opts=child
+            ).result
+        )
+        self._build_and_publishing(site, args, store)
 
         base = LxcGuest(
             "zlh-base",
@@ -143,11 +192,12 @@ class Runtime(pulumi.ComponentResource):
 
         template_ready: dict[str, pulumi.Resource] = {}
         for template_name, template in sorted(args.templates.items()):
+            hostname = f"zlh-template-{template_name}"
             image = LxcGuest(
-                f"zlh-template-{template_name}",
+                hostname,
                 self._image_args(
                     site,
-                    f"zlh-template-{template_name}",
+                    hostname,
                     template.vmid,
                     template,
                     layer_pool,
@@ -156,16 +206,30 @@ class Runtime(pulumi.ComponentResource):
                 ),
                 child,
             )
+            # The template's workload (Paper, or code-server and Tailscale) from
+            # zlh-artifacts, then the template's own extra shell.
+            plans = self._workload(hostname, template, args)
+            workload = run_in_base_image(
+                f"{hostname}-workload",
+                shell=site.shell,
+                vmid=template.vmid,
+                script=pulumi.Output.from_input(plans).apply(
+                    lambda p: install_script(p, site.gateway) + configure_script(p)
+                ),
+                parent=self,
+                depends_on=[image, self.vendor_store],
+                replace_with=[image],
+            )
             template_ready[template_name] = run_in_base_image(
-                f"zlh-template-{template_name}-setup",
+                f"{hostname}-setup",
                 shell=site.shell,
                 vmid=template.vmid,
                 script="set -eu\n"
-                + wait_for_mirrors(f"zlh-template-{template_name}", site.gateway)
+                + wait_for_mirrors(hostname, site.gateway)
                 + (template.setup or "true")
                 + "\n",
                 parent=self,
-                depends_on=[image],
+                depends_on=[workload],
                 replace_with=[image],
             )
 
@@ -215,7 +279,7 @@ class Runtime(pulumi.ComponentResource):
                 depends_on=[container],
                 replace_with=[container],
             )
-            converge_service(
+            managed = converge_service(
                 guest.name,
                 shell=site.shell,
                 vmid=guest.vmid,
@@ -232,16 +296,17 @@ class Runtime(pulumi.ComponentResource):
                 guest=container,
                 depends_on=[resized],
             )
-            if member.role is VmidRole.DEV:
-                write_guest_file(
-                    f"{guest.name}-dev-vpn",
-                    shell=site.shell,
-                    vmid=guest.vmid,
-                    path="/etc/zlh/dev-vpn.env",
-                    content=f"HEADSCALE_URL={args.contract.headscale_url}\n",
-                    parent=self,
-                    depends_on=[container],
-                )
+            # The workload the clone brought: a step of its own, after the agent's.
+            converge_service(
+                f"{guest.name}-{'paper' if member.role is VmidRole.GAME else 'code-server'}",
+                shell=site.shell,
+                vmid=guest.vmid,
+                plans=self._fleet_workload(guest, member.role, template, args),
+                gateway=site.gateway,
+                parent=self,
+                guest=container,
+                depends_on=[managed],
+            )
 
         backed_up = [
             *(m.guest.vmid for m in args.fleet),
@@ -256,9 +321,10 @@ class Runtime(pulumi.ComponentResource):
                 node=site.node,
                 server=str(contract.pbs_server),
                 datastore=contract.pbs_datastore,
-                username=contract.pbs_username,
-                password=pulumi.Output.secret(contract.pbs_password.get_secret_value()),
-                fingerprint=contract.pbs_fingerprint,
+                namespace=args.pbs_host.namespace,
+                username=args.pbs_host.username,
+                password=pulumi.Output.secret(args.pbs_host.password.get_secret_value()),
+                fingerprint=args.pbs_fingerprint,
                 vmids=backed_up,
                 policy=args.backup,
                 depends_on=list(self.fleet.values()),
@@ -271,6 +337,146 @@ class Runtime(pulumi.ComponentResource):
             + [m.guest.vmid for m in args.fleet]
         )
         self.register_outputs({"vmids": self.vmids})
+
+    def _build_and_publishing(self, site: Site, args: RuntimeArgs, store: pulumi.Resource) -> None:
+        """zlh-build's toolchains, and its key as the one that may publish to the store.
+
+        The key is made in zlh-build and stays there; its public half is read back and
+        installed for zlh-artifacts' ``publish`` account, whose host key zlh-build pins.
+        """
+        build_guest, artifacts_guest = args.guests["zlh-build"], args.guests["zlh-artifacts"]
+        assert build_guest.lan_address is not None and artifacts_guest.lan_address is not None
+        toolchains = converge_service(
+            "zlh-build",
+            shell=site.shell,
+            vmid=build_guest.vmid,
+            plans=[
+                node_exporter.plan(guest="zlh-build", listen=build_guest.lan_address),
+                build.plan(guest="zlh-build"),
+            ],
+            gateway=site.gateway,
+            parent=self,
+            guest=self.guests["zlh-build"],
+        )
+        key = read_value(
+            read_from_guest(
+                "zlh-build-publish-key",
+                shell=site.shell,
+                vmid=build_guest.vmid,
+                command_line=build.print_public_key(),
+                parent=self,
+                after=toolchains,
+            ),
+            build.public_key,
+        )
+        publishing = converge_service(
+            "zlh-artifacts-publish",
+            shell=site.shell,
+            vmid=artifacts_guest.vmid,
+            plans=key.apply(lambda k: [build.publish_plan(guest="zlh-artifacts", public_key=k)]),
+            gateway=site.gateway,
+            parent=self,
+            guest=self.guests["zlh-artifacts"],
+            depends_on=[store],
+            secret=False,
+        )
+        host_key = read_value(
+            read_from_guest(
+                "zlh-artifacts-host-key",
+                shell=site.shell,
+                vmid=artifacts_guest.vmid,
+                command_line=build.print_host_key(),
+                parent=self,
+                after=publishing,
+            ),
+            build.host_key,
+        )
+        address = artifacts_guest.lan_address
+        converge_service(
+            "zlh-build-publish",
+            shell=site.shell,
+            vmid=build_guest.vmid,
+            plans=host_key.apply(
+                lambda k: [
+                    build.client_plan(
+                        guest="zlh-build", artifacts_address=address, artifacts_host_key=k
+                    )
+                ]
+            ),
+            gateway=site.gateway,
+            parent=self,
+            guest=self.guests["zlh-build"],
+            depends_on=[toolchains, publishing],
+            secret=False,
+        )
+
+    def _source(self, name: str) -> Vendored:
+        return Vendored.from_store(self.vendor_artifacts[name], self.store_url)
+
+    def _workload(
+        self, hostname: str, template: Template, args: RuntimeArgs
+    ) -> list[ServicePlan] | pulumi.Output[list[ServicePlan]]:
+        """A game template's Paper (with Velocity's secret), a dev template's code-server."""
+        if template.kind == "dev":
+            return [
+                code_server.template_plan(
+                    guest=hostname,
+                    code_server=self._source("code-server"),
+                    tailscale=self._source("tailscale"),
+                )
+            ]
+        assert self.forwarding_secret is not None
+        settings = args.paper
+        java = self._source("java") if "java" in self.vendor_artifacts else None
+        return self.forwarding_secret.apply(
+            lambda secret: [
+                paper.template_plan(
+                    guest=hostname,
+                    paper=self._source("paper"),
+                    forwarding_secret=secret,
+                    accept_eula=settings.accept_eula,
+                    java=java,
+                    port=template.ports[0],
+                    motd=settings.motd,
+                )
+            ]
+        )
+
+    def _fleet_workload(
+        self, guest: FleetGuest, role: VmidRole, template: Template, args: RuntimeArgs
+    ) -> list[ServicePlan] | pulumi.Output[list[ServicePlan]]:
+        """A game container's Paper running; a dev container's IDE password and VPN join."""
+        name = guest.name
+        if role is VmidRole.GAME:
+            return [
+                paper.fleet_plan(
+                    guest=name,
+                    port=template.ports[0],
+                    memory_mb=guest.memory_mb,
+                    java=self._source("java") if "java" in self.vendor_artifacts else None,
+                )
+            ]
+        # One password per dev container: one developer's cannot open another's IDE.
+        password = random.RandomPassword(
+            f"{name}-code-server-password",
+            length=32,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        login_server = args.contract.headscale_url
+
+        def plans(values: list[str]) -> list[ServicePlan]:
+            return list(
+                code_server.fleet_plan(
+                    guest=name, password=values[0], login_server=login_server, auth_key=values[1]
+                )
+            )
+
+        values: pulumi.Output[list[str]] = pulumi.Output.all(
+            password.result, args.headscale_preauth_key
+        )
+        secrets: pulumi.Output[list[str]] = pulumi.Output.secret(values)
+        return secrets.apply(plans)
 
     def _image_args(
         self,

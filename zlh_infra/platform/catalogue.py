@@ -220,7 +220,10 @@ RUNTIME_SERVICES: dict[str, ServiceSpec] = _svc(
         "runtime binaries and server jars",
         stateful=True,
         startup_order=2,
-        ingress=(Ingress(8080, Peer.LAN, comment="artifact downloads"),),
+        ingress=(
+            Ingress(8080, Peer.LAN, comment="artifact downloads"),
+            Ingress(22, "zlh-build", comment="publishing (zlh-publish over SSH) from zlh-build"),
+        ),
     ),
     ServiceSpec(
         "zlh-build",

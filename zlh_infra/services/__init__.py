@@ -14,4 +14,15 @@ The layers run those plans inside the guests
 | ``artifacts`` | the artifact store (nginx) and ``zlh-publish`` | zlh-artifacts |
 | ``node_release`` | zpack-api and zpack-portal (Node.js releases) | zpack-api, zpack-portal |
 | ``agent`` | zlh-agent | the base image, so every game and dev container |
+| ``technitium`` | Technitium DNS Server | zlh-dns |
+| ``headscale`` | Headscale | zlh-ctl |
+| ``grafana`` | Grafana | zlh-monitor |
+| ``pbs`` | Proxmox Backup Server | zlh-back |
+| ``traefik`` | Traefik | zlh-proxy, zlh-zpack-proxy |
+| ``velocity`` | Velocity | zlh-velocity |
+| ``paper`` | Paper | the game templates, so every game container |
+| ``code_server`` | code-server and Tailscale | the dev templates, so every dev container |
+| ``build`` | toolchains, the publishing key; the ``publish`` account | zlh-build; zlh-artifacts |
+
+``vendor`` fetches and verifies what only a vendor ships, for the modules that need it.
 """

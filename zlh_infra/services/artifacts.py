@@ -96,10 +96,30 @@ fi
 """
 
 
-def plan(*, guest: str, listen: IPv4Address, artifacts: Sequence[Artifact]) -> ServicePlan:
-    served = " && ".join(
+def _served(listen: IPv4Address, artifacts: Sequence[Artifact]) -> str:
+    return " && ".join(
         f"curl -fsS -o /dev/null http://{listen}:{PORT}{artifact.path}" for artifact in artifacts
     )
+
+
+def mirror_plan(*, guest: str, listen: IPv4Address, artifacts: Sequence[Artifact]) -> ServicePlan:
+    """Mirror ``artifacts`` (each with a URL) into a store ``plan`` already set up.
+
+    A step of its own, so that a vendor download that fails (exit ``EXIT_UNAVAILABLE``)
+    holds back only what needs that vendor's software, never the store itself.
+    """
+    if not artifacts or any(artifact.url is None for artifact in artifacts):
+        raise ValueError("mirror_plan: give the artifacts to fetch, each with its URL")
+    return ServicePlan(
+        service="vendor-artifacts",
+        guest=guest,
+        converge="".join(mirror(artifact) for artifact in artifacts),
+        health=_served(listen, artifacts),
+    )
+
+
+def plan(*, guest: str, listen: IPv4Address, artifacts: Sequence[Artifact]) -> ServicePlan:
+    served = _served(listen, artifacts)
     return ServicePlan(
         service="artifacts",
         guest=guest,
