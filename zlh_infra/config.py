@@ -44,6 +44,7 @@ from zlh_infra.platform.catalogue import (
 from zlh_infra.platform.topology import StackRole, UnknownStackError, stack_role
 from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
 from zlh_infra.services.paper import heap_mb as paper_heap_mb
+from zlh_infra.services.values import is_ipv4_port
 
 NAMESPACE = "zlh-infra"
 
@@ -556,13 +557,7 @@ def _email(value: str) -> str:
 
 
 def _resolver(value: str) -> str:
-    address, _, port = value.rpartition(":")
-    try:
-        IPv4Address(address)
-        valid = port.isdigit() and 0 < int(port) < 65536
-    except ValueError:
-        valid = False
-    if not valid:
+    if not is_ipv4_port(value):
         raise ValueError(f"{value!r} is not ipv4:port")
     return value
 

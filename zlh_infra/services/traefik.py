@@ -28,12 +28,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from urllib.parse import urlsplit
 
 from zlh_infra.platform.proxy_config import HttpRoute, traefik_dynamic_config
 from zlh_infra.services.plan import GuestFile, ServicePlan
-from zlh_infra.services.values import no_control, systemd_environment
+from zlh_infra.services.values import is_ipv4_port, no_control, systemd_environment
 from zlh_infra.services.vendor import Vendored, unpack
 
 HOME = "/opt/traefik"
@@ -139,13 +138,7 @@ class Acme:
 
 
 def _resolver(value: str) -> str:
-    address, _, port = value.rpartition(":")
-    try:
-        IPv4Address(address)
-        valid = port.isdigit() and 0 < int(port) < 65536
-    except ValueError:
-        valid = False
-    if not valid:
+    if not is_ipv4_port(value):
         raise ValueError(f"DNS challenge resolver {value!r} must be ipv4:port")
     return value
 

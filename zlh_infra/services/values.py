@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from ipaddress import IPv4Address
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GENERATED_SECRET = re.compile(r"^[A-Za-z0-9]{16,128}$")
@@ -58,3 +59,13 @@ def config_string(value: str) -> str:
     """A double-quoted string of redis.conf (and other sds-style config files)."""
     no_control("config string", value)
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def is_ipv4_port(value: str) -> bool:
+    """``10.20.0.6:25565``: an IPv4 address, a colon and a port from 1 to 65535."""
+    address, _, port = value.rpartition(":")
+    try:
+        IPv4Address(address)
+    except ValueError:
+        return False
+    return port.isdigit() and 0 < int(port) < 65536

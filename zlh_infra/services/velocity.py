@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from ipaddress import IPv4Address
 
 from zlh_infra.platform.proxy_config import GameServer, velocity_servers
 from zlh_infra.services.plan import GuestFile, ServicePlan
 from zlh_infra.services.traefik import domain
-from zlh_infra.services.values import generated_secret, no_control
+from zlh_infra.services.values import generated_secret, is_ipv4_port, no_control
 from zlh_infra.services.vendor import Vendored, install_file
 
 PORT = 25565
@@ -140,13 +139,7 @@ def declared_servers(servers: Sequence[GameServer]) -> str:
         if not _SERVER_NAME.fullmatch(server.name) or server.name in seen:
             raise ValueError(f"game server {server.name!r}: a unique DNS label (forced host)")
         seen.add(server.name)
-        address, _, port = server.address.rpartition(":")
-        try:
-            IPv4Address(address)
-            valid = port.isdigit() and 0 < int(port) < 65536
-        except ValueError:
-            valid = False
-        if not valid:
+        if not is_ipv4_port(server.address):
             raise ValueError(f"game server {server.name}: {server.address!r} is not ipv4:port")
     return velocity_servers(servers)
 
