@@ -36,6 +36,50 @@ def _uv() -> Path:
     return uv
 
 
+#: Debian packages the tests run for real: the services' own checkers (promtool, nginx -t,
+#: redis-server, visudo) and the servers the release stand-ins are tested against.
+TEST_PACKAGES = (
+    "curl",
+    "nodejs",
+    "mariadb-server",
+    "redis-server",
+    "prometheus",
+    "nginx-light",
+    "sudo",
+)
+
+
+def _debian_packages(packages: tuple[str, ...]) -> int:
+    """Install the missing ones with apt-get (as root); say which are missing otherwise."""
+    try:
+        missing = [
+            name
+            for name in packages
+            if subprocess.run(
+                ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True
+            ).stdout
+            != "install ok installed"
+        ]
+    except FileNotFoundError:
+        print("tasks.py: the tests need a Debian machine (dpkg and apt-get)", file=sys.stderr)
+        return 2
+    if not missing:
+        return 0
+    if os.geteuid() != 0:
+        print(
+            f"tasks.py: install these Debian packages first: {' '.join(missing)}", file=sys.stderr
+        )
+        return 2
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+    ):
+        if code := subprocess.run(step, env=env).returncode:
+            return code
+    return 0
+
+
 def _run(*command: str | Path) -> int:
     return subprocess.run([str(part) for part in command], cwd=ROOT).returncode
 
@@ -67,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(*run, "python", "-m", "zlh_infra", "lab", *options.args)
     if options.task == "bench":
         return _run(*run, "python", "-m", "benchmarks.preview", *options.args)
+    if code := _debian_packages(TEST_PACKAGES):
+        return code
     for check in (
         (*run, "ruff", "check", "."),
         (*run, "ruff", "format", "--check", "."),
