@@ -5,10 +5,9 @@ with lxc-attach; tests pass a fake), so everything here is free of subprocess. A
 result is passed (``ok: true``), failed (``ok: false``), or not checked (``ok: null``)
 when a vendor artifact it needs is missing: not checked is never counted as passed.
 
-Service health checks come from a list of ``HealthCheck`` (guest VMID, name, shell
-command). Until the program's service plans expose their health snippets, that list
-is built from ``SERVICE_HEALTH`` below; ``health_checks_from_plans`` is the seam for
-the plans (see docs/lab.md).
+Service health checks are ``HealthCheck`` (guest VMID, name, shell command), read from
+the recorded configure steps (``health_from_steps``); ``SERVICE_HEALTH`` holds any check
+the lab adds of its own (none now). See docs/lab.md.
 """
 
 from __future__ import annotations
