@@ -60,13 +60,9 @@ def check_resolver(resolver: IPv4Address) -> None:
             )
 
 
-def host_ruleset(resolver: IPv4Address) -> str:
-    """The host's ``table ip zlh_lab``: the lab's egress filter and its NAT."""
-    check_resolver(resolver)
-    ports = ", ".join(str(port) for port in ALLOWED_TCP_PORTS)
-    lab = f'iifname "{HOST_VETH}"'
+def _address_sets() -> str:
+    """The two address sets both tables filter with."""
     return f"""\
-table ip {HOST_NFT_TABLE} {{
   set platform {{
     type ipv4_addr; flags interval;
     elements = {{ {_elements(PLATFORM_NETWORKS)} }}
@@ -75,7 +71,17 @@ table ip {HOST_NFT_TABLE} {{
     type ipv4_addr; flags interval;
     elements = {{ {_elements(NON_PUBLIC_NETWORKS)} }}
   }}
-  chain forward {{
+"""
+
+
+def host_ruleset(resolver: IPv4Address) -> str:
+    """The host's ``table ip zlh_lab``: the lab's egress filter and its NAT."""
+    check_resolver(resolver)
+    ports = ", ".join(str(port) for port in ALLOWED_TCP_PORTS)
+    lab = f'iifname "{HOST_VETH}"'
+    return f"""\
+table ip {HOST_NFT_TABLE} {{
+{_address_sets()}  chain forward {{
     type filter hook forward priority -10; policy accept;
     {lab} ip daddr @platform counter drop comment "platform addresses never leave"
     {lab} ip daddr {resolver} udp dport 53 accept
@@ -106,15 +112,7 @@ def netns_ruleset(resolver: IPv4Address) -> str:
     out = f'oifname "{LAB_VETH}"'
     return f"""\
 table inet {NETNS_NFT_TABLE} {{
-  set platform {{
-    type ipv4_addr; flags interval;
-    elements = {{ {_elements(PLATFORM_NETWORKS)} }}
-  }}
-  set non_public {{
-    type ipv4_addr; flags interval;
-    elements = {{ {_elements(NON_PUBLIC_NETWORKS)} }}
-  }}
-  chain forward {{
+{_address_sets()}  chain forward {{
     type filter hook forward priority 0; policy accept;
     {out} meta nfproto ipv6 drop
     {out} ip daddr @platform counter drop

@@ -42,6 +42,27 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _hashed_step(
+    name: str,
+    *,
+    shell: NodeShell,
+    create: str,
+    content: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+    on_stdin: bool = True,
+) -> command.remote.Command:
+    """A node-shell step rerun exactly when ``content`` changes (its trigger is its hash)."""
+    return command.remote.Command(
+        name,
+        connection=shell.connection(),
+        create=create,
+        stdin=content if on_stdin else None,
+        triggers=[pulumi.Output.from_input(content).apply(_sha256)],
+        logging=command.remote.Logging.STDERR,
+        opts=opts,
+    )
+
+
 def write_guest_file(
     name: str,
     *,
@@ -61,13 +82,11 @@ def write_guest_file(
     script = f"mkdir -p {shlex.quote(directory)} && cat > {shlex.quote(path)}"
     if after:
         script += f" && {after}"
-    return command.remote.Command(
+    return _hashed_step(
         name,
-        connection=shell.connection(),
+        shell=shell,
         create=f"pct exec {vmid} -- sh -c {shlex.quote(script)}",
-        stdin=content,
-        triggers=[pulumi.Output.from_input(content).apply(_sha256)],
-        logging=command.remote.Logging.STDERR,
+        content=content,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
     )
 
@@ -95,13 +114,11 @@ def run_in_base_image(
         f"trap 'pct shutdown {vmid} --timeout 60' EXIT; "
         f"pct exec {vmid} -- sh -eu"
     )
-    return command.remote.Command(
+    return _hashed_step(
         name,
-        connection=shell.connection(),
+        shell=shell,
         create=f"sh -c {shlex.quote(wrapped)}",
-        stdin=script,
-        triggers=[pulumi.Output.from_input(script).apply(_sha256)],
-        logging=command.remote.Logging.STDERR,
+        content=script,
         opts=pulumi.ResourceOptions(
             parent=parent, depends_on=list(depends_on), replace_with=list(replace_with)
         ),
@@ -118,12 +135,12 @@ def node_command(
     replace_with: Sequence[pulumi.Resource] = (),
 ) -> command.remote.Command:
     """Run ``script`` in the node's own shell (``pct`` work on a guest from outside)."""
-    return command.remote.Command(
+    return _hashed_step(
         name,
-        connection=shell.connection(),
+        shell=shell,
         create=f"sh -eu -c {shlex.quote(script)}",
-        triggers=[_sha256(script)],
-        logging=command.remote.Logging.STDERR,
+        content=script,
+        on_stdin=False,
         opts=pulumi.ResourceOptions(
             parent=parent, depends_on=list(depends_on), replace_with=list(replace_with)
         ),
@@ -168,14 +185,8 @@ def _step(
     script: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
 ) -> command.remote.Command:
-    return command.remote.Command(
-        name,
-        connection=shell.connection(),
-        create=f"pct exec {vmid} -- sh -eu",
-        stdin=script,
-        triggers=[pulumi.Output.from_input(script).apply(_sha256)],
-        logging=command.remote.Logging.STDERR,
-        opts=opts,
+    return _hashed_step(
+        name, shell=shell, create=f"pct exec {vmid} -- sh -eu", content=script, opts=opts
     )
 
 
