@@ -507,12 +507,12 @@ class RuntimeVendor(_Model):
 
     traefik: VendorArtifact = Field(description="Traefik v3 release tarball, for zlh-zpack-proxy")
     velocity: VendorArtifact = Field(description="Velocity proxy jar, for zlh-velocity")
-    paper: VendorArtifact = Field(description="Paper server jar, for the game template")
+    paper: VendorArtifact = Field(description="Paper server jar, for every game container")
     code_server: VendorArtifact = Field(
-        description="code-server .deb (amd64), for the dev template"
+        description="code-server .deb (amd64), for every dev container"
     )
     tailscale: VendorArtifact = Field(
-        description="Tailscale .deb (amd64), the dev VPN client in the dev template"
+        description="Tailscale .deb (amd64), the dev VPN client in every dev container"
     )
     java: VendorArtifact | None = Field(
         default=None,
@@ -640,7 +640,7 @@ class Dns(_Model):
 
 
 class Paper(_Model):
-    """Paper in the game template, the clone source of every game container.
+    """Paper in every game container (the game template carries its Java).
 
     Each game container's heap follows its ``memoryMb``: all but 512 MiB.
     """
@@ -926,7 +926,7 @@ class Template(_Model):
         min_length=1, description="ports the workload serves on the LAN, via the edge"
     )
     setup: str = Field(
-        default="", description="extra shell run inside the template, after its workload"
+        default="", description="extra shell run inside the template, after its prerequisites"
     )
 
 
@@ -976,7 +976,7 @@ class RuntimeStackConfig(_StackConfig):
     vendor: RuntimeVendor = Field(
         description="vendor software of the runtime guests, mirrored by zlh-artifacts"
     )
-    paper: Paper = Field(description="Paper in the game templates")
+    paper: Paper = Field(description="Paper in the game containers")
 
     def all_vmids(self) -> Iterator[tuple[str, int]]:
         yield from super().all_vmids()

@@ -409,10 +409,10 @@ def test_checks_of_a_held_back_guest_are_not_checked_with_what_it_waits_for() ->
         CheckResult("mc-survival", 1000, "running", False, "not running"),
         CheckResult("zlh-db", 102, "running", True, "running"),
     ]
-    waiting = {"guest:1000": "waits for step zlh-template-minecraft-paper-workload-configure"}
+    waiting = {"guest:1000": "waits for step zlh-template-minecraft-paper-setup"}
     held, kept = checks.held_back(results, waiting)
     assert (held.ok, held.detail) == (
         None,
-        "not checked: waits for step zlh-template-minecraft-paper-workload-configure",
+        "not checked: waits for step zlh-template-minecraft-paper-setup",
     )
     assert kept == results[1]

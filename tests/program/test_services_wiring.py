@@ -115,23 +115,36 @@ def test_every_vendor_service_has_its_own_steps_on_its_guest_after_its_debian_st
     assert "zlh_healthy() {" in body
 
 
-def test_the_templates_get_their_workload_then_their_own_setup(
+def test_the_templates_get_what_their_workload_runs_on_then_their_own_setup(
     deployed: dict[str, StackRecording],
 ) -> None:
     steps = commands(deployed["runtime"])
     for template, vmid, section in [
-        ("minecraft-paper", 210, "paper"),
-        ("code-server", 220, "dev-template"),
+        ("minecraft-paper", 210, "paper-prerequisites"),
+        ("code-server", 220, "dev-prerequisites"),
     ]:
-        workload = steps[f"zlh-template-{template}-workload"]
+        prepared = steps[f"zlh-template-{template}-prerequisites"]
         setup = steps[f"zlh-template-{template}-setup"]
-        assert f"pct start {vmid};" in clear(workload.inputs["create"])
-        assert f"# --- {section}\n" in script(workload)
-        assert steps["zlh-artifacts-vendor-configure"].urn in workload.dependencies
-        assert workload.urn in setup.dependencies
+        assert f"pct start {vmid};" in clear(prepared.inputs["create"])
+        assert f"# --- {section}\n" in script(prepared)
+        assert prepared.urn in setup.dependencies
+    game = script(steps["zlh-template-minecraft-paper-prerequisites"])
+    assert "openjdk-17-jre-headless" in game  # Debian's Java, for Paper in every clone
     game_setup = clear(steps["zlh-template-minecraft-paper-setup"].inputs["stdin"])
-    assert "openjdk" not in game_setup  # Paper's plan installs Java
+    assert "openjdk" not in game_setup  # the prerequisites install Java
     assert "git build-essential" in clear(steps["zlh-template-code-server-setup"].inputs["stdin"])
+
+
+def test_no_template_holds_vendor_software_or_a_secret(deployed: dict[str, StackRecording]) -> None:
+    """A clone keeps its disk for life: a release or secret in a template would never change."""
+    runtime = deployed["runtime"]
+    secrets = set(passwords(runtime).values())
+    for name, step in commands(runtime).items():
+        if name.startswith("zlh-template-"):
+            body = script(step)
+            assert "http://10.20.0.10:8080/" not in body, name
+            assert not [s for s in secrets if s in body], name
+            assert not rpc.is_rpc_secret(step.inputs["stdin"]), name
 
 
 # --- order -----------------------------------------------------------------------------------
@@ -192,16 +205,18 @@ def test_runtime_steps_follow_what_they_really_need(runtime: StackRecording) -> 
     after("zlh-build-publish-configure", "zlh-artifacts-publish-configure", "zlh-build-configure")
     after("dev-alice-code-server-configure", "dev-alice-configure")
     after("mc-survival-paper-configure", "mc-survival-configure")
-    # Game containers are cloned from the template once Paper is in it.
-    assert "zlh-template-minecraft-paper-workload" in closure(runtime, "mc-survival", CONTAINER)
-    assert "zlh-template-code-server-workload" in closure(runtime, "dev-alice", CONTAINER)
+    after("mc-survival-paper-configure", "zlh-artifacts-vendor-configure")
+    after("dev-alice-code-server-configure", "zlh-artifacts-vendor-configure")
+    # Containers are cloned from their template once it is ready.
+    assert "zlh-template-minecraft-paper-setup" in closure(runtime, "mc-survival", CONTAINER)
+    assert "zlh-template-code-server-setup" in closure(runtime, "dev-alice", CONTAINER)
 
 
 #: Steps that need vendor software (they exit 69 when they cannot fetch it).
 VENDOR_PREFIXES = (
     *(prefix for _, prefix, _, _ in VENDOR_STEPS),
-    "zlh-template-minecraft-paper-workload",
-    "zlh-template-code-server-workload",
+    *(f"{game}-paper" for game in ("mc-survival", "mc-creative", "mc-skyblock")),
+    *(f"{dev}-code-server" for dev in ("dev-alice", "dev-bob")),
     "control-plane-pbs-fingerprint",
     "control-plane-headscale-preauth-key",
 )
@@ -222,6 +237,10 @@ def test_no_debian_service_waits_for_vendor_software(platform: dict[str, StackRe
             [
                 *debian_steps([*edge, "zlh-artifacts", "zlh-build"]),
                 "zlh-base-agent",
+                # A fleet container and its agent: managed while vendor files are missing.
+                *debian_steps(
+                    ["mc-survival", "mc-creative", "mc-skyblock", "dev-alice", "dev-bob"]
+                ),
             ],
         ),
     ]:
@@ -233,20 +252,22 @@ def test_no_debian_service_waits_for_vendor_software(platform: dict[str, StackRe
 # --- secrets: generated once, reaching both ends ---------------------------------------------
 
 
-def test_velocity_and_the_game_templates_paper_share_one_forwarding_secret(
+def test_velocity_and_every_game_containers_paper_share_one_forwarding_secret(
     deployed: dict[str, StackRecording],
 ) -> None:
     runtime = deployed["runtime"]
     secret = passwords(runtime)["runtime-velocity-forwarding-secret"]
+    games = ("mc-survival", "mc-creative", "mc-skyblock")
     assert holding(runtime, secret) == {
         "zlh-velocity-velocity-configure",
-        "zlh-template-minecraft-paper-workload",
+        *(f"{game}-paper-configure" for game in games),
     }
     steps = commands(runtime)
     assert f"zlh_put /opt/velocity/forwarding.secret 0600 velocity velocity {secret}" in script(
         steps["zlh-velocity-velocity-configure"]
     )
-    assert f'"secret": "{secret}"' in script(steps["zlh-template-minecraft-paper-workload"])
+    for game in games:
+        assert f'"secret": "{secret}"' in script(steps[f"{game}-paper-configure"])
     for name in holding(runtime, secret):
         assert rpc.is_rpc_secret(steps[name].inputs["stdin"]), name
 

@@ -27,16 +27,14 @@ TAILSCALE = Artifact("tailscale", "1.80.3", "tailscale_1.80.3_amd64.deb", "56" *
 
 
 def template() -> ServicePlan:
-    return code_server.template_plan(
-        guest="zlh-template-code-server",
-        code_server=Vendored.from_store(CODE, STORE),
-        tailscale=Vendored.from_store(TAILSCALE, STORE),
-    )
+    return code_server.template_plan(guest="zlh-template-code-server")
 
 
 def fleet() -> tuple[ServicePlan, ServicePlan]:
     return code_server.fleet_plan(
         guest="dev-alice",
+        code_server=Vendored.from_store(CODE, STORE),
+        tailscale=Vendored.from_store(TAILSCALE, STORE),
         password=PASSWORD,
         login_server="https://vpn.zerolaghub.com",
         auth_key=AUTH_KEY,
@@ -50,12 +48,14 @@ def file_of(plan: ServicePlan, path: str) -> Any:
 # --- the template -------------------------------------------------------------------------
 
 
-def test_the_template_installs_both_debs_from_zlh_artifacts() -> None:
-    converge = template().converge
-    assert f"{STORE}/code-server/4.96.4/code-server_4.96.4_amd64.deb" in converge
-    assert f"{STORE}/tailscale/1.80.3/tailscale_1.80.3_amd64.deb" in converge
-    assert 'install --no-install-recommends "$zlh_dl"/code-server_4.96.4_amd64.deb' in converge
-    assert "useradd --create-home --shell /bin/bash coder" in converge
+def test_the_template_holds_the_user_and_tools_but_no_vendor_software() -> None:
+    plan = template()
+    assert "useradd --create-home --shell /bin/bash coder" in plan.converge
+    assert {"curl", "jq"} <= set(plan.packages)
+    assert plan.units == ()
+    # No release in the template: a clone keeps its disk, so it installs its own.
+    script = configure_script([plan])
+    assert STORE not in script and ".deb" not in script and "tailscale up" not in script
 
 
 def test_tailscaled_runs_in_userspace_networking_mode() -> None:
@@ -63,19 +63,18 @@ def test_tailscaled_runs_in_userspace_networking_mode() -> None:
     assert 'FLAGS="--tun=userspace-networking"\n' in defaults
 
 
-def test_the_template_enables_but_runs_nothing_and_keeps_no_node_identity() -> None:
-    plan = template()
-    assert plan.units == ()
-    converge = plan.converge
-    assert "systemctl enable --quiet tailscaled.service code-server@coder.service" in converge
-    stop = converge.index("systemctl stop tailscaled.service code-server@coder.service")
-    wipe = converge.index("rm -rf /var/lib/tailscale && install -d -m 0700 /var/lib/tailscale")
-    # After the packages (whose install starts tailscaled), never before.
-    assert converge.rindex("apt-get -y -q") < stop < wipe
-    assert '[ -z "$(ls -A /var/lib/tailscale)" ]' in plan.health
-
-
 # --- a dev container ----------------------------------------------------------------------
+
+
+def test_a_dev_container_installs_both_debs_from_zlh_artifacts_before_starting_them() -> None:
+    code, vpn = fleet()
+    assert f"{STORE}/code-server/4.96.4/code-server_4.96.4_amd64.deb" in code.converge
+    assert f"{STORE}/tailscale/1.80.3/tailscale_1.80.3_amd64.deb" in vpn.converge
+    assert 'install --no-install-recommends "$zlh_dl"/code-server_4.96.4_amd64.deb' in code.converge
+    # The join needs tailscaled, which the .deb brings.
+    assert vpn.converge.index("tailscale_1.80.3_amd64.deb") < vpn.converge.index("tailscale up")
+    # Both plans update the package lists first (their install step waits for mirrors).
+    assert code.packages and vpn.packages
 
 
 def test_code_server_binds_8443_with_its_own_password_in_a_0600_file() -> None:
@@ -138,8 +137,9 @@ def test_the_running_check_reads_tailscales_backend_state(tmp_path: Path) -> Non
     ],
 )
 def test_join_inputs_are_checked(field: str, value: str) -> None:
-    args = {
+    args: dict[str, Any] = {
         "guest": "dev-alice",
+        "tailscale": Vendored.from_store(TAILSCALE, STORE),
         "login_server": "https://vpn.zerolaghub.com",
         "auth_key": AUTH_KEY,
         "hostname": "dev-alice",

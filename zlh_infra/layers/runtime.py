@@ -94,7 +94,7 @@ class Runtime(pulumi.ComponentResource):
     #: (None in the routers stage).
     vendor_artifacts: dict[str, artifacts.Artifact]
     vendor_store: pulumi.Resource | None
-    #: Velocity's modern-forwarding secret, shared with the game templates' Paper.
+    #: Velocity's modern-forwarding secret, shared with every game container's Paper.
     forwarding_secret: pulumi.Output[str] | None
 
     def __init__(
@@ -144,7 +144,7 @@ class Runtime(pulumi.ComponentResource):
             parent=self,
             guest=self.guests["zlh-artifacts"],
         )
-        # The vendor software the edge and the templates need, mirrored in a step of its
+        # The vendor software the edge and the fleet need, mirrored in a step of its
         # own: a vendor that cannot be reached holds back only what needs its software.
         self.vendor_store = converge_service(
             "zlh-artifacts-vendor",
@@ -206,18 +206,17 @@ class Runtime(pulumi.ComponentResource):
                 ),
                 child,
             )
-            # The template's workload (Paper, or code-server and Tailscale) from
-            # zlh-artifacts, then the template's own extra shell.
-            plans = self._workload(hostname, template, args)
-            workload = run_in_base_image(
-                f"{hostname}-workload",
+            # What the workload runs on (Debian's Java, code-server's user), then the
+            # template's own extra shell. The workload itself is each container's: a
+            # clone keeps its disk for life, so a release must reach it there.
+            plans = [self._prerequisites(hostname, template)]
+            prepared = run_in_base_image(
+                f"{hostname}-prerequisites",
                 shell=site.shell,
                 vmid=template.vmid,
-                script=pulumi.Output.from_input(plans).apply(
-                    lambda p: install_script(p, site.gateway) + configure_script(p)
-                ),
+                script=install_script(plans, site.gateway) + configure_script(plans),
                 parent=self,
-                depends_on=[image, self.vendor_store],
+                depends_on=[image],
                 replace_with=[image],
             )
             template_ready[template_name] = run_in_base_image(
@@ -229,7 +228,7 @@ class Runtime(pulumi.ComponentResource):
                 + (template.setup or "true")
                 + "\n",
                 parent=self,
-                depends_on=[workload],
+                depends_on=[prepared],
                 replace_with=[image],
             )
 
@@ -296,7 +295,8 @@ class Runtime(pulumi.ComponentResource):
                 guest=container,
                 depends_on=[resized],
             )
-            # The workload the clone brought: a step of its own, after the agent's.
+            # The workload, from zlh-artifacts' vendor files: a step of its own after the
+            # agent's, so a container is managed even while those files are missing.
             converge_service(
                 f"{guest.name}-{'paper' if member.role is VmidRole.GAME else 'code-server'}",
                 shell=site.shell,
@@ -305,7 +305,7 @@ class Runtime(pulumi.ComponentResource):
                 gateway=site.gateway,
                 parent=self,
                 guest=container,
-                depends_on=[managed],
+                depends_on=[managed, self.vendor_store],
             )
 
         backed_up = [
@@ -413,49 +413,37 @@ class Runtime(pulumi.ComponentResource):
     def _source(self, name: str) -> Vendored:
         return Vendored.from_store(self.vendor_artifacts[name], self.store_url)
 
-    def _workload(
-        self, hostname: str, template: Template, args: RuntimeArgs
-    ) -> list[ServicePlan] | pulumi.Output[list[ServicePlan]]:
-        """A game template's Paper (with Velocity's secret), a dev template's code-server."""
+    def _prerequisites(self, hostname: str, template: Template) -> ServicePlan:
+        """What a game template's Paper or a dev template's code-server runs on."""
         if template.kind == "dev":
-            return [
-                code_server.template_plan(
-                    guest=hostname,
-                    code_server=self._source("code-server"),
-                    tailscale=self._source("tailscale"),
-                )
-            ]
-        assert self.forwarding_secret is not None
-        settings = args.paper
-        java = self._source("java") if "java" in self.vendor_artifacts else None
-        return self.forwarding_secret.apply(
-            lambda secret: [
-                paper.template_plan(
-                    guest=hostname,
-                    paper=self._source("paper"),
-                    forwarding_secret=secret,
-                    accept_eula=settings.accept_eula,
-                    java=java,
-                    port=template.ports[0],
-                    motd=settings.motd,
-                )
-            ]
-        )
+            return code_server.template_plan(guest=hostname)
+        return paper.template_plan(guest=hostname, java=self._java())
+
+    def _java(self) -> Vendored | None:
+        return self._source("java") if "java" in self.vendor_artifacts else None
 
     def _fleet_workload(
         self, guest: FleetGuest, role: VmidRole, template: Template, args: RuntimeArgs
-    ) -> list[ServicePlan] | pulumi.Output[list[ServicePlan]]:
-        """A game container's Paper running; a dev container's IDE password and VPN join."""
+    ) -> pulumi.Output[list[ServicePlan]]:
+        """A game container's Paper (with Velocity's secret); a dev container's IDE and VPN."""
         name = guest.name
         if role is VmidRole.GAME:
-            return [
-                paper.fleet_plan(
-                    guest=name,
-                    port=template.ports[0],
-                    memory_mb=guest.memory_mb,
-                    java=self._source("java") if "java" in self.vendor_artifacts else None,
-                )
-            ]
+            assert self.forwarding_secret is not None
+            settings = args.paper
+            return self.forwarding_secret.apply(
+                lambda secret: [
+                    paper.fleet_plan(
+                        guest=name,
+                        paper=self._source("paper"),
+                        forwarding_secret=secret,
+                        accept_eula=settings.accept_eula,
+                        memory_mb=guest.memory_mb,
+                        java=self._java(),
+                        port=template.ports[0],
+                        motd=settings.motd,
+                    )
+                ]
+            )
         # One password per dev container: one developer's cannot open another's IDE.
         password = random.RandomPassword(
             f"{name}-code-server-password",
@@ -468,7 +456,12 @@ class Runtime(pulumi.ComponentResource):
         def plans(values: list[str]) -> list[ServicePlan]:
             return list(
                 code_server.fleet_plan(
-                    guest=name, password=values[0], login_server=login_server, auth_key=values[1]
+                    guest=name,
+                    code_server=self._source("code-server"),
+                    tailscale=self._source("tailscale"),
+                    password=values[0],
+                    login_server=login_server,
+                    auth_key=values[1],
                 )
             )
 

@@ -1,28 +1,28 @@
-"""code-server and the dev VPN client in the dev template, and in each dev container.
+"""code-server and the dev VPN client in each dev container, on the dev template's base.
 
-``template_plan`` installs into the code-server template (the clone source of every dev
-container), from zlh-artifacts, both pinned ``.deb`` artifacts with their Debian
-dependencies (``apt-get install /path/file.deb``):
+``template_plan`` prepares the code-server template (the clone source of every dev
+container): the login user ``coder``, the tools the install needs, and tailscaled's
+settings. Nothing vendored: the template is stopped and cloned, a clone keeps its disk
+for life, so a release installed there would never reach the containers already made.
 
-- code-server, run by ``code-server@coder.service`` (the package's unit) as the login
-  user ``coder``;
-- Tailscale, as the client of the platform's Headscale. An unprivileged container has no
-  ``/dev/net/tun``, so ``tailscaled`` runs with ``--tun=userspace-networking``
-  (``/etc/default/tailscaled``, which the package's unit reads): it proxies the tailnet
-  connections it accepts to local ports, code-server's included.
+``fleet_plan`` is one dev container. From zlh-artifacts it installs both pinned ``.deb``
+artifacts with their Debian dependencies (``apt-get install /path/file.deb``), once per
+release:
 
-Both units are enabled, neither runs in the template: a ``tailscaled`` that ran (the
-package starts it) leaves its node key in ``/var/lib/tailscale``, and every clone would
-then claim the template's identity, so the template's is stopped and that state removed.
-
-``fleet_plan`` is one dev container: code-server's ``config.yaml`` and the VPN join.
+- code-server, run by ``code-server@coder.service`` (the package's unit) as ``coder``,
+  with the container's own ``config.yaml``;
+- Tailscale, as the client of the platform's Headscale, joined as the container. An
+  unprivileged container has no ``/dev/net/tun``, so ``tailscaled`` runs with
+  ``--tun=userspace-networking`` (``/etc/default/tailscaled``, which the package's unit
+  reads): it proxies the tailnet connections it accepts to local ports, code-server's
+  included. Installed in the container, never the template, no two containers share a
+  node key.
 
 Authentication: ``auth: password``, with a password per dev container from the program
 (pulumi-random), in ``~coder/.config/code-server/config.yaml`` (0600, ``coder``). Not
 ``auth: none``: zlh-zpack-proxy publishes the IDE under a public host name and has no
 authentication of its own, so without a password anyone who learns the name gets a
-shell as ``coder``. The template holds no password: its clones' first start writes a
-random one, which ``fleet_plan`` replaces.
+shell as ``coder``.
 
 The join is ``tailscale up --login-server <headscale> --auth-key=file:<path>``: the
 pre-auth key (a secret, from Headscale's ``print_preauth_key``) is read from a 0600 file,
@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from zlh_infra.services.plan import GuestFile, ServicePlan
 from zlh_infra.services.values import generated_secret
-from zlh_infra.services.vendor import Vendored, install_deb, installed_debs
+from zlh_infra.services.vendor import Vendored, install_deb
 
 USER = "coder"
 HOME = f"/home/{USER}"
@@ -48,7 +48,6 @@ PORT = 8443
 CODE_SERVER_UNIT = f"code-server@{USER}.service"
 TAILSCALED_UNIT = "tailscaled.service"
 TAILSCALED_DEFAULTS = "/etc/default/tailscaled"
-TAILSCALE_STATE = "/var/lib/tailscale"
 AUTH_KEY = "/etc/zlh/tailscale-authkey"
 
 #: What the package's unit reads: the port it listens on and its flags.
@@ -58,32 +57,19 @@ _HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _AUTH_KEY = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
 
-def template_plan(*, guest: str, code_server: Vendored, tailscale: Vendored) -> ServicePlan:
-    """code-server and tailscaled installed and enabled in the template; neither running."""
-    converge = (
-        f"if ! id -u {USER} >/dev/null 2>&1; then\n"
-        f"  useradd --create-home --shell /bin/bash {USER}\n"
-        "  ZLH_CHANGED=1\n"
-        "fi\n"
-        + install_deb(code_server, "code-server")
-        + install_deb(tailscale, "tailscale")
-        + "systemctl daemon-reload\n"
-        f"systemctl enable --quiet {TAILSCALED_UNIT} {CODE_SERVER_UNIT}\n"
-        "# The template must hold no node identity: each clone registers as itself.\n"
-        f"systemctl stop {TAILSCALED_UNIT} {CODE_SERVER_UNIT}\n"
-        f"rm -rf {TAILSCALE_STATE} && install -d -m 0700 {TAILSCALE_STATE}\n"
-    )
+def template_plan(*, guest: str) -> ServicePlan:
+    """The dev template: ``coder``, ``curl`` and ``jq``, tailscaled's userspace settings."""
     return ServicePlan(
-        service="dev-template",
+        service="dev-prerequisites",
         guest=guest,
         packages=("curl", "ca-certificates", "jq"),
         files=(GuestFile(TAILSCALED_DEFAULTS, TAILSCALED_FLAGS),),
-        converge=converge,
-        health=(
-            installed_debs(("code-server", "tailscale"))
-            + f" && systemctl is-enabled --quiet {TAILSCALED_UNIT} {CODE_SERVER_UNIT}"
-            + f' && [ -z "$(ls -A {TAILSCALE_STATE})" ]'
+        converge=(
+            f"if ! id -u {USER} >/dev/null 2>&1; then\n"
+            f"  useradd --create-home --shell /bin/bash {USER}\n"
+            "fi\n"
         ),
+        health=f"id -u {USER}",
         health_timeout=1,
     )
 
@@ -114,11 +100,13 @@ def _login_server(value: str) -> str:
     return value
 
 
-def code_server_plan(*, guest: str, password: str) -> ServicePlan:
+def code_server_plan(*, guest: str, code_server: Vendored, password: str) -> ServicePlan:
     """code-server in a dev container, with its own password (a secret, 0600)."""
     return ServicePlan(
         service="code-server",
         guest=guest,
+        packages=("curl", "ca-certificates"),
+        converge=install_deb(code_server, "code-server"),
         directories=(
             GuestFile(f"{HOME}/.config", "", mode=0o755, owner=USER, group=USER),
             GuestFile(CONFIG_DIR, "", mode=0o700, owner=USER, group=USER),
@@ -135,7 +123,9 @@ def code_server_plan(*, guest: str, password: str) -> ServicePlan:
 RUNNING = "tailscale status --json 2>/dev/null | jq -e '.BackendState == \"Running\"' >/dev/null"
 
 
-def tailscale_plan(*, guest: str, login_server: str, auth_key: str, hostname: str) -> ServicePlan:
+def tailscale_plan(
+    *, guest: str, tailscale: Vendored, login_server: str, auth_key: str, hostname: str
+) -> ServicePlan:
     """The dev container joins Headscale once; ``auth_key`` is a secret (``AUTH_KEY``, 0600)."""
     server = _login_server(login_server)
     if not _HOSTNAME.fullmatch(hostname):
@@ -147,7 +137,9 @@ def tailscale_plan(*, guest: str, login_server: str, auth_key: str, hostname: st
         f"tailscale up --login-server={shlex.quote(server)} --auth-key=file:{AUTH_KEY}"
         f" --hostname={hostname} --accept-dns=false"
     )
-    converge = f"""\
+    converge = (
+        install_deb(tailscale, "tailscale")
+        + f"""\
 systemctl start {TAILSCALED_UNIT}
 zlh_wait=0
 until tailscale status --json >/dev/null 2>&1 || [ "$zlh_wait" -ge 30 ]; do
@@ -157,9 +149,11 @@ if ! {RUNNING}; then
   {join}
 fi
 """
+    )
     return ServicePlan(
         service="tailscale",
         guest=guest,
+        packages=("jq",),
         files=(GuestFile(AUTH_KEY, auth_key, mode=0o600),),
         converge=converge,
         units=(TAILSCALED_UNIT,),
@@ -168,10 +162,22 @@ fi
 
 
 def fleet_plan(
-    *, guest: str, password: str, login_server: str, auth_key: str
+    *,
+    guest: str,
+    code_server: Vendored,
+    tailscale: Vendored,
+    password: str,
+    login_server: str,
+    auth_key: str,
 ) -> tuple[ServicePlan, ServicePlan]:
     """One dev container: code-server with its password, joined to the dev VPN as ``guest``."""
     return (
-        code_server_plan(guest=guest, password=password),
-        tailscale_plan(guest=guest, login_server=login_server, auth_key=auth_key, hostname=guest),
+        code_server_plan(guest=guest, code_server=code_server, password=password),
+        tailscale_plan(
+            guest=guest,
+            tailscale=tailscale,
+            login_server=login_server,
+            auth_key=auth_key,
+            hostname=guest,
+        ),
     )

@@ -1,17 +1,17 @@
-"""Paper in the Minecraft game template (the clone source of every Paper game container).
+"""Paper in the Minecraft game containers, on Java the game template carries.
 
-``template_plan`` installs into the template: Java, the Paper jar (an artifact from
-zlh-artifacts, verified by its SHA-256) as ``/opt/minecraft/paper.jar``, the account
-``minecraft``, and the server directory ``/srv/data/world`` on the data disk (the path
-backups cover): ``eula.txt``, ``server.properties`` and ``config/paper-global.yml``. It
-enables ``minecraft.service`` but never starts it: the template is stopped and cloned,
-and a server that ran would leave a world, logs and caches in every clone. Its health
-is the files and the verified jar.
+``template_plan`` prepares the template (the clone source of every Paper container):
+Java from Debian (or nothing, when a JRE artifact is vendored) and the ``minecraft``
+account. Nothing of Paper itself: the template is stopped and cloned, and a clone keeps
+its disk for life, so what the template held would never change in the containers
+already made.
 
-``fleet_plan`` is a game container cloned from the template: its health is the server
-listening on its port (the first start generates the world, hence the long timeout).
-Given the container's memory, it sizes the heap to it (``heap_mb``: all but
-``OVERHEAD_MB``) with a drop-in of ``minecraft.service``.
+``fleet_plan`` is one game container: the Paper jar (an artifact from zlh-artifacts,
+verified by its SHA-256) as ``/opt/minecraft/paper.jar``, the JRE if vendored, and the
+server directory ``/srv/data/world`` on the data disk (the path backups cover):
+``eula.txt``, ``server.properties`` and ``config/paper-global.yml``, and
+``minecraft.service`` with a heap sized to the container's memory (``heap_mb``: all but
+``OVERHEAD_MB``). Its health is the server listening on its port.
 
 Behind Velocity: ``online-mode=false`` in ``server.properties``, and in
 ``paper-global.yml`` ``proxies.velocity`` enabled, ``online-mode: true`` (Velocity
@@ -21,14 +21,15 @@ Java: Debian 12 ships OpenJDK 17 (``openjdk-17-jre-headless``), enough for Paper
 Minecraft 1.20.4; Paper for 1.20.5 and later needs Java 21, which bookworm does not
 ship, so pass a JRE tarball artifact (Adoptium Temurin's, say) as ``java``: it is
 unpacked to ``/opt/java`` and used instead. Paper rewrites its configuration files on
-its first start (adding every default); that happens in the clones, not here.
+its first start (adding every default); a changed setting is written again and the
+server restarted.
 """
 
 from __future__ import annotations
 
 import json
 
-from zlh_infra.services.plan import GuestFile, ServicePlan, sha256_matches
+from zlh_infra.services.plan import GuestFile, ServicePlan
 from zlh_infra.services.values import generated_secret, no_control
 from zlh_infra.services.vendor import Vendored, install_file, unpack
 
@@ -45,7 +46,6 @@ DEBIAN_JAVA = "openjdk-17-jre-headless"
 DEFAULT_PORT = 25565
 #: What a game container keeps beside Paper's heap: the JVM's own memory, the agent, the system.
 OVERHEAD_MB = 512
-HEAP_DROP_IN = f"/etc/systemd/system/{UNIT}.d/zlh-heap.conf"
 
 
 def _property(value: str) -> str:
@@ -129,58 +129,20 @@ WantedBy=multi-user.target
 """
 
 
-def template_plan(
-    *,
-    guest: str,
-    paper: Vendored,
-    forwarding_secret: str,
-    accept_eula: bool,
-    java: Vendored | None = None,
-    memory_mb: int = 2048,
-    port: int = DEFAULT_PORT,
-    motd: str = "A ZeroLagHub server",
-) -> ServicePlan:
-    """Paper installed and enabled in ``guest``, the template; nothing started.
+def template_plan(*, guest: str, java: Vendored | None = None) -> ServicePlan:
+    """What the game template carries: Debian's Java (unless a JRE is vendored), the account.
 
-    ``forwarding_secret`` (Velocity's, a secret) lands in ``PAPER_GLOBAL``, 0600.
-    ``accept_eula`` must be True: deploying says the operator accepts Mojang's EULA
-    (https://aka.ms/MinecraftEULA), which ``eula.txt`` records.
+    No Paper and no secret: each game container installs the jar and its settings itself
+    (``fleet_plan``), so a new Paper release or secret reaches the containers already
+    made, and a container is managed (its agent) even while the vendor files are missing.
     """
-    if accept_eula is not True:
-        raise ValueError("Paper: the Minecraft EULA must be accepted (accept_eula=True)")
-    secret = generated_secret("Velocity forwarding secret", forwarding_secret)
-    if not 512 <= memory_mb <= 262144:
-        raise ValueError(f"Paper memory {memory_mb} MiB: 512 to 262144")
-    java_binary = f"{JAVA_HOME}/bin/java" if java else "/usr/bin/java"
-    converge = install_file(paper, JAR)
-    if java is not None:
-        converge += unpack(java, JAVA_HOME, strip_components=1)
-    converge += (
-        f"{java_binary} -version >/dev/null 2>&1\n"
-        "systemctl daemon-reload\n"
-        f"systemctl enable --quiet {UNIT}\n"
-    )
     return ServicePlan(
-        service="paper",
+        service="paper-prerequisites",
         guest=guest,
         packages=("curl", "ca-certificates", *(() if java else (DEBIAN_JAVA,))),
         accounts=("minecraft",),
-        directories=(
-            GuestFile(HOME, "", mode=0o755),
-            _owned(DATA_DIR, "", 0o750),
-            _owned(f"{DATA_DIR}/config", "", 0o750),
-        ),
-        files=(
-            _owned(EULA, "eula=true\n"),
-            _owned(PROPERTIES, server_properties(port=port, motd=motd)),
-            _owned(PAPER_GLOBAL, paper_global(secret), 0o600),
-            GuestFile(UNIT_PATH, _unit(java_binary, memory_mb)),
-        ),
-        converge=converge,
-        health=(
-            f"{sha256_matches(paper.artifact.sha256, JAR)}"
-            f" && grep -qx 'eula=true' {EULA} && systemctl is-enabled --quiet {UNIT}"
-        ),
+        directories=(GuestFile(HOME, "", mode=0o755),),
+        health="id -u minecraft" + ("" if java else " && /usr/bin/java -version"),
         health_timeout=1,
     )
 
@@ -188,27 +150,41 @@ def template_plan(
 def fleet_plan(
     *,
     guest: str,
-    port: int = DEFAULT_PORT,
-    memory_mb: int | None = None,
+    paper: Vendored,
+    forwarding_secret: str,
+    accept_eula: bool,
+    memory_mb: int,
     java: Vendored | None = None,
+    port: int = DEFAULT_PORT,
+    motd: str = "A ZeroLagHub server",
 ) -> ServicePlan:
-    """A game container cloned from the template: the server runs and listens on ``port``.
+    """A game container's Paper: the verified jar, its settings, the server running.
 
-    ``memory_mb``: the container's memory, which sizes the heap (``heap_mb``); ``java``:
-    the JRE artifact the template was given, if any (which ``java`` the unit runs).
+    ``forwarding_secret`` (Velocity's, a secret) lands in ``PAPER_GLOBAL``, 0600.
+    ``accept_eula`` must be True: deploying says the operator accepts Mojang's EULA
+    (https://aka.ms/MinecraftEULA), which ``eula.txt`` records. ``memory_mb``, the
+    container's memory, sizes the heap (``heap_mb``). The health is the server listening
+    on ``port``; the first start generates the world, hence the long timeout.
     """
-    files: tuple[GuestFile, ...] = ()
-    if memory_mb is not None:
-        java_binary = f"{JAVA_HOME}/bin/java" if java else "/usr/bin/java"
-        drop_in = (
-            "# Generated by zlh-infra: the heap this container's memory allows.\n"
-            f"[Service]\nExecStart=\n{_exec_start(java_binary, heap_mb(memory_mb))}\n"
-        )
-        files = (GuestFile(HEAP_DROP_IN, drop_in),)
+    if accept_eula is not True:
+        raise ValueError("Paper: the Minecraft EULA must be accepted (accept_eula=True)")
+    secret = generated_secret("Velocity forwarding secret", forwarding_secret)
+    java_binary = f"{JAVA_HOME}/bin/java" if java else "/usr/bin/java"
+    converge = install_file(paper, JAR)
+    if java is not None:
+        converge += unpack(java, JAVA_HOME, strip_components=1)
     return ServicePlan(
         service="paper",
         guest=guest,
-        files=files,
+        packages=("curl", "ca-certificates"),
+        directories=(_owned(DATA_DIR, "", 0o750), _owned(f"{DATA_DIR}/config", "", 0o750)),
+        files=(
+            _owned(EULA, "eula=true\n"),
+            _owned(PROPERTIES, server_properties(port=port, motd=motd)),
+            _owned(PAPER_GLOBAL, paper_global(secret), 0o600),
+            GuestFile(UNIT_PATH, _unit(java_binary, heap_mb(memory_mb))),
+        ),
+        converge=converge,
         units=(UNIT,),
         health=f"ss -ltnH 'sport = :{_port(port)}' | grep -q .",
         health_timeout=300,
