@@ -31,6 +31,7 @@ from zlh_infra.errors import ConfigError
 from zlh_infra.platform.addressing import (
     DEFAULT_FLEET_OFFSET,
     AddressPlanError,
+    block_address,
     fleet_address,
     usable,
 )
@@ -785,7 +786,14 @@ class _StackConfig(_Model):
             found += _role_problem(f"guests.{name}.vmid", guest.vmid, spec.role)
             if Network.LAN in spec.networks and guest.lan_address is None and spec.kind != "vm":
                 found.append(f"guests.{name}.lanAddress: required, {name} has a LAN NIC")
-            if Network.MANAGEMENT in spec.networks and guest.management_address is None:
+            if spec.management_index is not None:
+                if guest.management_address is not None:
+                    found.append(
+                        f"guests.{name}.managementAddress: derived (host number "
+                        f"network.fleetOffset + {spec.management_index} of "
+                        "network.management, where zlh-monitor looks for it); remove it"
+                    )
+            elif Network.MANAGEMENT in spec.networks and guest.management_address is None:
                 found.append(
                     f"guests.{name}.managementAddress: required, {name} has a management NIC"
                 )
@@ -992,12 +1000,34 @@ class RuntimeStackConfig(_StackConfig):
         first = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
         return fleet_address(segment.cidr, self.network.fleet_offset, first, vmid)
 
+    def service_management_addresses(self) -> dict[str, IPv4Address]:
+        """Each runtime-host service's management address, from its slot after the fleet.
+
+        Raises AddressPlanError when one falls outside the management network.
+        """
+        found: dict[str, IPv4Address] = {}
+        for specs in self.SERVICES:
+            for name, spec in specs.items():
+                if spec.management_index is not None:
+                    found[name] = block_address(
+                        self.network.management.cidr,
+                        self.network.fleet_offset,
+                        spec.management_index,
+                        f"{name}'s management address",
+                    )
+        return found
+
     def all_addresses(self) -> Iterator[tuple[str, Network, IPv4Address]]:
         yield from super().all_addresses()
         if self.base_template.lan_address is not None:
             yield "baseTemplate.lanAddress", Network.LAN, self.base_template.lan_address
         for name, template in self.templates.items():
             yield f"templates.{name}.lanAddress", Network.LAN, template.lan_address
+        try:
+            for name, address in self.service_management_addresses().items():
+                yield f"guests.{name} (management address)", Network.MANAGEMENT, address
+        except AddressPlanError:
+            pass  # reported by problems()
         # A derived address repeats only where a VMID does, which is reported as such.
         seen_vmids: set[int] = set()
         for kind, fleet in (("games", self.games), ("devs", self.devs)):
@@ -1055,6 +1085,10 @@ class RuntimeStackConfig(_StackConfig):
                         self.fleet_addresses(network, guest.vmid)
                     except AddressPlanError as error:
                         found.append(f"{kind}[{index}].vmid: on network.{network}: {error}")
+        try:
+            self.service_management_addresses()
+        except AddressPlanError as error:
+            found.append(f"network.fleetOffset: {error}")
         found += self.vendor.problems()
         for index, guest in enumerate(self.games):
             try:

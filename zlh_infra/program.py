@@ -331,6 +331,10 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
         extra_addresses={
             ("core:zpack-api", Network.MANAGEMENT): contract.api_management_address,
             ("core:zlh-monitor", Network.MANAGEMENT): contract.monitor_management_address,
+            **{
+                (name, Network.MANAGEMENT): address
+                for name, address in config.service_management_addresses().items()
+            },
         },
     )
     members = fleet_members(config)

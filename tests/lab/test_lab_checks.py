@@ -256,10 +256,16 @@ def target(job: str, health: str, **labels: str) -> dict[str, object]:
 
 
 def test_every_target_up_and_the_fleet_discovered_passes() -> None:
-    targets = [target("core", "up"), target("fleet", "up", vmid="1000")]
-    verdict = checks.judge_targets(targets, [1000])
+    targets = [
+        target("core", "up"),
+        target("fleet", "up", vmid="1000"),
+        target("fleet", "up", service="zlh-artifacts"),
+    ]
+    verdict = checks.judge_targets(targets, [1000], ["zlh-artifacts"])
     assert (verdict.ok, verdict.pending) == (True, False)
-    assert verdict.detail == "2 targets up, fleet of 1 discovered by zlh-fleet-sd"
+    assert verdict.detail == (
+        "3 targets up; zlh-fleet-sd found a fleet of 1 and 1 runtime-host services"
+    )
 
 
 def test_a_down_target_fails_at_once() -> None:
@@ -270,10 +276,11 @@ def test_a_down_target_fails_at_once() -> None:
     assert "http://core:9100/metrics down refused" in verdict.detail
 
 
-def test_an_undiscovered_fleet_container_is_waited_for_then_fails() -> None:
-    verdict = checks.judge_targets([target("core", "up")], [1000, 1100])
+def test_an_undiscovered_fleet_container_or_service_is_waited_for_then_fails() -> None:
+    found = [target("core", "up"), target("fleet", "up", service="zlh-build")]
+    verdict = checks.judge_targets(found, [1000, 1100], ["zlh-artifacts", "zlh-build"])
     assert (verdict.ok, verdict.pending) == (False, True)
-    assert verdict.detail.startswith("fleet containers not discovered: 1000, 1100")
+    assert verdict.detail.startswith("not discovered: 1000, 1100, zlh-artifacts;")
 
 
 def test_the_nodes_targets_are_not_checked_in_the_lab(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from tests.program.conftest import by_vmid, guests, of_type, tag
+from tests.program.conftest import CONTAINER, by_vmid, guests, of_type, tag
 from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
 from zlh_infra.platform.firewall_state import read_firewall
 from zlh_infra.platform.reachability import exposure
@@ -65,16 +65,53 @@ def test_game_ports_open_only_to_velocity_on_the_lan(runtime: StackRecording) ->
         assert opened == [("tcp", 25565, f"{IPv4Address(velocity.split('/')[0])}/32")]
 
 
-def test_core_database_only_reachable_from_the_api(core: StackRecording) -> None:
+def lan_address(recording: StackRecording, vmid: int) -> str:
+    address = by_vmid(recording)[vmid].inputs["initialization"]["ipConfigs"][0]["ipv4"]["address"]
+    return str(address.split("/")[0])
+
+
+def test_core_database_only_reachable_from_the_api_and_the_monitor(core: StackRecording) -> None:
     host, views = firewall(core)
-    api_lan = (
-        by_vmid(core)[100].inputs["initialization"]["ipConfigs"][0]["ipv4"]["address"].split("/")[0]
-    )
     opened = [
         (e.proto, e.first_port, str(e.sources))
         for e in exposure(host, views[102].firewall(), iface="net0")
     ]
-    assert opened == [("tcp", 3306, f"{api_lan}/32")]
+    assert opened == [
+        ("tcp", 3306, f"{lan_address(core, 100)}/32"),
+        ("tcp", METRICS_PORT, f"{lan_address(core, 2000)}/32"),
+    ]
+
+
+@pytest.mark.parametrize("stack", ["core", "runtime"])
+def test_zlh_monitor_may_scrape_every_running_container(
+    platform: dict[str, StackRecording], stack: str
+) -> None:
+    """Core guests on the core LAN; runtime-host guests on their management NIC only."""
+    core = platform["core"]
+    host, views = firewall(platform[stack])
+    # Base images and templates stay stopped; their exporter listens on loopback.
+    containers = [
+        g for g in guests(platform[stack]) if g.type == CONTAINER and tag(g, "role-") != "template"
+    ]
+    assert containers
+    for guest in containers:
+        view = views[int(guest.inputs["vmId"])]
+        if stack == "core":
+            iface, monitor = "net0", lan_address(core, 2000)
+        else:
+            iface, monitor = (
+                view.iface_on(MANAGEMENT_BRIDGE),
+                core.outputs["monitorManagementAddress"],
+            )
+            assert iface is not None, guest.urn
+            lan = exposure(host, view.firewall(), iface="net0")
+            assert METRICS_PORT not in {e.first_port for e in lan}, guest.urn
+        scrapes = [
+            str(e.sources)
+            for e in exposure(host, view.firewall(), iface=iface)
+            if e.proto == "tcp" and e.first_port == METRICS_PORT
+        ]
+        assert scrapes == [f"{monitor}/32"], guest.urn
 
 
 @pytest.mark.parametrize("stack", ["core", "runtime"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import subprocess
 from collections.abc import Iterable
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -680,3 +683,43 @@ def test_a_runtime_routers_stage_runs_against_a_core_routers_stage() -> None:
     assert "pbsFingerprint" not in stacks["core"].outputs
     assert "headscalePreauthKey" not in stacks["core"].outputs
     assert [r.name for r in guests(stacks["runtime"])] == ["zlh-zpack-router"]
+
+
+def written(step: RecordedResource, path: str) -> str:
+    """The content ``step`` writes to ``path`` (its ``zlh_put`` payload)."""
+    line = next(
+        x for x in clear(step.inputs["stdin"]).splitlines() if x.startswith(f"zlh_put {path} ")
+    )
+    return base64.b64decode(line.rsplit(" ", 1)[1]).decode()
+
+
+def test_zlh_monitor_looks_for_each_runtime_exporter_where_the_runtime_stack_puts_it(
+    platform: dict[str, StackRecording],
+) -> None:
+    """Every node exporter is scraped, though the core stack never reads a runtime one."""
+    core, runtime = platform["core"], platform["runtime"]
+    config = json.loads(written(commands(core)["zlh-monitor-configure"], "/etc/zlh/fleet-sd.json"))
+    (block,) = config["fleets"]
+    assert block["node"] == "zlh-runtime"
+    first = IPv4Address(block["firstAddress"])
+    placed = {}
+    for guest in guests(runtime):
+        nics = guest.inputs.get("initialization", {}).get("ipConfigs", [])
+        bridges = [n["bridge"] for n in guest.inputs.get("networkInterfaces", [])]
+        if "vmbr2" in bridges and guest.type == CONTAINER:
+            address = nics[bridges.index("vmbr2")]["ipv4"]["address"].split("/")[0]
+            placed[guest.inputs["initialization"]["hostname"]] = (int(guest.inputs["vmId"]), IPv4Address(address))
+    services = {name: first + index for name, index in block["services"].items()}
+    assert services == {
+        name: address for name, (vmid, address) in placed.items() if vmid < block["firstVmid"]
+    }
+    assert set(services) == {"zlh-artifacts", "zlh-build", "zlh-zpack-proxy", "zlh-velocity"}
+    for name, (vmid, address) in placed.items():
+        if vmid >= block["firstVmid"]:
+            assert address == first + (vmid - block["firstVmid"]), name
+            assert vmid - block["firstVmid"] < block["count"], name
+    # Each exporter listens there, on its management address.
+    steps = commands(runtime)
+    for name, address in services.items():
+        exporter = written(steps[f"{name}-configure"], "/etc/default/prometheus-node-exporter")
+        assert f"--web.listen-address={address}:9100" in exporter, name

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from zlh_infra.lab.plan import DEFERRED, LabGuest, LabPlan, redact
+from zlh_infra.platform.catalogue import EDGE_SERVICES, RUNTIME_SERVICES
 from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
 
 AGENT_PORT = 18888
@@ -639,18 +640,21 @@ class TargetsVerdict:
 
 
 def judge_targets(
-    targets: Sequence[Mapping[str, Any]], fleet_vmids: Iterable[int]
+    targets: Sequence[Mapping[str, Any]],
+    fleet_vmids: Iterable[int],
+    runtime_services: Iterable[str] = (),
 ) -> TargetsVerdict:
-    """Every target up but the nodes', and every fleet container discovered."""
+    """Every target up but the nodes', every fleet container and runtime service discovered."""
     relevant = [t for t in targets if t.get("labels", {}).get("job") not in NODE_JOBS]
     if not relevant:
         return TargetsVerdict(False, "no active targets")
-    found = {
-        int(t["labels"]["vmid"])
-        for t in relevant
-        if t.get("labels", {}).get("job") == "fleet" and str(t["labels"].get("vmid", "")).isdigit()
-    }
-    undiscovered = sorted(set(fleet_vmids) - found)
+    discovered = [t["labels"] for t in relevant if t.get("labels", {}).get("job") == "fleet"]
+    found = {int(v["vmid"]) for v in discovered if str(v.get("vmid", "")).isdigit()}
+    services = {str(v["service"]) for v in discovered if "service" in v}
+    undiscovered = [
+        *map(str, sorted(set(fleet_vmids) - found)),
+        *sorted(set(runtime_services) - services),
+    ]
     unknown = [t for t in relevant if t.get("health") == "unknown"]
     down = [t for t in relevant if t.get("health") not in ("up", "unknown")]
     if down:
@@ -659,13 +663,13 @@ def judge_targets(
         )
         return TargetsVerdict(False, f"{len(down)} of {len(relevant)} down: {listed}")
     if undiscovered or unknown:
-        missing = ", ".join(map(str, undiscovered)) or "none"
-        detail = (
-            f"fleet containers not discovered: {missing}; {len(unknown)} target(s) not scraped yet"
-        )
+        missing = ", ".join(undiscovered) or "none"
+        detail = f"not discovered: {missing}; {len(unknown)} target(s) not scraped yet"
         return TargetsVerdict(False, detail, pending=True)
     return TargetsVerdict(
-        True, f"{len(relevant)} targets up, fleet of {len(found)} discovered by zlh-fleet-sd"
+        True,
+        f"{len(relevant)} targets up; zlh-fleet-sd found a fleet of {len(found)} and "
+        f"{len(services)} runtime-host services",
     )
 
 
@@ -677,6 +681,12 @@ def prometheus_targets_up(ctx: CheckContext) -> list[CheckResult]:
     if ctx.executor.status(monitor.vmid) != "running":
         return [CheckResult(monitor.hostname, monitor.vmid, check, False, "not running")]
     fleet = [g.vmid for g in ctx.fleet(VmidRole.GAME, VmidRole.DEV)]
+    runtime_services = [
+        name
+        for specs in (EDGE_SERVICES, RUNTIME_SERVICES)
+        for name, spec in specs.items()
+        if spec.management_index is not None and ctx.guest(name) is not None
+    ]
     deadline = time.monotonic() + TARGETS_WAIT
     while True:
         done = ctx.executor.run(
@@ -691,7 +701,7 @@ def prometheus_targets_up(ctx: CheckContext) -> list[CheckResult]:
             return [
                 CheckResult(monitor.hostname, monitor.vmid, check, False, "not a targets answer")
             ]
-        verdict = judge_targets(targets, fleet)
+        verdict = judge_targets(targets, fleet, runtime_services)
         if not verdict.pending or time.monotonic() >= deadline:
             break
         time.sleep(5)

@@ -30,7 +30,15 @@ from zlh_infra.layers.guest import LxcGuest, VmGuest, pool
 from zlh_infra.layers.guest_steps import converge_service, read_from_guest, write_guest_file
 from zlh_infra.layers.site import Site, service_guest
 from zlh_infra.layers.vendor import artifact, read_value, traefik_answers, traefik_plan
-from zlh_infra.platform.catalogue import AGENT_PORT, CONTROL_PLANE_SERVICES, GuestKind, Network
+from zlh_infra.platform.catalogue import (
+    AGENT_PORT,
+    CONTROL_PLANE_SERVICES,
+    EDGE_SERVICES,
+    FLEET_BLOCK_SIZE,
+    RUNTIME_SERVICES,
+    GuestKind,
+    Network,
+)
 from zlh_infra.platform.proxy_config import HttpRoute
 from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
 from zlh_infra.services import (
@@ -447,8 +455,14 @@ class ControlPlane(pulumi.ComponentResource):
             )
 
         portal_release = args.releases.zpack_portal
-        fleet = DEFAULT_SCHEME.range_of(VmidRole.GAME)
-        fleet_size = DEFAULT_SCHEME.range_of(VmidRole.DEV).last - fleet.first + 1
+        first_fleet_vmid = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
+        # Where each runtime-host service sits in its host's block (the catalogue's slot).
+        runtime_services = tuple(
+            (service, spec.management_index)
+            for specs in (EDGE_SERVICES, RUNTIME_SERVICES)
+            for service, spec in specs.items()
+            if spec.management_index is not None
+        )
         targets = [
             prometheus.Target("core", address(service), node_exporter.PORT, service)
             for service, spec in CONTROL_PLANE_SERVICES.items()
@@ -497,7 +511,14 @@ class ControlPlane(pulumi.ComponentResource):
                 targets=targets,
                 retention=args.monitoring.retention,
                 fleets=[
-                    prometheus.FleetBlock(node, first, fleet.first, fleet_size, node_exporter.PORT)
+                    prometheus.FleetBlock(
+                        node,
+                        first,
+                        first_fleet_vmid,
+                        FLEET_BLOCK_SIZE,
+                        node_exporter.PORT,
+                        services=runtime_services,
+                    )
                     for node, first in args.monitoring.fleets.items()
                 ],
             ),

@@ -13,7 +13,7 @@ from zlh_infra.layers.guest import LxcGuest, VmGuest, pool
 from zlh_infra.layers.guest_steps import converge_service, write_guest_file
 from zlh_infra.layers.site import Site, service_guest
 from zlh_infra.layers.vendor import traefik_answers, traefik_plan
-from zlh_infra.platform.catalogue import EDGE_SERVICES, GuestKind
+from zlh_infra.platform.catalogue import EDGE_SERVICES, GuestKind, Network
 from zlh_infra.platform.proxy_config import GameServer, HttpRoute
 from zlh_infra.services import node_exporter, traefik, velocity
 from zlh_infra.services.artifacts import Artifact
@@ -69,9 +69,10 @@ class Edge(pulumi.ComponentResource):
         assert args.vendor_store is not None and args.forwarding_secret is not None
         steps = {}
         for service, spec in EDGE_SERVICES.items():
-            address = guests[service].lan_address
-            if spec.kind is not GuestKind.LXC or address is None:
+            if spec.kind is not GuestKind.LXC:
                 continue
+            # On the management NIC: zlh-monitor's only way onto a runtime host.
+            address = site.addresses[(service, Network.MANAGEMENT)]
             steps[service] = converge_service(
                 service,
                 shell=site.shell,

@@ -132,7 +132,10 @@ class Runtime(pulumi.ComponentResource):
             shell=site.shell,
             vmid=artifacts_guest.vmid,
             plans=[
-                node_exporter.plan(guest="zlh-artifacts", listen=artifacts_guest.lan_address),
+                node_exporter.plan(
+                    guest="zlh-artifacts",
+                    listen=site.addresses[("zlh-artifacts", Network.MANAGEMENT)],
+                ),
                 artifacts.plan(
                     guest="zlh-artifacts",
                     listen=artifacts_guest.lan_address,
@@ -351,7 +354,9 @@ class Runtime(pulumi.ComponentResource):
             shell=site.shell,
             vmid=build_guest.vmid,
             plans=[
-                node_exporter.plan(guest="zlh-build", listen=build_guest.lan_address),
+                node_exporter.plan(
+                    guest="zlh-build", listen=site.addresses[("zlh-build", Network.MANAGEMENT)]
+                ),
                 build.plan(guest="zlh-build"),
             ],
             gateway=site.gateway,

@@ -79,9 +79,10 @@ def service_guest(
     depends_on: Sequence[pulumi.Resource] = (),
 ) -> LxcGuest | VmGuest:
     """Create the guest for catalogue service ``spec`` as configured by ``guest``."""
-    addresses = {Network.LAN: guest.lan_address, Network.MANAGEMENT: guest.management_address}
     nics = [
-        site.nic(network, None if spec.kind is GuestKind.VM else addresses.get(network))
+        site.nic(
+            network, None if spec.kind is GuestKind.VM else site.addresses.get((spec.name, network))
+        )
         for network in spec.networks
     ]
     args = GuestArgs(
@@ -99,7 +100,7 @@ def service_guest(
         datastore=site.datastore,
         startup_order=spec.startup_order,
         input_policy=spec.input_policy,
-        rules=site.rules(spec.networks, spec.ingress),
+        rules=site.rules(spec.networks, spec.firewall_ingress),
         stateful=spec.stateful,
         dns_servers=list(site.dns_servers),
         dns_domain=site.dns_domain,

@@ -13,19 +13,24 @@ class AddressPlanError(ValueError):
     pass
 
 
+def block_address(network: IPv4Network, offset: int, index: int, what: str) -> IPv4Address:
+    """Host number ``offset + index`` of ``network``: a place in a runtime host's block."""
+    host_number = offset + index
+    if host_number < 1 or host_number >= network.num_addresses - 1:
+        raise AddressPlanError(
+            f"{what} maps to host number {host_number}, outside {network} "
+            f"(usable 1-{network.num_addresses - 2}); use a larger network or a smaller offset"
+        )
+    return network.network_address + host_number
+
+
 def fleet_address(network: IPv4Network, offset: int, first_vmid: int, vmid: int) -> IPv4Address:
     """The address of fleet container ``vmid``: host number ``offset + vmid - first_vmid``.
 
     Deriving it from the VMID keeps a container's address stable for its whole life,
     whatever else is added to or removed from the fleet.
     """
-    host_number = offset + (vmid - first_vmid)
-    if host_number < 1 or host_number >= network.num_addresses - 1:
-        raise AddressPlanError(
-            f"VMID {vmid} maps to host number {host_number}, outside {network} "
-            f"(usable 1-{network.num_addresses - 2}); use a larger network or a smaller offset"
-        )
-    return network.network_address + host_number
+    return block_address(network, offset, vmid - first_vmid, f"VMID {vmid}")
 
 
 def usable(network: IPv4Network, address: IPv4Address) -> str | None:

@@ -10,12 +10,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from zlh_infra.platform.topology import Layer
-from zlh_infra.platform.vmids import VmidRole
+from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
 
 #: zlh-agent's port inside every game and dev container (management NIC only).
 AGENT_PORT = 18888
-#: The metrics exporter zlh-monitor scrapes on runtime guests (management NIC only).
+#: The node exporter zlh-monitor scrapes on every container: on the core LAN for core
+#: guests, on the management NIC for runtime-host guests (the monitor's only way there).
 METRICS_PORT = 9100
+#: A runtime host's block on the management network, from its ``network.fleetOffset``:
+#: one address per game and dev VMID, then one per runtime-host service (its slot).
+FLEET_BLOCK_SIZE = (
+    DEFAULT_SCHEME.range_of(VmidRole.DEV).last - DEFAULT_SCHEME.range_of(VmidRole.GAME).first + 1
+)
 
 
 class GuestKind(StrEnum):
@@ -70,6 +76,32 @@ class ServiceSpec:
     ingress: tuple[Ingress, ...] = ()
     #: Routers filter for themselves; the Proxmox firewall only logs for them.
     input_policy: str = "DROP"
+    #: A runtime-host service's place after the fleet in its host's management block:
+    #: its management address, which zlh-monitor derives the same way to scrape it.
+    management_slot: int | None = None
+
+    @property
+    def management_index(self) -> int | None:
+        """Host number of its management address, counted from ``network.fleetOffset``."""
+        return None if self.management_slot is None else FLEET_BLOCK_SIZE + self.management_slot
+
+    @property
+    def firewall_ingress(self) -> tuple[Ingress, ...]:
+        """Its own flows, and zlh-monitor's scrape of its node exporter (every container)."""
+        if self.kind is GuestKind.VM:
+            return self.ingress
+        return (*self.ingress, CORE_SCRAPE if self.layer is Layer.CONTROL_PLANE else RUNTIME_SCRAPE)
+
+
+#: zlh-monitor's scrape of a core guest's node exporter, on the core LAN.
+CORE_SCRAPE = Ingress(METRICS_PORT, "zlh-monitor", comment="metrics scrape from zlh-monitor")
+#: zlh-monitor's scrape of a runtime-host guest's node exporter, on its management NIC.
+RUNTIME_SCRAPE = Ingress(
+    METRICS_PORT,
+    "core:zlh-monitor",
+    network=Network.MANAGEMENT,
+    comment="metrics scrape from zlh-monitor",
+)
 
 
 def _svc(*specs: ServiceSpec) -> dict[str, ServiceSpec]:
@@ -198,6 +230,8 @@ EDGE_SERVICES: dict[str, ServiceSpec] = _svc(
         Layer.EDGE,
         VmidRole.NETWORK,
         "Traefik for game servers and the dev IDE",
+        networks=(Network.LAN, Network.MANAGEMENT),
+        management_slot=2,
         stateful=True,  # its ACME account and certificates
         startup_order=3,
         ingress=(Ingress(80, Peer.ANY, comment="HTTP"), Ingress(443, Peer.ANY, comment="HTTPS")),
@@ -207,6 +241,8 @@ EDGE_SERVICES: dict[str, ServiceSpec] = _svc(
         Layer.EDGE,
         VmidRole.NETWORK,
         "Minecraft Velocity proxy",
+        networks=(Network.LAN, Network.MANAGEMENT),
+        management_slot=3,
         startup_order=3,
         ingress=(Ingress(25565, Peer.ANY, comment="Minecraft"),),
     ),
@@ -218,6 +254,8 @@ RUNTIME_SERVICES: dict[str, ServiceSpec] = _svc(
         Layer.RUNTIME,
         VmidRole.CORE_INFRA,
         "runtime binaries and server jars",
+        networks=(Network.LAN, Network.MANAGEMENT),
+        management_slot=0,
         stateful=True,
         startup_order=2,
         ingress=(
@@ -230,6 +268,8 @@ RUNTIME_SERVICES: dict[str, ServiceSpec] = _svc(
         Layer.RUNTIME,
         VmidRole.CORE_INFRA,
         "build system",
+        networks=(Network.LAN, Network.MANAGEMENT),
+        management_slot=1,
         startup_order=4,
     ),
 )
@@ -239,10 +279,5 @@ FLEET_MANAGEMENT_INGRESS: tuple[Ingress, ...] = (
     Ingress(
         AGENT_PORT, "core:zpack-api", network=Network.MANAGEMENT, comment="zlh-agent from zpack-api"
     ),
-    Ingress(
-        METRICS_PORT,
-        "core:zlh-monitor",
-        network=Network.MANAGEMENT,
-        comment="metrics scrape from zlh-monitor",
-    ),
+    RUNTIME_SCRAPE,
 )

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
-"""zlh-fleet-sd: Prometheus file discovery of the game and dev containers' node exporters.
+"""zlh-fleet-sd: Prometheus file discovery of the runtime hosts' node exporters.
 
-Installed on zlh-monitor as ``/usr/local/sbin/zlh-fleet-sd`` and run by a timer. A fleet
-container's management address follows from its VMID (the platform's address rule), so
-the candidates of each runtime host are known without reading any runtime stack or API:
-every address of its fleet block is probed on the exporter's port, and those that answer
-are written, with their VMID, to ``<output>/<node>.json`` (atomically, only on change).
+Installed on zlh-monitor as ``/usr/local/sbin/zlh-fleet-sd`` and run by a timer. On the
+management network each runtime host has a block (the platform's address rule): one
+address per game and dev VMID, then one per runtime-host service (zlh-artifacts, ...).
+So the candidates are known without reading any runtime stack or API: every address of
+each block is probed on the exporter's port, and those that answer are written, with
+their VMID or service name, to ``<output>/<node>.json`` (atomically, only on change).
 Containers zpack-api makes are found the same way as declared ones.
 
 Standalone on purpose: Python's standard library only, no import from this project.
@@ -36,6 +37,8 @@ class Fleet:
     first_vmid: int
     count: int
     port: int
+    #: Runtime-host service name -> its address's distance from ``first_address``.
+    services: tuple[tuple[str, int], ...] = ()
 
 
 def load(path: Path) -> list[Fleet]:
@@ -47,13 +50,33 @@ def load(path: Path) -> list[Fleet]:
             first_vmid=int(entry["firstVmid"]),
             count=int(entry["count"]),
             port=int(entry["port"]),
+            services=tuple(
+                (str(name), int(index)) for name, index in sorted(entry["services"].items())
+            ),
         )
         for entry in document["fleets"]
     ]
 
 
-def candidates(fleet: Fleet) -> list[tuple[int, ipaddress.IPv4Address]]:
-    return [(fleet.first_vmid + i, fleet.first_address + i) for i in range(fleet.count)]
+def candidates(fleet: Fleet) -> list[tuple[dict[str, str], ipaddress.IPv4Address]]:
+    """(labels, address) of every place in the block: fleet VMIDs, then services."""
+    node = fleet.node
+    found = [
+        (
+            {
+                "instance": f"{node}/{fleet.first_vmid + i}",
+                "node": node,
+                "vmid": str(fleet.first_vmid + i),
+            },
+            fleet.first_address + i,
+        )
+        for i in range(fleet.count)
+    ]
+    found += [
+        ({"instance": f"{node}/{name}", "node": node, "service": name}, fleet.first_address + index)
+        for name, index in fleet.services
+    ]
+    return found
 
 
 def answers(address: ipaddress.IPv4Address, port: int, timeout: float) -> bool:
@@ -74,11 +97,8 @@ def targets(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         alive = list(pool.map(lambda item: probe(item[1], fleet.port), found))
     return [
-        {
-            "targets": [f"{address}:{fleet.port}"],
-            "labels": {"instance": f"{fleet.node}/{vmid}", "node": fleet.node, "vmid": str(vmid)},
-        }
-        for (vmid, address), up in zip(found, alive, strict=True)
+        {"targets": [f"{address}:{fleet.port}"], "labels": labels}
+        for (labels, address), up in zip(found, alive, strict=True)
         if up
     ]
 
@@ -109,7 +129,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     for fleet in fleets:
         groups = targets(fleet, lambda a, p: answers(a, p, options.timeout))
         if write_if_changed(options.output / f"{fleet.node}.json", groups):
-            print(f"zlh-fleet-sd: {fleet.node}: {len(groups)} containers")
+            print(f"zlh-fleet-sd: {fleet.node}: {len(groups)} exporters")
     return 0
 
 

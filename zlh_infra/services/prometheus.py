@@ -1,10 +1,10 @@
 """Prometheus on zlh-monitor: scrape configuration generated from the inventory.
 
 Static targets are the core guests' node exporters and the Proxmox nodes' named in the
-core stack's own config. Game and dev containers, the runtime stack's and those zpack-api
-makes, are file-based service discovery targets under ``FLEET_SD_DIR``, written by
-``zlh-fleet-sd`` (``fleet_discovery.py``) on a timer from the fleet blocks the core
-config names: the core stack never reads a runtime stack.
+core stack's own config. Each runtime host's guests (its game and dev containers, those
+zpack-api makes, and its services such as zlh-artifacts) are file-based service discovery
+targets under ``FLEET_SD_DIR``, written by ``zlh-fleet-sd`` (``fleet_discovery.py``) on a
+timer from the blocks the core config names: the core stack never reads a runtime stack.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class FleetBlock:
     first_vmid: int
     count: int
     port: int
+    #: The runtime-host services after the fleet: name -> distance from ``first_address``.
+    services: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ def discovery_config(fleets: Sequence[FleetBlock]) -> str:
             "firstVmid": fleet.first_vmid,
             "count": fleet.count,
             "port": fleet.port,
+            "services": dict(fleet.services),
         }
         for fleet in sorted(fleets, key=lambda f: f.node)
     ]
