@@ -708,7 +708,10 @@ def test_zlh_monitor_looks_for_each_runtime_exporter_where_the_runtime_stack_put
         bridges = [n["bridge"] for n in guest.inputs.get("networkInterfaces", [])]
         if "vmbr2" in bridges and guest.type == CONTAINER:
             address = nics[bridges.index("vmbr2")]["ipv4"]["address"].split("/")[0]
-            placed[guest.inputs["initialization"]["hostname"]] = (int(guest.inputs["vmId"]), IPv4Address(address))
+            placed[guest.inputs["initialization"]["hostname"]] = (
+                int(guest.inputs["vmId"]),
+                IPv4Address(address),
+            )
     services = {name: first + index for name, index in block["services"].items()}
     assert services == {
         name: address for name, (vmid, address) in placed.items() if vmid < block["firstVmid"]

@@ -92,14 +92,24 @@ def documented() -> dict[str, dict[str, str]]:
 
 
 DOCUMENTED = documented()
-#: Parameters whose values are one of a documented list.
-ENUMERATED = {"type", "recursion", "forwarderProtocol"}
+#: Per endpoint, the parameters whose values are one of a list its documentation gives.
+ENUMERATED = {
+    "/api/zones/create": {"type"},
+    "/api/zones/records/add": {"type"},
+    "/api/settings/set": {"recursion", "forwarderProtocol"},
+}
 
 
 def every_call() -> list[technitium.ApiCall]:
-    calls = technitium.sync_calls(
+    calls: list[technitium.ApiCall] = []
+    for call in technitium.sync_calls(
         [CORE, GAMES], forwarders=FORWARDERS, server_domain="zlh-dns.core.zlh.internal"
-    )
+    ):
+        if isinstance(call, technitium.Prune):
+            calls.append(call.listing())
+            calls += [call.deletion(t) for t in technitium.VALUE_FIELDS]
+        else:
+            calls.append(call)
     return calls + list(technitium.login_calls().values())
 
 
@@ -118,8 +128,13 @@ def test_every_endpoint_and_parameter_is_documented_under_that_endpoint() -> Non
         assert call.endpoint in DOCUMENTED, call.endpoint
         for name, value in call.params:
             assert name in DOCUMENTED[call.endpoint], f"{call.endpoint}: {name}"
-            if name in ENUMERATED:
+            if name in ENUMERATED.get(call.endpoint, ()):
                 assert f"`{value}`" in DOCUMENTED[call.endpoint][name], f"{name}={value}"
+    # A delete names its type in the vocabulary records are added with.
+    for call in every_call():
+        if call.endpoint == "/api/zones/records/delete":
+            kind = dict(call.params)["type"]
+            assert f"`{kind}`" in DOCUMENTED["/api/zones/records/add"]["type"], kind
 
 
 def test_an_undocumented_parameter_would_be_caught() -> None:
@@ -144,7 +159,7 @@ def test_records_overwrite_their_set_once_then_append() -> None:
         for call in technitium.sync_calls(
             [GAMES], forwarders=[], server_domain="zlh-dns.core.zlh.internal"
         )
-        if call.endpoint == "/api/zones/records/add"
+        if isinstance(call, technitium.ApiCall) and call.endpoint == "/api/zones/records/add"
     ]
     assert [(a["domain"], a["type"], a["overwrite"]) for a in adds] == [
         ("zerolaghub.internal", "TXT", "true"),
@@ -168,7 +183,7 @@ def test_no_forwarders_clears_them() -> None:
         for call in technitium.sync_calls(
             [CORE], forwarders=[], server_domain="a.core.zlh.internal"
         )
-        if call.endpoint == "/api/settings/set"
+        if isinstance(call, technitium.ApiCall) and call.endpoint == "/api/settings/set"
     ]
     assert dict(settings.params)["forwarders"] == "false"
     assert "`false`" in DOCUMENTED["/api/settings/set"]["forwarders"]
@@ -258,11 +273,37 @@ elif endpoint == "/api/zones/create":
         answer = {"status": "error", "errorMessage": "Zone already exists"}
     else:
         state["zones"].append(form["zone"]); answer = ok({"domain": form["zone"]})
+        state["records"][form["zone"] + " SOA"] = ["zlh-dns"]
+        state["records"][form["zone"] + " NS"] = ["zlh-dns"]
 elif endpoint == "/api/zones/records/add":
     key = form["domain"] + " " + form["type"]
     value = form.get("ipAddress") or form.get("cname") or form.get("text")
     kept = [] if form["overwrite"] == "true" else state["records"].get(key, [])
     state["records"][key] = kept + [value]; answer = ok()
+elif endpoint == "/api/zones/records/get":
+    assert form["listZone"] == "true" and form["domain"] == form["zone"]
+    fields = {"A": "ipAddress", "AAAA": "ipAddress", "CNAME": "cname", "TXT": "text",
+              "SOA": "primaryNameServer", "NS": "nameServer"}
+    records = []
+    for key, values in state["records"].items():
+        name, kind = key.split(" ")
+        if name == form["zone"] or name.endswith("." + form["zone"]):
+            records += [{"name": name, "type": kind, "ttl": 3600, "rData": {fields[kind]: v}}
+                        for v in values]
+    answer = ok({"zone": {"name": form["zone"]}, "records": records})
+elif endpoint == "/api/zones/records/delete":
+    key = form["domain"] + " " + form["type"]
+    values = state["records"].get(key, [])
+    if form["type"] == "CNAME":
+        state["records"].pop(key)
+    else:
+        value = form.get("ipAddress") or form.get("text")
+        assert value in values, (key, value, values)
+        values.remove(value)
+        if not values:
+            state["records"].pop(key)
+    state.setdefault("deleted", []).append(key)
+    answer = ok()
 elif endpoint == "/api/settings/set":
     state["settings"] = form; answer = ok()
 else:
@@ -317,6 +358,60 @@ def test_first_run_changes_the_default_password_then_reruns_change_nothing(
     log = (tmp_path / "argv.log").read_text()
     assert PASSWORD not in log
     assert "tok" not in log  # nor the session token
+
+
+def test_records_the_config_no_longer_declares_are_deleted_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(FAKE_CURL.replace("/usr/bin/python3", sys.executable))
+    (bin_dir / "curl").chmod(0o755)
+    (tmp_path / "admin.password").write_text(PASSWORD)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(tmp_path)}
+
+    def run(plan: ServicePlan) -> dict[str, Any]:
+        result = subprocess.run(
+            ["sh", "-eu"],
+            input=session_shell(plan, tmp_path),
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        state: dict[str, Any] = json.loads((tmp_path / "state.json").read_text())
+        return state
+
+    first = run(a_plan())
+    assert "deleted" not in first  # what it just declared stays
+    # By hand, in a platform zone: a TXT whose value needs care, and a stray CNAME.
+    first["records"]["note.zerolaghub.internal TXT"] = ["a\tb 'c' $(x)"]
+    first["records"]["old.zerolaghub.internal CNAME"] = ["play.zerolaghub.internal"]
+    (tmp_path / "state.json").write_text(json.dumps(first))
+    smaller = technitium.plan(
+        guest="zlh-dns",
+        technitium=Vendored.from_vendor(DNS),
+        dotnet=Vendored.from_vendor(RUNTIME),
+        admin_password=PASSWORD,
+        core_zone_name="core.zlh.internal",
+        core_guests={k: v for k, v in GUESTS.items() if k != "zpack-api"},
+        zones=[technitium.Zone(GAMES.name, GAMES.records[:2])],
+        forwarders=FORWARDERS,
+    )
+    second = run(smaller)
+    assert sorted(second["deleted"]) == [
+        "note.zerolaghub.internal TXT",
+        "old.zerolaghub.internal CNAME",
+        "www.zerolaghub.internal CNAME",
+        "zpack-api.core.zlh.internal A",
+    ]
+    # The second A of play went with the first add's overwrite, no delete needed.
+    assert second["records"]["play.zerolaghub.internal A"] == ["10.20.0.5"]
+    # The zones' own SOA and NS records are not the program's to delete.
+    assert second["records"]["core.zlh.internal SOA"] == ["zlh-dns"]
+    assert second["records"]["zerolaghub.internal NS"] == ["zlh-dns"]
+    third = run(smaller)
+    assert third["deleted"] == second["deleted"]  # converged: nothing more to delete
 
 
 def test_neither_password_working_fails_naming_the_guest(tmp_path: Path) -> None:

@@ -20,8 +20,11 @@ Zones and settings are synchronised through Technitium's HTTP API on 127.0.0.1:5
   root-only directory, never on a command line.
 - create each zone (``Primary``) unless ``/api/zones/list`` already has it;
 - set each record with ``/api/zones/records/add``: the first of a name and type with
-  ``overwrite=true`` (which replaces that record set), the others appended, so a rerun
-  converges to the declared set. Records removed from the config are not deleted.
+  ``overwrite=true`` (which replaces that record set), the others appended;
+- delete, with ``/api/zones/records/delete``, every record of a managed type (A, AAAA,
+  CNAME, TXT) that ``/api/zones/records/get`` lists in a platform zone and the config
+  does not declare: a guest removed from the config loses its name. The program owns
+  these zones; keep hand-made records in a zone of their own;
 - ``/api/settings/set``: the forwarders (``false`` clears them: Technitium then
   resolves recursively) and recursion for private networks only.
 
@@ -34,6 +37,7 @@ core zone.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -54,6 +58,9 @@ PASSWORD_FILE = "/etc/technitium/admin.password"
 RUN_DIR = "/run/zlh"
 SESSION = f"{RUN_DIR}/technitium.session"
 ANSWER = f"{RUN_DIR}/technitium.answer"
+#: The stale records of one zone and type, one per line, while they are deleted.
+STALE = f"{RUN_DIR}/technitium.stale"
+TAB = "\"$(printf '\\t')\""
 UNIT = "technitium-dns.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
 #: Technitium's documented first-run credentials (not a secret).
@@ -84,7 +91,18 @@ class FromFile:
     path: str
 
 
-ParamValue = str | FromFile
+@dataclass(frozen=True, slots=True)
+class FromShell:
+    """A parameter value the script holds in a shell variable (a record read back)."""
+
+    variable: str
+
+
+ParamValue = str | FromFile | FromShell
+
+#: Per managed record type, the parameter naming its value and that value's field in
+#: ``rData`` (the same word in Technitium's API).
+VALUE_FIELDS = {"A": "ipAddress", "AAAA": "ipAddress", "CNAME": "cname", "TXT": "text"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +113,44 @@ class ApiCall:
     params: tuple[tuple[str, ParamValue], ...] = ()
     #: Made only if ``/api/zones/list`` does not list this zone.
     unless_zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """Delete the records of ``zone`` of a managed type that are not in ``keep``.
+
+    ``keep`` holds (name, type, value) triples as Technitium lists them: lower-case
+    names, values as ``rData`` holds them.
+    """
+
+    zone: str
+    keep: tuple[tuple[str, str, str], ...]
+
+    def listing(self) -> ApiCall:
+        return ApiCall(
+            "/api/zones/records/get",
+            (("domain", self.zone), ("zone", self.zone), ("listZone", "true")),
+        )
+
+    def deletion(self, record_type: str) -> ApiCall:
+        """The delete call of one stale record of ``record_type``, read into the shell.
+
+        A name has one CNAME, so its delete names no value.
+        """
+        value: tuple[tuple[str, ParamValue], ...] = (
+            ()
+            if record_type == "CNAME"
+            else ((VALUE_FIELDS[record_type], FromShell("zlh_dns_value")),)
+        )
+        return ApiCall(
+            "/api/zones/records/delete",
+            (
+                ("zone", self.zone),
+                ("domain", FromShell("zlh_dns_name")),
+                ("type", record_type),
+                *value,
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,30 +183,43 @@ def _record_params(zone: str, record: Record, overwrite: bool) -> tuple[tuple[st
     if not 0 < record.ttl <= 604800:
         raise ValueError(f"zone {zone}: TTL {record.ttl} of {record.name}")
     fqdn = zone if record.name == "@" else f"{record.name}.{zone}"
-    value: tuple[str, str]
-    if record.type == "A":
-        value = ("ipAddress", str(IPv4Address(record.value)))
-    elif record.type == "AAAA":
-        value = ("ipAddress", str(IPv6Address(record.value)))
-    elif record.type == "CNAME":
-        value = ("cname", domain(f"CNAME of {fqdn}", record.value))
-    else:
-        value = ("text", no_control(f"TXT of {fqdn}", record.value))
     return (
         ("zone", zone),
         ("domain", fqdn),
         ("type", record.type),
         ("ttl", str(record.ttl)),
         ("overwrite", "true" if overwrite else "false"),
-        value,
+        (VALUE_FIELDS[record.type], _value(fqdn, record)),
     )
+
+
+def _value(fqdn: str, record: Record) -> str:
+    if record.type == "A":
+        return str(IPv4Address(record.value))
+    if record.type == "AAAA":
+        return str(IPv6Address(record.value))
+    if record.type == "CNAME":
+        return domain(f"CNAME of {fqdn}", record.value)
+    return no_control(f"TXT of {fqdn}", record.value)
+
+
+def _kept(zone: Zone) -> tuple[tuple[str, str, str], ...]:
+    """The zone's declared records as Technitium lists them (names lower-cased)."""
+    found = []
+    for record in zone.records:
+        fqdn = zone.name if record.name == "@" else f"{record.name}.{zone.name}"
+        value = _value(fqdn, record)
+        found.append(
+            (fqdn.lower(), record.type, value.lower() if record.type == "CNAME" else value)
+        )
+    return tuple(sorted(set(found)))
 
 
 def sync_calls(
     zones: Sequence[Zone], *, forwarders: Sequence[str], server_domain: str
-) -> list[ApiCall]:
+) -> list[ApiCall | Prune]:
     """The calls that converge zones, records and settings, in order (logged in)."""
-    calls = [ApiCall("/api/zones/list")]
+    calls: list[ApiCall | Prune] = [ApiCall("/api/zones/list")]
     names = [domain("zone", zone.name) for zone in zones]
     if len(set(names)) != len(names):
         raise ValueError(f"zones declared twice: {sorted(names)}")
@@ -172,6 +241,7 @@ def sync_calls(
                 )
             )
             seen.add(key)
+        calls.append(Prune(zone.name, _kept(zone)))
     for forwarder in forwarders:
         if not _FORWARDER.fullmatch(forwarder) or "," in forwarder:
             raise ValueError(f"forwarder {forwarder!r} is not a name server address")
@@ -210,10 +280,47 @@ def _args(call: ApiCall) -> str:
             raise ValueError(f"{call.endpoint}: parameter {name!r}")
         if isinstance(value, FromFile):
             parts.append(shlex.quote(f"{name}@{value.path}"))
+        elif isinstance(value, FromShell):
+            if not re.fullmatch(r"zlh_[a-z_]+", value.variable):
+                raise ValueError(f"{call.endpoint} {name}: shell variable {value.variable!r}")
+            parts.append(f'"{name}=${value.variable}"')
         else:
             no_control(f"{call.endpoint} {name}", value)
             parts.append(shlex.quote(f"{name}={value}"))
     return " ".join(parts)
+
+
+def render_prune(prune: Prune) -> str:
+    """List the zone, then delete each stale record of a managed type.
+
+    jq writes one line per stale record: its type, its name and its value base64-encoded
+    (a TXT value may hold anything), which the loop decodes into the delete call.
+    """
+    keep = json.dumps([list(item) for item in prune.keep], separators=(",", ":"))
+    managed = " or ".join(f'.type == "{record_type}"' for record_type in VALUE_FIELDS)
+    value = " ".join(
+        f'{"if" if i == 0 else "elif"} .type == "{t}" then .rData.{field}'
+        + (" | ascii_downcase" if t == "CNAME" else "")
+        for i, (t, field) in enumerate(VALUE_FIELDS.items())
+    )
+    stale = (
+        f".response.records[] | select({managed})"
+        f" | [(.name | ascii_downcase), .type, ({value} else null end)]"
+        " | select(. as $r | any($keep[]; . == $r) | not)"
+        ' | .[1] + "\\t" + .[0] + "\\t" + (.[2] | @base64)'
+    )
+    cases = "".join(f"    {t}) {render(prune.deletion(t))} ;;\n" for t in VALUE_FIELDS)
+    return (
+        f"{render(prune.listing())}\n"
+        f"jq -r --argjson keep {shlex.quote(keep)} {shlex.quote(stale)} "
+        f'"$zlh_dns_out" >{STALE}\n'
+        f"while IFS={TAB} read -r zlh_dns_type zlh_dns_name zlh_dns_encoded; do\n"
+        "  zlh_dns_value=$(printf '%s' \"$zlh_dns_encoded\" | base64 -d)\n"
+        '  case "$zlh_dns_type" in\n'
+        f"{cases}"
+        "  esac\n"
+        f"done <{STALE}"
+    )
 
 
 def render(call: ApiCall) -> str:
@@ -326,6 +433,9 @@ def plan(
     )
     sync = []
     for call in calls:
+        if isinstance(call, Prune):
+            sync.append(render_prune(call))
+            continue
         sync.append(render(call))
         if call.endpoint == "/api/zones/list":
             sync.append("zlh_dns_zones=$(jq -r '.response.zones[].name' \"$zlh_dns_out\")")
