@@ -22,9 +22,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
 )
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from pydantic.alias_generators import to_camel
 
 from zlh_infra.errors import ConfigError
@@ -93,11 +97,31 @@ def _non_empty_secret(value: SecretStr) -> SecretStr:
     return value
 
 
+def _ssh_host_key(value: str) -> str:
+    """An OpenSSH public key line (``<type> <base64> [comment]``), kept without its comment."""
+    words = value.split()
+    try:
+        if len(words) < 2:
+            raise ValueError
+        serialization.load_ssh_public_key(f"{words[0]} {words[1]}".encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(
+            "not an OpenSSH public key: '<type> <base64>' as in the node's "
+            "/etc/ssh/ssh_host_ed25519_key.pub"
+        ) from None
+    return f"{words[0]} {words[1]}"
+
+
 BridgeName = Annotated[str, AfterValidator(_bridge)]
 DomainName = Annotated[str, AfterValidator(_domain)]
+SshHostKey = Annotated[str, AfterValidator(_ssh_host_key)]
 GuestName = Annotated[str, AfterValidator(_hostname)]
 Secret = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
-Vmid = Annotated[int, Field(ge=100, le=999_999_999)]
+Vmid = Annotated[StrictInt, Field(ge=100, le=999_999_999)]
+#: Upper bounds on a guest's size: 4 TiB of memory and 64 TiB per disk, beyond any one
+#: Proxmox host of this platform, so that a slip of the keyboard cannot pass as a size.
+MAX_MEMORY_MB = 4 * 1024 * 1024
+MAX_DISK_GB = 64 * 1024
 
 
 class _Model(BaseModel):
@@ -111,7 +135,7 @@ class ProxmoxHost(_Model):
 
     endpoint: str = Field(description="HTTPS URL of the node's API, e.g. https://zlh-core:8006/")
     node: GuestName = Field(description="Proxmox node name")
-    insecure: bool = Field(
+    insecure: StrictBool = Field(
         default=False, description="skip TLS verification (only for a self-signed lab host)"
     )
     ssh_user: str = Field(
@@ -119,6 +143,12 @@ class ProxmoxHost(_Model):
     )
     ssh_address: str | None = Field(
         default=None, description="address for SSH to the node; defaults to the endpoint's host"
+    )
+    ssh_host_key: SshHostKey = Field(
+        description=(
+            "the node's SSH host key (its /etc/ssh/ssh_host_ed25519_key.pub, read on the node "
+            "itself): in-guest steps connect to no other"
+        )
     )
 
     @field_validator("endpoint")
@@ -154,7 +184,7 @@ class NetworkPlan(_Model):
         description="the management network shared by both hosts (the API -> agent path)"
     )
     dns_domain: DomainName = Field(default="zlh.internal", description="guests' search domain")
-    fleet_offset: int = Field(
+    fleet_offset: StrictInt = Field(
         default=DEFAULT_FLEET_OFFSET, ge=1, description="first fleet host number on each network"
     )
 
@@ -183,9 +213,11 @@ class Download(_Model):
 
 
 class Size(_Model):
-    cores: int = Field(default=1, ge=1, le=128, description="CPU cores")
-    memory_mb: int = Field(default=1024, ge=128, description="memory in MiB")
-    disk_gb: int = Field(default=8, ge=1, description="root disk in GiB")
+    cores: StrictInt = Field(default=1, ge=1, le=128, description="CPU cores")
+    memory_mb: StrictInt = Field(
+        default=1024, ge=128, le=MAX_MEMORY_MB, description="memory in MiB"
+    )
+    disk_gb: StrictInt = Field(default=8, ge=1, le=MAX_DISK_GB, description="root disk in GiB")
 
 
 class ServiceGuest(Size):
@@ -198,7 +230,9 @@ class ServiceGuest(Size):
     management_address: IPv4Address | None = Field(
         default=None, description="address on the management network, for services with a NIC there"
     )
-    data_disk_gb: int | None = Field(default=None, ge=1, description="extra volume for data")
+    data_disk_gb: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_DISK_GB, description="extra volume for data"
+    )
 
 
 class Backup(_Model):
@@ -207,9 +241,9 @@ class Backup(_Model):
         pattern=r"^[A-Za-z0-9*:/,.~ -]{1,64}$",
         description="systemd calendar event, e.g. *-*-* 02:30",
     )
-    keep_daily: int = Field(default=7, ge=1, description="daily backups kept")
-    keep_weekly: int = Field(default=4, ge=0, description="weekly backups kept")
-    keep_monthly: int = Field(default=3, ge=0, description="monthly backups kept")
+    keep_daily: StrictInt = Field(default=7, ge=1, description="daily backups kept")
+    keep_weekly: StrictInt = Field(default=4, ge=0, description="weekly backups kept")
+    keep_monthly: StrictInt = Field(default=3, ge=0, description="monthly backups kept")
 
 
 class CoreDomains(_Model):
@@ -244,11 +278,11 @@ PbsNamespace = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$
 class PbsRetention(_Model):
     """What the datastore's own prune job keeps (each host's backup job prunes too)."""
 
-    keep_last: int | None = Field(default=None, ge=0, description="most recent backups kept")
-    keep_daily: int = Field(default=7, ge=0, description="daily backups kept")
-    keep_weekly: int = Field(default=4, ge=0, description="weekly backups kept")
-    keep_monthly: int = Field(default=3, ge=0, description="monthly backups kept")
-    keep_yearly: int | None = Field(default=None, ge=0, description="yearly backups kept")
+    keep_last: StrictInt | None = Field(default=None, ge=0, description="most recent backups kept")
+    keep_daily: StrictInt = Field(default=7, ge=0, description="daily backups kept")
+    keep_weekly: StrictInt = Field(default=4, ge=0, description="weekly backups kept")
+    keep_monthly: StrictInt = Field(default=3, ge=0, description="monthly backups kept")
+    keep_yearly: StrictInt | None = Field(default=None, ge=0, description="yearly backups kept")
 
 
 class PbsHostUser(_Model):
@@ -302,7 +336,7 @@ class Pbs(_Model):
     verify_schedule: CalendarEvent = Field(
         default="sun 05:00", description="the datastore's verify job (calendar event)"
     )
-    verify_outdated_after: int = Field(
+    verify_outdated_after: StrictInt = Field(
         default=30,
         ge=1,
         le=3650,
@@ -646,7 +680,7 @@ class Paper(_Model):
     Each game container's heap follows its ``memoryMb``: all but 512 MiB.
     """
 
-    accept_eula: bool = Field(
+    accept_eula: StrictBool = Field(
         description=(
             "must be true: deploying Paper accepts the Minecraft EULA "
             "(https://aka.ms/MinecraftEULA) on the operator's behalf"
@@ -930,7 +964,7 @@ class Template(_Model):
         description="game: Paper (behind Velocity); dev: code-server and the dev VPN client"
     )
     lan_address: IPv4Address = Field(description="LAN address while the image is being built")
-    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+    ports: list[Annotated[StrictInt, Field(ge=1, le=65535)]] = Field(
         min_length=1, description="ports the workload serves on the LAN, via the edge"
     )
     setup: str = Field(

@@ -138,6 +138,7 @@ def _site(
         router_iso_file_id=host.router_iso_file_id,
         shell=NodeShell(
             address=config.proxmox.shell_address,
+            host_key=config.proxmox.ssh_host_key,
             user=config.proxmox.ssh_user,
             private_key=key.get_secret_value() if key else None,
         ),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pulumi.runtime import rpc
 
 from tests.program.conftest import CONTAINER, VM, by_vmid, guests, of_type, resource, tag
+from tests.stack_configs import shipped
 from zlh_infra.contract import CONTRACT_OUTPUTS
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
 from zlh_infra.preview.recording import StackRecording
@@ -148,3 +150,17 @@ def test_one_pool_per_layer(platform: dict[str, StackRecording]) -> None:
         for stack, recording in platform.items()
     }
     assert pools == {"core": ["zlh-control-plane"], "runtime": ["zlh-edge", "zlh-runtime"]}
+
+
+@pytest.mark.parametrize("stack", ["core", "runtime"])
+def test_every_in_guest_step_connects_only_to_its_own_node_pinned_by_host_key(
+    platform: dict[str, StackRecording], stack: str
+) -> None:
+    proxmox = shipped(stack)["proxmox"]
+    steps = of_type(platform[stack], "command:remote:Command")
+    assert steps
+    for step in steps:
+        # The provider's schema marks the whole connection secret.
+        connection = rpc.unwrap_rpc_secret(step.inputs["connection"])
+        assert connection["host"] == f"{NODES[stack]}.zerolaghub.net", step.name
+        assert connection["hostKey"] == proxmox["sshHostKey"], step.name

@@ -24,16 +24,22 @@ from zlh_infra.services.plan import Gateway, ServicePlan, configure_script, inst
 
 @dataclass(frozen=True, slots=True)
 class NodeShell:
-    """SSH access to a Proxmox node (root, or a user allowed to run ``pct``)."""
+    """SSH access to a Proxmox node (root, or a user allowed to run ``pct``).
+
+    ``host_key`` pins the node: a step refuses to run anywhere else, so neither a
+    spoofed address nor a stack pointed at the wrong host gets root commands.
+    """
 
     address: str
     user: str
+    host_key: str
     private_key: pulumi.Input[str] | None = None
 
     def connection(self) -> command.remote.ConnectionArgs:
         return command.remote.ConnectionArgs(
             host=self.address,
             user=self.user,
+            host_key=self.host_key,
             private_key=pulumi.Output.secret(self.private_key) if self.private_key else None,
         )
 
