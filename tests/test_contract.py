@@ -19,6 +19,8 @@ FINGERPRINT = ":".join(["ab"] * 32)
 GOOD: dict[str, Any] = {
     "contractVersion": CONTRACT_VERSION,
     "coreNode": "zlh-core",
+    "coreHosts": ["zlh-core.zerolaghub.net"],
+    "coreHostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6MQtZBm8azTD+dyCxWG1gL2z1FyH65Tb4",
     "managementCidr": "10.99.0.0/22",
     "apiManagementAddress": "10.99.0.10",
     "monitorManagementAddress": "10.99.0.20",
@@ -38,8 +40,8 @@ GOOD: dict[str, Any] = {
 }
 
 
-def test_the_contract_is_version_2_with_its_secrets_and_deploy_time_values() -> None:
-    assert CONTRACT_VERSION == 2
+def test_the_contract_is_version_3_with_its_secrets_and_deploy_time_values() -> None:
+    assert CONTRACT_VERSION == 3
     assert {"pbsHosts", "headscalePreauthKey"} == SECRET_OUTPUTS
     assert {"pbsFingerprint", "headscalePreauthKey"} == DEPLOY_TIME_OUTPUTS
     assert set(SECRET_OUTPUTS | DEPLOY_TIME_OUTPUTS) <= set(CONTRACT_OUTPUTS)
@@ -92,7 +94,7 @@ def test_deploy_time_outputs_may_be_pending_and_nothing_else() -> None:
 
 
 def test_other_contract_version_is_refused() -> None:
-    with pytest.raises(ContractError, match="exports contractVersion 1, this program needs 2"):
+    with pytest.raises(ContractError, match="exports contractVersion 1, this program needs 3"):
         parse_contract({**GOOD, "contractVersion": 1}, core_stack="core")
 
 

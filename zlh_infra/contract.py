@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 #: Bump when a field is added, removed or changes meaning; a runtime stack refuses
 #: a core stack that exports another version.
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3
 
 
 class ContractError(ValueError):
@@ -46,6 +46,10 @@ class CoreContract(BaseModel):
 
     contract_version: int = Field(alias="contractVersion")
     core_node: str = Field(alias="coreNode", min_length=1)
+    #: How the core stack reaches its node (API host, SSH address) and the node's SSH host
+    #: key: a runtime stack pointed at any of them would run its steps on the core host.
+    core_hosts: frozenset[str] = Field(alias="coreHosts", min_length=1)
+    core_host_key: str = Field(alias="coreHostKey", min_length=1)
     management_cidr: IPv4Network = Field(alias="managementCidr")
     api_management_address: IPv4Address = Field(alias="apiManagementAddress")
     monitor_management_address: IPv4Address = Field(alias="monitorManagementAddress")

@@ -200,6 +200,8 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
     exports: dict[str, Any] = {
         "contractVersion": CONTRACT_VERSION,
         "coreNode": config.proxmox.node,
+        "coreHosts": sorted({config.proxmox.endpoint_host, config.proxmox.shell_address}),
+        "coreHostKey": config.proxmox.ssh_host_key,
         "managementCidr": str(config.network.management.cidr),
         "apiManagementAddress": control_plane.api_management_address,
         "monitorManagementAddress": control_plane.monitor_management_address,
@@ -299,6 +301,21 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
         problems.append(
             f"{NAMESPACE}:proxmox.node: {config.proxmox.node} is the core host's node; "
             "runtime guests must never run on the core host"
+        )
+    node = config.proxmox
+    for key, value in (
+        ("proxmox.endpoint", node.endpoint_host),
+        ("proxmox.sshAddress", node.ssh_address),
+    ):
+        if value is not None and value.lower() in {h.lower() for h in contract.core_hosts}:
+            problems.append(
+                f"{NAMESPACE}:{key}: {value} is how the core stack reaches the core host; "
+                "a runtime stack's API calls and in-guest steps must never reach it"
+            )
+    if node.ssh_host_key == contract.core_host_key:
+        problems.append(
+            f"{NAMESPACE}:proxmox.sshHostKey: is the core host's SSH host key; pin the "
+            "runtime node's own key (its /etc/ssh/ssh_host_ed25519_key.pub)"
         )
     if contract.management_cidr != config.network.management.cidr:
         problems.append(

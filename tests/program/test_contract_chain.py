@@ -17,6 +17,11 @@ from tests.stack_configs import ROOT, engine_config, shipped
 from zlh_infra.preview.recording import StackRecording
 from zlh_infra.preview.runner import load_program, run_stack, secret_exports
 
+#: The second runtime host's own SSH host key (an example key).
+RUNTIME_2_HOST_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPWYzSXqR6qg7gJ3eIx7d5nSVyR9ZJ4YbOq1xYqfWq0x"
+)
+
 
 def run_runtime(
     core: StackRecording,
@@ -135,7 +140,7 @@ def test_runtime_backs_up_every_game_and_dev_container(runtime: StackRecording) 
         ),
         (
             lambda o: o.update(contractVersion=1),
-            "core stack 'core' exports contractVersion 1, this program needs 2: deploy the "
+            "core stack 'core' exports contractVersion 1, this program needs 3: deploy the "
             "same program version to core and runtime",
         ),
     ],
@@ -209,6 +214,39 @@ def test_runtime_refuses_the_core_node(core: StackRecording) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        (
+            "endpoint",
+            "https://zlh-core.zerolaghub.net:8006/",
+            "zlh-infra:proxmox.endpoint: zlh-core.zerolaghub.net is how the core stack reaches "
+            "the core host; a runtime stack's API calls and in-guest steps must never reach it",
+        ),
+        (
+            "sshAddress",
+            "ZLH-CORE.zerolaghub.net",
+            "zlh-infra:proxmox.sshAddress: ZLH-CORE.zerolaghub.net is how the core stack reaches "
+            "the core host; a runtime stack's API calls and in-guest steps must never reach it",
+        ),
+        (
+            "sshHostKey",
+            shipped("core")["proxmox"]["sshHostKey"],
+            "zlh-infra:proxmox.sshHostKey: is the core host's SSH host key; pin the runtime "
+            "node's own key (its /etc/ssh/ssh_host_ed25519_key.pub)",
+        ),
+    ],
+)
+def test_runtime_steps_can_never_be_pointed_at_the_core_host(
+    core: StackRecording, field: str, value: str, expected: str
+) -> None:
+    config = shipped("runtime")
+    config["proxmox"][field] = value
+    recording = run_runtime(core, config=config)
+    assert config_errors(recording) == [f"stack 'runtime': invalid configuration:\n  - {expected}"]
+    assert [r.type for r in recording.resources if r.custom] == []
+
+
 def run_core(config: dict[str, Any]) -> StackRecording:
     recording = run_stack("core", engine_config(config), [], load_program())
     assert [d.message for d in recording.diagnostics if d.severity == "error"] == []
@@ -220,6 +258,7 @@ def second_runtime_host() -> dict[str, Any]:
     config["proxmox"] = {
         "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
         "node": "zlh-runtime-2",
+        "sshHostKey": RUNTIME_2_HOST_KEY,
     }
     config["games"] = [{"name": "mc-hub-2", "vmid": 1050, "template": "minecraft-paper"}]
     config["devs"] = []
