@@ -16,6 +16,8 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,8 +29,6 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from pydantic.alias_generators import to_camel
 
 from zlh_infra.errors import ConfigError
@@ -725,9 +725,9 @@ class Monitoring(_Model):
     proxmox_nodes: dict[GuestName, IPv4Address] = Field(
         default={},
         description=(
-            "Proxmox nodes whose node exporter (port 9100) zlh-monitor scrapes, by node name: "
-            "addresses the monitor reaches (the core node on the LAN, runtime nodes on the "
-            "management network)"
+            "every Proxmox node, by name, with its management address: zlh-monitor scrapes "
+            "its node exporter (port 9100) there, and zlh-back accepts backups (port 8007) "
+            "from these addresses only"
         ),
     )
     fleets: dict[GuestName, IPv4Address] = Field(
@@ -928,17 +928,24 @@ class CoreStackConfig(_StackConfig):
         return found + self._monitoring_problems()
 
     def _monitoring_problems(self) -> list[str]:
-        """The monitor reaches the LAN and the management network, and nothing else."""
+        """Nodes and fleets as zlh-monitor and zlh-back reach them: on the management network."""
         found = []
         management = self.network.management.cidr
         used = {address: key for key, _network, address in self.all_addresses()}
-        reachable = (self.network.lan.cidr, management)
         for node, address in self.monitoring.proxmox_nodes.items():
             key = f"monitoring.proxmoxNodes.{node}"
-            if not any(address in network for network in reachable):
-                found.append(f"{key}: {address} is on neither network.lan nor network.management")
+            if address not in management:
+                found.append(
+                    f"{key}: {address} is outside network.management ({management}): a node "
+                    "backs up to zlh-back and is scraped on its management address"
+                )
             elif address in used:
                 found.append(f"{key}: {address} is {used[address]}")
+        if self.proxmox.node not in self.monitoring.proxmox_nodes:
+            found.append(
+                f"monitoring.proxmoxNodes: must name {self.proxmox.node}, this stack's node, "
+                "with its management address: zlh-back accepts backups from the nodes named there"
+            )
         fleet = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
         size = DEFAULT_SCHEME.range_of(VmidRole.DEV).last - fleet + 1
         for node, first in self.monitoring.fleets.items():

@@ -176,6 +176,12 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
         host,
         dns_servers=[str(dns), str(config.network.lan.gateway)],
         router="zlh-router",
+        # The nodes back up to zlh-back over the management network, from these addresses.
+        extra_addresses={
+            (f"node:{node}", Network.MANAGEMENT): address
+            for node, address in config.monitoring.proxmox_nodes.items()
+            if address in config.network.management.cidr
+        },
     )
     control_plane = ControlPlane(
         "control-plane",

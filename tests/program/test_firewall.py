@@ -7,9 +7,10 @@ from ipaddress import IPv4Address
 import pytest
 
 from tests.program.conftest import CONTAINER, by_vmid, guests, of_type, tag
+from tests.stack_configs import shipped
 from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
 from zlh_infra.platform.firewall_state import read_firewall
-from zlh_infra.platform.reachability import exposure
+from zlh_infra.platform.reachability import AddressSet, exposure
 from zlh_infra.preview.recording import StackRecording
 
 MANAGEMENT_BRIDGE = "vmbr2"
@@ -124,3 +125,14 @@ def test_containers_filter_their_source_addresses_and_routers_their_mac(
         is_container = "containerId" in option.inputs
         assert option.inputs["macfilter"] is True, option.name
         assert option.inputs["ipfilter"] is is_container, option.name
+
+
+def test_pbs_accepts_backups_from_the_proxmox_nodes_only(core: StackRecording) -> None:
+    """Not from a network: every tenant container is on the management network."""
+    host, views = firewall(core)
+    back = views[2001].firewall()
+    nodes = shipped("core")["monitoring"]["proxmoxNodes"].values()
+    [pbs] = [e for e in exposure(host, back, iface="net1") if e.first_port == 8007]
+    assert (pbs.proto, pbs.last_port) == ("tcp", 8007)
+    assert pbs.sources == AddressSet.of(*nodes)
+    assert 8007 not in {e.first_port for e in exposure(host, back, iface="net0")}

@@ -43,6 +43,8 @@ class Peer(StrEnum):
     ANY = "any"
     LAN = "lan"
     MANAGEMENT = "management"
+    #: Each Proxmox node the stack names (``node:<name>`` addresses): its backup client.
+    NODES = "nodes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +208,8 @@ CONTROL_PLANE_SERVICES: dict[str, ServiceSpec] = _svc(
         stateful=True,
         startup_order=6,
         ingress=(
-            Ingress(8007, Peer.LAN, comment="PBS from the core host"),
             Ingress(
-                8007, Peer.MANAGEMENT, network=Network.MANAGEMENT, comment="PBS from runtime hosts"
+                8007, Peer.NODES, network=Network.MANAGEMENT, comment="PBS from a Proxmox node"
             ),
         ),
     ),

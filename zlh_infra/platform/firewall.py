@@ -38,20 +38,27 @@ def resolve_ingress(
     """Turn catalogue ingress entries into concrete ACCEPT rules.
 
     ``addresses`` maps (service, network) to that service's address; core services
-    named ``core:<name>`` come from the core -> runtime contract.
+    named ``core:<name>`` come from the core -> runtime contract, Proxmox nodes are
+    ``node:<name>`` (``Peer.NODES`` is one rule per node on the entry's network).
     """
     rules = []
     for entry in ingress:
         if entry.network not in nics:
             raise ValueError(f"ingress on {entry.network} but the guest has no NIC there")
-        source: str | None
+        sources: list[str | None]
         if entry.source == Peer.ANY:
-            source = None
+            sources = [None]
         elif entry.source in (Peer.LAN, Peer.MANAGEMENT):
-            source = str(networks[Network(entry.source)])
+            sources = [str(networks[Network(entry.source)])]
+        elif entry.source == Peer.NODES:
+            sources = [
+                f"{address}/32"
+                for (name, network), address in sorted(addresses.items())
+                if name.startswith("node:") and network is entry.network
+            ]
         else:
-            source = f"{addresses[(entry.source, entry.network)]}/32"
-        rules.append(
+            sources = [f"{addresses[(entry.source, entry.network)]}/32"]
+        rules += [
             FirewallRule(
                 action="ACCEPT",
                 proto=entry.proto,
@@ -60,5 +67,6 @@ def resolve_ingress(
                 source=source,
                 comment=entry.comment,
             )
-        )
+            for source in sources
+        ]
     return rules
