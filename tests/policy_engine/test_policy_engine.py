@@ -571,6 +571,20 @@ def test_reconcile_keeps_all_entry_and_validates_required() -> None:
         reconcile_policy_config(specs, {}, {}, pack="p", version="1")
 
 
+def test_reconcile_refuses_a_policy_the_pack_does_not_have() -> None:
+    specs = [PolicySpec("b", "advisory"), PolicySpec("a", "mandatory")]
+    given = parse_policy_config(
+        {"all": "disabled", "a": "advisory", "x": "mandatory", "d": {"n": 1}}, source="test"
+    )
+    with pytest.raises(PolicyConfigError) as raised:
+        reconcile_policy_config(specs, {}, given, pack="p", version="1")
+    known = "the pack's policies are a, b (or 'all')"
+    assert raised.value.errors == [
+        f"validating policy config: p 1  unknown policy 'd'; {known}",
+        f"validating policy config: p 1  unknown policy 'x'; {known}",
+    ]
+
+
 def test_more_resources_than_may_await_answers_are_all_analysed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -115,14 +116,82 @@ def test_malformed_stack_file_exits_2(project: Path, capsys: pytest.CaptureFixtu
     assert "not valid YAML" in capsys.readouterr().err
 
 
+def test_stack_file_that_is_not_utf8_exits_2(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = project / "Pulumi.core.yaml"
+    path.write_bytes(b"config:\n  zlh-infra:guest: zpack-\xe4pi\n")
+    assert run(project) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"error: {path}: line 2: not UTF-8 text (invalid continuation byte at byte 33)\n"
+
+
+def test_alias_bomb_exits_2_at_once(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = project / "Pulumi.core.yaml"
+    lines = [
+        "config:",
+        "  zlh-infra:guest: zpack-api",
+        "  zlh-infra:l0: &l0 [a, a, a, a, a, a, a, a]",
+    ]
+    lines += [f"  zlh-infra:l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 8)}]" for n in range(1, 7)]
+    path.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    assert run(project) == 2
+    assert time.monotonic() - started < 5.0
+    assert capsys.readouterr().err == f"error: {path}: line 3: anchor &l0 is not allowed\n"
+
+
+def test_duplicate_key_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = project / "Pulumi.runtime.yaml"
+    path.write_text("config:\n  zlh-infra:guest: zlh-build\n  zlh-infra:guest: zlh-other\n")
+    assert run(project) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: line 3: duplicate key 'zlh-infra:guest' (first at line 2)\n"
+    )
+
+
+TOY_PACK = REPO / "tests" / "policy_engine" / "toy_pack"
+
+
+def test_unknown_policy_in_policy_pack_config_exits_2(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "policy-config.json"
+    config.write_text(json.dumps({"all": "advisory", "vmid-rnage": {"maxVmId": 500}}))
+    argv = ["preview", "--stack", "core", "--policy-pack", str(TOY_PACK)]
+    argv += ["--policy-pack-config", str(config)]
+    assert cli.main(argv, program=program, cwd=project) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: core: validating policy config: toy-pack 0.3.0  unknown policy 'vmid-rnage'; "
+        "the pack's policies are description-required, explode, internal-keys, probe, "
+        "provider-https, tag-secrets, trace, unique-vmids, vmid-range (or 'all')\n"
+    )
+
+
+def test_policy_pack_config_that_is_not_utf8_exits_2(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "policy-config.json"
+    config.write_bytes(b'{"vmid-range": "mandat\xf6ry"}')
+    argv = ["preview", "--stack", "core", "--policy-pack", str(TOY_PACK)]
+    argv += ["--policy-pack-config", str(config)]
+    assert cli.main(argv, program=program, cwd=project) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: core: {config}: not UTF-8 text (invalid start byte at byte 22)\n"
+    )
+
+
 def test_config_error_from_the_program_exits_2(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (project / "Pulumi.runtime.yaml").write_text("config:\n  zlh-infra:fail: true\n")
-    assert run(project) == 2
+    assert run(project, "--format", "json") == 2
     out, err = capsys.readouterr()
-    assert "error: runtime: invalid configuration:" in err
-    assert "zlh-infra:fail is set" in out and "Traceback" not in out + err
+    # Every problem on stderr, not only in the report on stdout.
+    assert "error: runtime: invalid configuration:\n  - zlh-infra:fail is set\n" in err
+    assert "zlh-infra:fail is set" in json.dumps(json.loads(out))
+    assert "Traceback" not in out + err
 
 
 def test_program_error_exits_3(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

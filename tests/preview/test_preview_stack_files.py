@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,94 @@ def test_stack_name_of() -> None:
     assert stack_name_of(Path("x/Pulumi.runtime-b.yaml")) == "runtime-b"
     with pytest.raises(StackFileError):
         stack_name_of(Path("stack.yaml"))
+
+
+def refusal(path: Path) -> str:
+    with pytest.raises(StackFileError) as raised:
+        load_stack_file(path, project="zlh-infra")
+    return str(raised.value)
+
+
+def test_a_stack_file_that_is_not_utf8_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.core.yaml"
+    path.write_bytes(b"config:\n  zlh-infra:node: caf\xe9\n")
+    assert refusal(path) == (
+        f"{path}: line 2: not UTF-8 text (invalid continuation byte at byte 29)"
+    )
+    path.write_bytes(b"config:\n  zlh-infra:node: \xa9 2026\n")
+    assert refusal(path) == f"{path}: line 2: not UTF-8 text (invalid start byte at byte 26)"
+
+
+def test_a_project_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.yaml"
+    path.write_bytes(b"\xff\xfename: zlh-infra\n")
+    with pytest.raises(StackFileError) as raised:
+        load_project(path)
+    assert str(raised.value) == f"{path}: line 1: not UTF-8 text (invalid start byte at byte 0)"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("config:\n  zlh-infra:a: &x [1, 2]\n", "line 2: anchor &x is not allowed"),
+        ("base: &x {a: 1}\nconfig:\n  zlh-infra:b: 1\n", "line 1: anchor &x is not allowed"),
+        ("config:\n  zlh-infra:a: *x\n", "line 2: alias *x is not allowed"),
+    ],
+)
+def test_anchors_and_aliases_are_refused(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "Pulumi.core.yaml"
+    path.write_text(text)
+    assert refusal(path) == f"{path}: {problem}"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    # Nine times nine times ...: 4.8 million strings once expanded.
+    lines = ["config:", "  zlh-infra:l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, 7):
+        aliases = ", ".join([f"*l{level - 1}"] * 9)
+        lines.append(f"  zlh-infra:l{level}: &l{level} [{aliases}]")
+    path = tmp_path / "Pulumi.core.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    assert refusal(path) == f"{path}: line 2: anchor &l0 is not allowed"
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "config:\n  zlh-infra:node: a\n  zlh-infra:node: b\n",
+            "line 3: duplicate key 'zlh-infra:node' (first at line 2)",
+        ),
+        (
+            "config:\n  zlh-infra:guests:\n    db:\n      cores: 1\n      cores: 2\n",
+            "line 5: duplicate key 'cores' (first at line 4)",
+        ),
+        (
+            "config:\n  zlh-infra:size: {cores: 1, 'cores': 2}\n",
+            "line 2: duplicate key 'cores' (first at line 2)",
+        ),
+        (
+            "config:\n  zlh-infra:a: 1\nconfig:\n  zlh-infra:b: 2\n",
+            "line 3: duplicate key 'config' (first at line 1)",
+        ),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_key_and_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "Pulumi.core.yaml"
+    path.write_text(text)
+    assert refusal(path) == f"{path}: {problem}"
+
+
+def test_nesting_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.core.yaml"
+    # The document and config mappings are two levels; 62 lists make 64, the most allowed.
+    path.write_text("config:\n  zlh-infra:deep: " + "[" * 62 + "]" * 62 + "\n")
+    assert load_stack_file(path, project="zlh-infra").config["zlh-infra:deep"] == (
+        "[" * 62 + "]" * 62
+    )
+    path.write_text("config:\n  zlh-infra:deep: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert refusal(path) == f"{path}: line 2: nested more than 64 levels deep"

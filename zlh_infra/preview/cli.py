@@ -358,7 +358,9 @@ def preview(
     for recording in recordings:
         for d in recording.diagnostics:
             if d.severity == "error":
-                print(f"error: {recording.stack}: {d.message.splitlines()[0]}", file=sys.stderr)
+                # A config error's every line is something to fix; the rest lead with a summary.
+                message = d.message if d.source == "config" else d.message.splitlines()[0]
+                print(f"error: {recording.stack}: {message}", file=sys.stderr)
     return exit_code(recordings)
 
 

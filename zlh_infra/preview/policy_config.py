@@ -7,6 +7,10 @@ in its config schema, then the pack's ``initial_config`` is applied, then the
 per-policy entries apply. The result is validated against each policy's JSON schema, into
 which the engine injects an ``enforcementLevel`` property.
 
+Stricter than the engine in one way: a ``--policy-pack-config`` entry naming no policy of
+the pack (other than ``"all"``) is refused. The engine keeps it and nothing ever reads
+it, so a misspelt name would leave the policy it meant at its defaults unnoticed.
+
 One engine behaviour is kept on purpose because a real preview has it too: the Python
 policy SDK sends ``initial_config`` entries without an ``enforcementLevel`` as level 0,
 which is ``advisory``, so such an entry turns a mandatory policy advisory. Always give
@@ -105,6 +109,10 @@ def load_policy_config_file(path: Path) -> dict[str, PolicyConfig]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyConfigError([f"{path}: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyConfigError(
+            [f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]
+        ) from exc
     if not text.strip():
         return {}
     try:
@@ -140,6 +148,16 @@ def reconcile_policy_config(
     version: str = "",
 ) -> dict[str, PolicyConfig]:
     """Defaults, then ``initial``, then ``given``; raise PolicyConfigError if invalid."""
+    known = [policy.name for policy in policies]
+    unknown = sorted(set(given) - {*known, "all"})
+    if unknown:
+        raise PolicyConfigError(
+            [
+                f"validating policy config: {pack} {version}  unknown policy {name!r}; "
+                f"the pack's policies are {', '.join(sorted(known))} (or 'all')"
+                for name in unknown
+            ]
+        )
     result: dict[str, PolicyConfig] = {}
     for policy in policies:
         defaults = {

@@ -29,12 +29,61 @@ class StackFileError(Exception):
     """A project or stack file is missing or malformed: a configuration error."""
 
 
+#: Far deeper than any stack file goes, far shallower than Python's recursion limit.
+_MAX_DEPTH = 64
+
+
+class _Refused(yaml.YAMLError):  # type: ignore[misc]
+    """YAML that parses but that a stack file must not contain."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.line = mark.line + 1
+        self.message = message
+
+
 class _Loader(yaml.SafeLoader):  # type: ignore[misc]
     """YAML 1.2 core-schema scalars, as the engine's YAML library reads them.
 
     PyYAML follows YAML 1.1, where ``yes``/``on`` are booleans and ``10:30`` is a
     base-60 integer; inside an object value that would change the JSON the program sees.
+
+    Duplicate keys are refused, as the engine refuses them. So are anchors and aliases:
+    stack files have no use for them, and refusing them outright (rather than bounding
+    their expansion) is what keeps nested aliases from expanding into a huge document.
+    Nesting is bounded too, so that reading a value cannot exhaust Python's stack.
     """
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(event.start_mark, f"alias *{event.anchor} is not allowed")
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(event.start_mark, f"anchor &{event.anchor} is not allowed")
+        if self.depth >= _MAX_DEPTH:
+            raise _Refused(event.start_mark, f"nested more than {_MAX_DEPTH} levels deep")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        first_line: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = str(key_node.value)
+            if key in first_line:
+                raise _Refused(
+                    key_node.start_mark,
+                    f"duplicate key {key!r} (first at line {first_line[key]})",
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return node
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -104,13 +153,22 @@ def find_project_file(directory: Path) -> Path | None:
 
 def _read_yaml(path: Path) -> yaml.MappingNode | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise StackFileError(f"{path}: file not found") from None
     except OSError as error:
         raise StackFileError(f"{path}: cannot read: {error.strerror or error}") from None
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise StackFileError(
+            f"{path}: line {line}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    try:
         node = yaml.compose(text, Loader=_Loader)
+    except _Refused as error:
+        raise StackFileError(f"{path}: line {error.line}: {error.message}") from None
     except yaml.YAMLError as error:
         raise StackFileError(f"{path}: not valid YAML: {error}") from None
     if node is None:
