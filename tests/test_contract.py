@@ -37,6 +37,7 @@ GOOD: dict[str, Any] = {
     "headscaleUrl": "https://vpn.zerolaghub.com",
     "headscalePreauthKey": "0123456789abcdef0123456789abcdef0123456789abcdef",
     "coreVmids": [100, 101],
+    "fleetBlocks": {"zlh-runtime": "10.99.1.0"},
 }
 
 

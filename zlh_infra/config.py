@@ -42,6 +42,7 @@ from zlh_infra.platform.addressing import (
 from zlh_infra.platform.catalogue import (
     CONTROL_PLANE_SERVICES,
     EDGE_SERVICES,
+    HOST_BLOCK_SIZE,
     RUNTIME_SERVICES,
     Network,
     ServiceSpec,
@@ -734,8 +735,9 @@ class Monitoring(_Model):
         default={},
         description=(
             "per runtime node, the management address of its first fleet VMID (1000): the "
-            "runtime stack's fleetOffset-th address of the management network. zlh-monitor "
-            "finds that host's game and dev containers, declared or made by zpack-api, there"
+            "runtime stack's fleetOffset-th address of the management network (the runtime "
+            "stack refuses any other). zlh-monitor finds that host's containers there, declared "
+            "or made by zpack-api; blocks of two hosts must not overlap"
         ),
     )
     grafana_version: str | None = Field(
@@ -946,20 +948,28 @@ class CoreStackConfig(_StackConfig):
                 f"monitoring.proxmoxNodes: must name {self.proxmox.node}, this stack's node, "
                 "with its management address: zlh-back accepts backups from the nodes named there"
             )
-        fleet = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
-        size = DEFAULT_SCHEME.range_of(VmidRole.DEV).last - fleet + 1
+        size = HOST_BLOCK_SIZE
+        blocks: list[tuple[IPv4Address, IPv4Address, str]] = []
         for node, first in self.monitoring.fleets.items():
             key = f"monitoring.fleets.{node}"
             last = first + (size - 1)
             if usable(management, first) or usable(management, last):
                 found.append(
-                    f"{key}: the {size} fleet addresses from {first} do not fit the management "
-                    f"network {management}"
+                    f"{key}: the {size} addresses of a runtime host's block from {first} do not "
+                    f"fit the management network {management}"
                 )
                 continue
             inside = sorted(k for a, k in used.items() if first <= a <= last)
             if inside:
-                found.append(f"{key}: the fleet block {first}-{last} holds {', '.join(inside)}")
+                found.append(f"{key}: the block {first}-{last} holds {', '.join(inside)}")
+            for other_first, other_last, other in blocks:
+                if first <= other_last and other_first <= last:
+                    found.append(
+                        f"{key}: the block {first}-{last} overlaps {other}'s "
+                        f"({other_first}-{other_last}); each runtime host needs {size} "
+                        "addresses of its own"
+                    )
+            blocks.append((first, last, key))
         return found
 
 

@@ -65,6 +65,9 @@ class CoreContract(BaseModel):
     #: The dev containers' reusable pre-auth key, read from zlh-ctl while the core deploys.
     headscale_preauth_key: SecretStr | None = Field(default=None, alias="headscalePreauthKey")
     core_vmids: frozenset[int] = Field(alias="coreVmids")
+    #: Per runtime node, the management address of its first fleet VMID: where zlh-monitor
+    #: looks for that host's guests, so the runtime stack must put them there.
+    fleet_blocks: dict[str, IPv4Address] = Field(alias="fleetBlocks")
 
     @field_validator("headscale_preauth_key")
     @classmethod

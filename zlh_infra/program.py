@@ -46,10 +46,11 @@ from zlh_infra.layers.host import Host, HostArgs
 from zlh_infra.layers.runtime import FleetMember, Runtime, RuntimeArgs
 from zlh_infra.layers.site import Site
 from zlh_infra.layers.vendor import not_known
+from zlh_infra.platform.addressing import AddressPlanError
 from zlh_infra.platform.catalogue import EDGE_SERVICES, RUNTIME_SERVICES, Network
 from zlh_infra.platform.proxy_config import GameServer, HttpRoute
 from zlh_infra.platform.topology import StackRole, UnknownStackError, short_stack, stack_role
-from zlh_infra.platform.vmids import VmidRole
+from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
 
 WAN_BRIDGE = "vmbr0"
 
@@ -218,6 +219,7 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
         "headscaleUrl": control_plane.headscale_url,
         "headscalePreauthKey": control_plane.headscale_preauth_key,
         "coreVmids": control_plane.vmids,
+        "fleetBlocks": {node: str(first) for node, first in config.monitoring.fleets.items()},
     }
     for name in CONTRACT_OUTPUTS:
         if exports[name] is None:
@@ -318,6 +320,27 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
                 f"{NAMESPACE}:{key}: {value} is how the core stack reaches the core host; "
                 "a runtime stack's API calls and in-guest steps must never reach it"
             )
+    first_vmid = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
+    expected = contract.fleet_blocks.get(node.node)
+    try:
+        placed = config.fleet_addresses(Network.MANAGEMENT, first_vmid)
+    except AddressPlanError:
+        placed = None  # reported by the config's own checks
+    if contract.core_node == node.node:
+        pass  # refused above; the core node has no fleet block
+    elif expected is None:
+        problems.append(
+            f"{NAMESPACE}:proxmox.node: the core stack's monitoring.fleets has no block for "
+            f"{node.node}, so zlh-monitor would not find its guests: add "
+            f"zlh-infra:monitoring.fleets.{node.node}: {placed} to the core stack and run "
+            "`pulumi up` on it first"
+        )
+    elif placed is not None and placed != expected:
+        problems.append(
+            f"{NAMESPACE}:network.fleetOffset: puts VMID {first_vmid} at {placed}, but the core "
+            f"stack's monitoring.fleets.{node.node} is {expected}, where zlh-monitor looks: "
+            "make the two agree"
+        )
     if node.ssh_host_key == contract.core_host_key:
         problems.append(
             f"{NAMESPACE}:proxmox.sshHostKey: is the core host's SSH host key; pin the "

@@ -6,7 +6,6 @@ import ast
 import copy
 import re
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,7 +187,10 @@ def test_runtime_refuses_a_fleet_address_a_core_guest_holds(
     config["network"]["lan"]["cidr"] = "10.20.0.0/22"
     config["guests"]["zlh-artifacts"]["lanAddress"] = "10.20.0.110"
     config["guests"]["zlh-build"]["lanAddress"] = "10.20.0.111"
-    recording = run_runtime(core, config=config)
+    # The core looks for the fleet where the runtime puts it, to see this rule alone.
+    outputs = copy.deepcopy(core.outputs)
+    outputs["fleetBlocks"] = {"zlh-runtime": f"10.99.0.{offset}"}
+    recording = run_runtime(core, config=config, outputs=outputs)
     assert config_errors(recording) == [
         "stack 'runtime': invalid configuration:\n  - zlh-infra:games[0] (management address): "
         f"{address} is {holder}'s management address in the core stack; change "
@@ -197,11 +199,26 @@ def test_runtime_refuses_a_fleet_address_a_core_guest_holds(
 
 
 def test_a_legitimate_fleet_offset_change_stays_green(core: StackRecording) -> None:
+    """Moved in both stacks: the runtime's fleetOffset and the core's monitoring.fleets."""
+    config = shipped("runtime")
+    config["network"]["fleetOffset"] = 512
+    outputs = copy.deepcopy(core.outputs)
+    outputs["fleetBlocks"] = {"zlh-runtime": "10.99.2.0"}
+    recording = run_runtime(core, config=config, outputs=outputs)
+    assert config_errors(recording) == []
+    assert [d for d in recording.diagnostics if d.severity == "error"] == []
+
+
+def test_a_fleet_moved_on_one_side_only_is_refused(core: StackRecording) -> None:
+    """zlh-monitor would look for the host's guests where they are not."""
     config = shipped("runtime")
     config["network"]["fleetOffset"] = 512
     recording = run_runtime(core, config=config)
-    assert config_errors(recording) == []
-    assert [d for d in recording.diagnostics if d.severity == "error"] == []
+    assert config_errors(recording) == [
+        "stack 'runtime': invalid configuration:\n  - zlh-infra:network.fleetOffset: puts VMID "
+        "1000 at 10.99.2.0, but the core stack's monitoring.fleets.zlh-runtime is 10.99.1.0, "
+        "where zlh-monitor looks: make the two agree"
+    ]
 
 
 def test_runtime_refuses_the_core_node(core: StackRecording) -> None:
@@ -260,6 +277,7 @@ def second_runtime_host() -> dict[str, Any]:
         "node": "zlh-runtime-2",
         "sshHostKey": RUNTIME_2_HOST_KEY,
     }
+    config["network"]["fleetOffset"] = 512
     config["games"] = [{"name": "mc-hub-2", "vmid": 1050, "template": "minecraft-paper"}]
     config["devs"] = []
     return config
@@ -275,7 +293,10 @@ def test_a_runtime_stack_the_core_has_no_pbs_user_for_is_refused(core: StackReco
         secret_output_names={"core": secret_exports(core.outputs)},
     )
     assert config_errors(recording) == [
-        "stack 'runtime-2': invalid configuration:\n  - core stack 'core' has no Proxmox Backup "
+        "stack 'runtime-2': invalid configuration:\n  - zlh-infra:proxmox.node: the core "
+        "stack's monitoring.fleets has no block for zlh-runtime-2, so zlh-monitor would not "
+        "find its guests: add zlh-infra:monitoring.fleets.zlh-runtime-2: 10.99.2.0 to the core "
+        "stack and run `pulumi up` on it first\n  - core stack 'core' has no Proxmox Backup "
         "Server user for stack 'runtime-2' (it has: runtime): add "
         "zlh-infra:pbs.runtimeHosts.runtime-2 to the core stack and run `pulumi up` on it first"
     ]
@@ -288,6 +309,7 @@ def test_a_second_runtime_host_is_one_more_stack() -> None:
         "user": "zlh-runtime-2@pbs",
         "namespace": "runtime-2",
     }
+    core_config["monitoring"]["fleets"]["zlh-runtime-2"] = "10.99.2.0"
     core = run_core(core_config)
     recording = run_stack(
         "runtime-2",
@@ -312,7 +334,6 @@ def test_a_second_runtime_host_is_one_more_stack() -> None:
     hosts = rpc.unwrap_rpc_secret(core.outputs["pbsHosts"])
     assert rpc.unwrap_rpc_secret(storage.inputs["password"]) == hosts["runtime-2"]["password"]
     assert hosts["runtime-2"]["password"] != hosts["runtime"]["password"]
-    assert Path("Pulumi.core.yaml").name  # adding a runtime host changes only the core's PBS users
 
 
 def test_a_deploy_needs_the_values_the_core_reads_from_its_guests(core: StackRecording) -> None:

@@ -275,6 +275,17 @@ RUNTIME_SERVICES: dict[str, ServiceSpec] = _svc(
     ),
 )
 
+#: A runtime host's whole block on the management network: its fleet, then its services.
+HOST_BLOCK_SIZE = (
+    FLEET_BLOCK_SIZE
+    + 1
+    + max(
+        spec.management_slot
+        for spec in (*EDGE_SERVICES.values(), *RUNTIME_SERVICES.values())
+        if spec.management_slot is not None
+    )
+)
+
 #: Every game and dev container accepts exactly these on its management NIC.
 FLEET_MANAGEMENT_INGRESS: tuple[Ingress, ...] = (
     Ingress(
