@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack_configs import ROOT
+from zlh_infra.contract import CONTRACT_VERSION
 from zlh_infra.delivery.diagram import (
     BEGIN,
     DOC,
@@ -73,7 +74,7 @@ def test_game_and_dev_containers_are_one_node_each(diagram: str) -> None:
 def test_the_contract_agent_path_routes_and_backups(diagram: str) -> None:
     edges = [line.strip() for line in diagram.splitlines() if re.search(r" (-->|==>|-\.->)", line)]
     assert edges == [
-        'core_node ==>|"contract v2<br/>StackReference core"| runtime_node',
+        f'core_node ==>|"contract v{CONTRACT_VERSION}<br/>StackReference core"| runtime_node',
         'core_zpack_api -->|"TCP 18888 zlh-agent"| management_network',
         "management_network --> runtime_dev",
         "management_network --> runtime_game",
