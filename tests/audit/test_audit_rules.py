@@ -407,3 +407,66 @@ def test_report_written_to_a_file(platform: Platform, tmp_path: Any) -> None:
     result = platform.audit("--format", "json", "--output", str(target))
     assert (result.code, result.out) == (0, "")
     assert json.loads(target.read_text())["compliant"] is True
+
+
+def test_numbered_protocol_on_the_management_nic(platform: Platform) -> None:
+    platform.runtime.guest(1000).rules.append(rule(22, iface="net1", proto="6"))
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("mc-survival", "zlh-agent-port")]
+    assert only(result, "mc-survival", "zlh-agent-port")["problem"] == (
+        "its management NIC net1 is reachable on TCP 22 from 0.0.0.0/0, ::/0"
+    )
+
+
+def test_icmp_on_the_management_nic(platform: Platform) -> None:
+    platform.runtime.guest(1100).rules.append(
+        rule(None, iface="net1", proto="icmp", source=MONITOR_ADDRESS)
+    )
+    result = platform.audit("--format", "json")
+    assert only(result, "dev-alice", "zlh-agent-port")["problem"] == (
+        "its management NIC net1 is reachable on protocols other than TCP and UDP from "
+        "10.99.0.20/32"
+    )
+
+
+def test_a_second_management_nic_behind_the_firewall(platform: Platform) -> None:
+    platform.runtime.guest(1000).nics[2] = Nic("vmbr2", "10.99.3.0/22")
+    assert platform.audit("--format", "json").code == 0
+
+
+def test_a_second_management_nic(platform: Platform) -> None:
+    survival = platform.runtime.guest(1000)
+    survival.nics[2] = Nic("vmbr2", "10.99.3.0/22")
+    survival.rules.append(rule(22, iface="net2", source=MANAGEMENT_CIDR))
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("mc-survival", "zlh-agent-port")]
+    assert only(result, "mc-survival", "zlh-agent-port")["problem"] == (
+        "its management NIC net2 is reachable on TCP 22 from 10.99.0.0/22"
+    )
+
+
+def test_an_ipv6_address_in_the_apis_ip_set(platform: Platform) -> None:
+    platform.runtime.ipsets["zpack-api"].append("fd00::10")
+    result = platform.audit("--format", "json")
+    assert errors(result) == [(None, "zlh-agent-port"), ("mc-survival", "zlh-agent-port")]
+    assert [f["problem"] for f in findings(result)] == [
+        "security group zlh-agent-path: rule 0 accepts TCP 18888 from source +zpack-api "
+        "(= 10.99.0.10/32,fd00::10/128)",
+        "its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/32, fd00::10/128",
+    ]
+
+
+def test_a_value_the_reader_cannot_read_is_a_finding(platform: Platform) -> None:
+    assert platform.audit("--format", "json").code == 0
+    # What the API would not take from a client, but a host's file may still hold.
+    rules = platform.hosts["runtime"].pve.firewall_config("ct", vmid=1001)["rules"]
+    next(r for r in rules if r.get("dport") == str(METRICS_PORT))["dport"] = "9100:"
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("mc-creative", "zlh-agent-port")]
+    finding = only(result, "mc-creative", "zlh-agent-port")
+    assert (finding["problem"], finding["fix"]) == (
+        "firewall rules mc-creative of container 1001: rule 1 (metrics) cannot be judged: dport "
+        "'9100:' is not a port number (0-65535), a port range (low:high) or a comma-separated "
+        "list of them",
+        "Correct the value, so the checks can tell what it lets in.",
+    )

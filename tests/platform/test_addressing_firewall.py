@@ -20,12 +20,14 @@ from zlh_infra.platform.catalogue import (
     Peer,
 )
 from zlh_infra.platform.firewall import FirewallRule, iface_of, resolve_ingress
+from zlh_infra.platform.firewall_state import rule_from_props
 from zlh_infra.platform.proxy_config import (
     GameServer,
     HttpRoute,
     traefik_dynamic_config,
     velocity_servers,
 )
+from zlh_infra.platform.reachability import TCP, UDP, AddressSet, read_rule
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
 
 NET = IPv4Network("10.20.0.0/22")
@@ -74,6 +76,32 @@ def test_agent_port_is_accepted_only_from_the_api_on_the_management_nic() -> Non
         )
     ]
     assert all(rule.iface == "net1" for rule in rules)
+
+
+def test_the_rules_the_program_writes_read_as_written() -> None:
+    """The checks' reader takes every derived rule exactly: no rule is beyond it."""
+    nets = {Network.LAN: NET, Network.MANAGEMENT: IPv4Network("10.99.0.0/22")}
+    rules = resolve_ingress(
+        [*FLEET_MANAGEMENT_INGRESS, Ingress(80, Peer.ANY), Ingress(53, Peer.LAN, proto="udp")],
+        nics=(Network.LAN, Network.MANAGEMENT),
+        networks=nets,
+        addresses={
+            ("core:zpack-api", Network.MANAGEMENT): IPv4Address("10.99.0.10"),
+            ("core:zlh-monitor", Network.MANAGEMENT): IPv4Address("10.99.0.20"),
+        },
+    )
+    for rule in rules:
+        # As layers/guest.py hands it to the provider.
+        wire = {"type": rule.direction, "action": rule.action, "proto": rule.proto}
+        wire |= {"dport": str(rule.dport), "source": rule.source, "iface": rule.iface}
+        read = read_rule(rule_from_props(wire))
+        assert (read.type, read.action, read.ports) == ("in", "ACCEPT", ((rule.dport,) * 2,))
+        assert read.proto == {"tcp": TCP, "udp": UDP}[rule.proto]
+        if rule.source is None:
+            assert read.sources is None
+        else:
+            assert read.sources is not None
+            assert [item.addresses for item in read.sources] == [AddressSet.of(rule.source)]
 
 
 def test_peer_sources_resolve_to_networks_and_any() -> None:

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+import re
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zlh_infra.platform.reachability import (
+    ALL,
+    OTHER,
+    TCP,
+    UDP,
     AddressSet,
+    FirewallReadError,
     GuestFirewall,
     HostFirewall,
     Rule,
     UnresolvedSourceError,
     exposure,
     reachable_from,
+    read_ports,
+    read_proto,
+    read_source,
 )
 
-# A small address universe keeps collisions between rules and probes frequent.
+# A small address universe per family keeps collisions between rules and probes frequent.
 BASE = int(IPv4Address("10.99.0.0"))
-addresses = st.integers(0, 63).map(lambda n: IPv4Address(BASE + n))
-networks = st.builds(
-    lambda n, prefix: IPv4Network(f"{IPv4Address(BASE + n)}/{prefix}", strict=False),
-    st.integers(0, 63),
-    st.integers(26, 32),
+BASE6 = int(IPv6Address("fd99::"))
+addresses = st.one_of(
+    st.integers(0, 63).map(lambda n: IPv4Address(BASE + n)),
+    st.integers(0, 63).map(lambda n: IPv6Address(BASE6 + n)),
+)
+networks = st.one_of(
+    st.builds(
+        lambda n, prefix: IPv4Network(f"{IPv4Address(BASE + n)}/{prefix}", strict=False),
+        st.integers(0, 63),
+        st.integers(26, 32),
+    ),
+    st.builds(
+        lambda n, prefix: IPv6Network(f"{IPv6Address(BASE6 + n)}/{prefix}", strict=False),
+        st.integers(0, 63),
+        st.integers(122, 128),
+    ),
 )
 ports = st.sampled_from([22, 80, 9100, 18888, 18889, 25565])
 sources = st.one_of(
@@ -45,7 +65,7 @@ rules = st.builds(
     Rule,
     action=st.sampled_from(["ACCEPT", "DROP", "REJECT"]),
     type=st.sampled_from(["in", "in", "in", "out"]),
-    proto=st.sampled_from([None, "tcp", "udp"]),
+    proto=st.sampled_from([None, "tcp", "udp", "6", "17"]),
     dport=dports,
     source=sources,
     iface=st.sampled_from([None, "net0", "net1"]),
@@ -54,12 +74,20 @@ rules = st.builds(
 HOST = HostFirewall(
     enabled=True,
     aliases={"api": "10.99.0.10"},
-    ipsets={"mgmt": [("10.99.0.0/27", False), ("10.99.0.16/30", True)]},
+    ipsets={
+        "mgmt": [("10.99.0.0/27", False), ("10.99.0.16/30", True), ("fd99::/122", False)],
+    },
 )
+NUMBERED = {"6": "tcp", "17": "udp"}
 
 
 def reference(
-    guest: GuestFirewall, host: HostFirewall, iface: str, proto: str, port: int, src: IPv4Address
+    guest: GuestFirewall,
+    host: HostFirewall,
+    iface: str,
+    proto: str,
+    port: int,
+    src: IPv4Address | IPv6Address,
 ) -> bool:
     """One packet, evaluated literally: first matching rule wins, else the policy."""
     if not (host.enabled and guest.enabled and guest.nic_firewall.get(iface)):
@@ -69,15 +97,17 @@ def reference(
         if source is None:
             return True
         if source == "+mgmt":
-            return src in IPv4Network("10.99.0.0/27") and src not in IPv4Network("10.99.0.16/30")
+            return src in ip_network("fd99::/122") or (
+                src in IPv4Network("10.99.0.0/27") and src not in IPv4Network("10.99.0.16/30")
+            )
         if source in ("api", "dc/api"):
             return src == IPv4Address("10.99.0.10")
-        return src in IPv4Network(source, strict=False)
+        return src in ip_network(source, strict=False)
 
     for rule in guest.rules:
         if not rule.enabled or rule.type != "in" or (rule.iface and rule.iface != iface):
             continue
-        if rule.proto and rule.proto != proto:
+        if rule.proto and NUMBERED.get(rule.proto, rule.proto) != proto:
             continue
         if rule.dport:
             spans = []
@@ -110,7 +140,12 @@ guests = st.builds(
     addresses,
 )
 def test_reachable_from_matches_per_packet_evaluation(
-    guest: GuestFirewall, dc_enabled: bool, iface: str, proto: str, port: int, src: IPv4Address
+    guest: GuestFirewall,
+    dc_enabled: bool,
+    iface: str,
+    proto: str,
+    port: int,
+    src: IPv4Address | IPv6Address,
 ) -> None:
     host = HostFirewall(enabled=dc_enabled, aliases=HOST.aliases, ipsets=HOST.ipsets)
     reachable = reachable_from(host, guest, iface=iface, proto=proto, port=port)
@@ -126,7 +161,7 @@ def test_reachable_from_matches_per_packet_evaluation(
     st.sampled_from(["tcp", "udp"]),
 )
 def test_exposure_covers_every_port(
-    guest: GuestFirewall, iface: str, port: int, src: IPv4Address, proto: str
+    guest: GuestFirewall, iface: str, port: int, src: IPv4Address | IPv6Address, proto: str
 ) -> None:
     opened = [
         e
@@ -139,7 +174,9 @@ def test_exposure_covers_every_port(
 
 @given(st.lists(networks, max_size=5), st.lists(networks, max_size=5), addresses)
 def test_address_set_algebra(
-    left: list[IPv4Network], right: list[IPv4Network], address: IPv4Address
+    left: list[IPv4Network | IPv6Network],
+    right: list[IPv4Network | IPv6Network],
+    address: IPv4Address | IPv6Address,
 ) -> None:
     a, b = AddressSet.of(*left), AddressSet.of(*right)
     in_a, in_b = any(address in n for n in left), any(address in n for n in right)
@@ -211,3 +248,271 @@ def test_a_provider_shaped_security_group_rule_is_a_group_reference() -> None:
     assert (
         str(reachable_from(host, guest, iface="net1", proto="tcp", port=18888)) == "10.99.0.10/32"
     )
+
+
+# --- the reader -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("proto", "read"),
+    [
+        (None, None),
+        ("", None),
+        ("tcp", TCP),
+        ("TCP", TCP),
+        ("6", TCP),
+        ("udp", UDP),
+        ("17", UDP),
+        ("icmp", OTHER),
+        ("ipv6-icmp", OTHER),
+        ("1", OTHER),
+        ("47", OTHER),
+        ("sctp", OTHER),
+        ("all", ALL),
+        ("0", ALL),
+    ],
+)
+def test_protocols_by_name_and_number(proto: str | None, read: str | None) -> None:
+    assert read_proto(proto) == read
+
+
+@pytest.mark.parametrize("proto", ["tcpp", "256", "-1", "6,17", "tcp udp"])
+def test_protocols_the_reader_refuses(proto: str) -> None:
+    with pytest.raises(
+        FirewallReadError, match=f"^proto '{proto}' is not an IP protocol name or number"
+    ):
+        read_proto(proto)
+
+
+@pytest.mark.parametrize(
+    ("dport", "spans"),
+    [
+        (None, None),
+        ("", None),
+        ("18888", ((18888, 18888),)),
+        (" 80 , 443 ", ((80, 80), (443, 443))),
+        ("18000:19000,22", ((18000, 19000), (22, 22))),
+        ("0:65535", ((0, 65535),)),
+    ],
+)
+def test_port_lists(dport: str | None, spans: tuple[tuple[int, int], ...] | None) -> None:
+    assert read_ports(dport) == spans
+
+
+@pytest.mark.parametrize(
+    "dport", ["abc", "http", "70000", "1-", "1:", ":5", "5:1", "80,,443", "80,", "1:2:3", "²"]
+)
+def test_ports_the_reader_refuses(dport: str) -> None:
+    with pytest.raises(FirewallReadError) as caught:
+        read_ports(dport)
+    assert str(caught.value) == (
+        f"dport {dport!r} is not a port number (0-65535), a port range (low:high) or a "
+        "comma-separated list of them"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "addresses"),
+    [
+        ("10.99.0.10", "10.99.0.10/32"),
+        ("10.99.0.5/24", "10.99.0.0/24"),
+        ("10.99.0.8-10.99.0.11", "10.99.0.8/30"),
+        ("fd00::/8", "fd00::/8"),
+        ("2001:db8::1", "2001:db8::1/128"),
+        ("fd00::-fd00::3", "fd00::/126"),
+        ("10.0.0.1, 10.0.0.2", "10.0.0.1/32, 10.0.0.2/32"),
+        ("10.0.0.1,fd00::1", "10.0.0.1/32, fd00::1/128"),
+    ],
+)
+def test_literal_sources(source: str, addresses: str) -> None:
+    items = read_source(source)
+    assert items is not None
+    found = AddressSet()
+    for item in items:
+        assert item.addresses is not None
+        found |= item.addresses
+    assert str(found) == addresses
+
+
+def test_named_sources() -> None:
+    items = read_source("dc/zpack-api,+guest/mgmt,api")
+    assert items is not None
+    assert [(i.ipset, i.scope, i.name) for i in items] == [
+        (False, "dc", "zpack-api"),
+        (True, "guest", "mgmt"),
+        (False, "", "api"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("10.0.0.0/33", "source '10.0.0.0/33' is not an IP address, a network"),
+        ("fd00::/129", "source 'fd00::/129' is not an IP address, a network"),
+        ("10.0.0.5-10.0.0.1", "source '10.0.0.5-10.0.0.1' is not an IP address"),
+        ("10.0.0.1-fd00::1", "source '10.0.0.1-fd00::1' is not an IP address"),
+        ("10.0.0.1,,10.0.0.2", "source '10.0.0.1,,10.0.0.2': '' is not an IP address"),
+        ("!10.0.0.1", "source '!10.0.0.1' is not an IP address"),
+    ],
+)
+def test_sources_the_reader_refuses(source: str, message: str) -> None:
+    with pytest.raises(FirewallReadError, match=f"^{re.escape(message)}"):
+        read_source(source)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (Rule(dport="1:"), "dport '1:' is not a port number"),
+        (Rule(proto="tcpp"), "proto 'tcpp' is not an IP protocol"),
+        (Rule(source="10.0.0.0/33"), "source '10.0.0.0/33' is not an IP address"),
+        (Rule(action="ALLOW"), "action 'ALLOW' is not ACCEPT, DROP or REJECT"),
+        (Rule(type="inbound"), "type 'inbound' is not in, out, forward or group"),
+        (Rule(sport="x"), "sport 'x' is not a port number"),
+        (Rule(dest="10.0.0.0/33"), "dest '10.0.0.0/33' is not an IP address"),
+        # Read even while disabled: a value no reader understands is never passed over.
+        (Rule(dport="abc", enabled=False), "dport 'abc' is not a port number"),
+    ],
+)
+def test_the_evaluator_refuses_what_it_cannot_read(rule: Rule, message: str) -> None:
+    guest = GuestFirewall(enabled=True, nic_firewall={"net1": True}, rules=[rule])
+    with pytest.raises(FirewallReadError, match=f"^{re.escape(message)}"):
+        exposure(HOST, guest, iface="net1")
+
+
+@pytest.mark.parametrize(
+    ("source", "host", "message"),
+    [
+        (
+            "api",
+            HostFirewall(True, aliases={"api": "10.0.0.0/33"}),
+            "alias 'api': cidr '10.0.0.0/33' is not an IP address or network",
+        ),
+        (
+            "api",
+            HostFirewall(True, aliases={"api": "other"}),
+            "alias 'api': cidr 'other' is not an IP address or network",
+        ),
+        (
+            "+api",
+            HostFirewall(True, ipsets={"api": [("+api", False)]}),
+            "IP set 'api': entry '+api' is not an IP address, a network or an alias",
+        ),
+        (
+            "+api",
+            HostFirewall(True, ipsets={"api": [("10.0.0.1-10.0.0.2", False)]}),
+            "IP set 'api': entry '10.0.0.1-10.0.0.2' is not an IP address, a network or an alias",
+        ),
+    ],
+)
+def test_names_holding_what_the_reader_cannot_read(
+    source: str, host: HostFirewall, message: str
+) -> None:
+    guest = GuestFirewall(enabled=True, nic_firewall={"net1": True}, rules=[Rule(source=source)])
+    with pytest.raises(FirewallReadError) as caught:
+        reachable_from(host, guest, iface="net1", proto=TCP, port=1)
+    assert str(caught.value) == message
+
+
+def test_an_unresolved_name_is_a_read_error() -> None:
+    assert issubclass(UnresolvedSourceError, FirewallReadError)
+
+
+# --- protocols ----------------------------------------------------------------------------
+
+
+def open_on(*rules: Rule, policy: str = "DROP") -> list[tuple[str, int, int, str]]:
+    guest = GuestFirewall(
+        enabled=True, input_policy=policy, nic_firewall={"net1": True}, rules=rules
+    )
+    return [
+        (e.proto, e.first_port, e.last_port, str(e.sources))
+        for e in exposure(HOST, guest, iface="net1")
+    ]
+
+
+def test_numbered_tcp_and_udp_read_as_their_names() -> None:
+    assert open_on(Rule(proto="6", dport="22")) == open_on(Rule(proto="tcp", dport="22"))
+    assert open_on(Rule(proto="17", dport="53", source="10.99.0.0/24")) == [
+        ("udp", 53, 53, "10.99.0.0/24")
+    ]
+
+
+def test_another_protocol_opens_the_other_protocols_only() -> None:
+    assert open_on(Rule(proto="icmp", source="10.99.0.20")) == [(OTHER, 0, 0, "10.99.0.20/32")]
+    assert open_on(Rule(proto="47", dport="18888")) == [(OTHER, 0, 0, "0.0.0.0/0, ::/0")]
+
+
+def test_a_drop_of_one_other_protocol_does_not_close_the_others() -> None:
+    assert open_on(Rule(action="DROP", proto="icmp"), Rule(proto="gre")) == [
+        (OTHER, 0, 0, "0.0.0.0/0, ::/0")
+    ]
+    assert open_on(Rule(action="DROP", proto="icmp"), policy="ACCEPT")[-1] == (
+        OTHER,
+        0,
+        0,
+        "0.0.0.0/0, ::/0",
+    )
+
+
+def test_a_rule_without_protocol_opens_every_protocol() -> None:
+    assert open_on(Rule(source="10.99.0.20")) == [
+        ("tcp", 1, 65535, "10.99.0.20/32"),
+        ("udp", 1, 65535, "10.99.0.20/32"),
+        (OTHER, 0, 0, "10.99.0.20/32"),
+    ]
+    assert open_on(Rule(action="DROP"), Rule(source="10.99.0.20")) == []
+
+
+def test_all_may_open_everything_and_closes_nothing() -> None:
+    assert open_on(Rule(proto="all", dport="9100", source="10.99.0.20")) == [
+        ("tcp", 9100, 9100, "10.99.0.20/32"),
+        ("udp", 9100, 9100, "10.99.0.20/32"),
+        (OTHER, 0, 0, "10.99.0.20/32"),
+    ]
+    assert open_on(Rule(action="DROP", proto="all"), Rule(proto="tcp", dport="22")) == [
+        ("tcp", 22, 22, "0.0.0.0/0, ::/0")
+    ]
+
+
+def test_a_drop_narrowed_by_dest_or_sport_is_not_relied_on() -> None:
+    for narrowed in (Rule(action="DROP", dest="10.0.0.99"), Rule(action="DROP", sport="1")):
+        assert open_on(narrowed, Rule(proto="tcp", dport="22")) == [
+            ("tcp", 22, 22, "0.0.0.0/0, ::/0")
+        ]
+    # An ACCEPT narrowed the same way counts as open.
+    assert open_on(Rule(proto="tcp", dport="22", dest="10.0.0.99")) == [
+        ("tcp", 22, 22, "0.0.0.0/0, ::/0")
+    ]
+
+
+# --- IPv6 -------------------------------------------------------------------------------
+
+
+def test_everything_is_both_families() -> None:
+    assert str(AddressSet.everything()) == "0.0.0.0/0, ::/0"
+    assert "2001:db8::1" in AddressSet.everything()
+    assert str(AddressSet.everything() - AddressSet.of("0.0.0.0/0")) == "::/0"
+    assert str(AddressSet.everything() - AddressSet.of("::/0")) == "0.0.0.0/0"
+
+
+def test_ipv6_sources_aliases_and_ip_sets_are_evaluated() -> None:
+    host = HostFirewall(
+        enabled=True,
+        aliases={"monitor6": "fd00::20"},
+        ipsets={"monitors": [("10.99.0.20", False), ("fd00::/64", False), ("fd00::1", True)]},
+    )
+    guest = GuestFirewall(
+        enabled=True,
+        nic_firewall={"net1": True},
+        rules=[
+            Rule(proto="tcp", dport="22", source="2001:db8::/32"),
+            Rule(proto="tcp", dport="9100", source="+monitors"),
+            Rule(proto="tcp", dport="9100", source="monitor6"),
+            Rule(proto="tcp", dport="9100", source="fd01::/16", action="DROP"),
+        ],
+    )
+    assert str(reachable_from(host, guest, iface="net1", proto=TCP, port=22)) == "2001:db8::/32"
+    metrics = reachable_from(host, guest, iface="net1", proto=TCP, port=9100)
+    assert "10.99.0.20" in metrics and "fd00::2" in metrics and "fd00::20" in metrics
+    assert "fd00::1" not in metrics and "fd01::1" not in metrics and "10.99.0.21" not in metrics

@@ -9,6 +9,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from tests.policies.policy_fixtures import (
     API,
+    FLEET_RULES,
     core_stack,
     find,
     props,
@@ -17,12 +18,20 @@ from tests.policies.policy_fixtures import (
     runtime_stack,
     unknown,
 )
-from zlh_infra.policies.agent import accepts_tcp_port, check_agent_port, covers_port
+from zlh_infra.platform.reachability import FirewallReadError
+from zlh_infra.policies.agent import accepts_tcp_port, check_agent_port
 from zlh_infra.policies.config import AGENT, PolicyConfigError
 from zlh_infra.policies.resources import (
+    CLONED_VM,
+    CLONED_VM_LEGACY,
     CLUSTER_FIREWALL,
+    FIREWALL_ALIAS,
+    FIREWALL_IPSET,
     FIREWALL_OPTIONS,
     FIREWALL_RULES,
+    SECURITY_GROUP,
+    VM2,
+    VM_FRAMEWORK,
     Resource,
 )
 
@@ -46,12 +55,18 @@ def rules_of(resources: list[Resource], guest: str) -> list[dict[str, Any]]:
         (" 80 , 18888 ", True),
         ("18889", False),
         ("1:18887", False),
-        ("http", False),
-        ("", False),
+        ("", True),
+        (18888.0, True),
     ],
 )
-def test_port_lists(dport: str, covered: bool) -> None:
-    assert covers_port(dport, 18888) is covered
+def test_port_lists(dport: object, covered: bool) -> None:
+    assert accepts_tcp_port({**rule(18888, "10.0.0.1"), "dport": dport}, 18888) is covered
+
+
+@pytest.mark.parametrize("dport", ["http", "abc", "70000", "1-", "1:", "19000:18000", "80,,443"])
+def test_port_lists_the_reader_refuses(dport: str) -> None:
+    with pytest.raises(FirewallReadError, match=f"dport '{dport}' is not a port number"):
+        accepts_tcp_port({**rule(18888, "10.0.0.1"), "dport": dport}, 18888)
 
 
 @pytest.mark.parametrize(
@@ -312,3 +327,427 @@ def test_an_accepting_input_policy_behind_the_rules_is_proven_open() -> None:
     )
     # The DROP comes first, so the later ACCEPT opens nothing: no finding.
     assert check_agent_port(resources, CONFIG).messages == []
+
+
+# --- what every check must read alike -----------------------------------------------------
+
+OPEN_FIX = (
+    "; there only zpack-api (10.99.0.10, TCP 18888) and zlh-monitor (10.99.0.20, TCP 9100) "
+    "may connect: remove or narrow the rule, alias or IP set that opens it."
+)
+CORRECT = "; correct the value, so the checks can tell what it lets in."
+
+
+def reachable(guest: str, what: str, sources: str, iface: str = "net1") -> str:
+    return f"{guest}: its management NIC {iface} is reachable on {what} from {sources}{OPEN_FIX}"
+
+
+def messages_of(resources: list[Resource], config: Any = CONFIG) -> list[str]:
+    findings = check_agent_port(resources, config)
+    assert findings.unknowns == []
+    return findings.messages
+
+
+def add_datacenter_firewall(builder: Any, name: str, *, enabled: bool) -> Resource:
+    return builder.add(
+        CLUSTER_FIREWALL,
+        name,
+        {"enabled": enabled, "inputPolicy": "DROP"},
+        parent=builder.root.urn,
+        managed=True,
+    )
+
+
+# 1. One datacenter firewall resource per host, and none of them turning it off.
+
+
+def test_a_second_datacenter_firewall_is_ambiguous() -> None:
+    builder = runtime_builder()
+    second = add_datacenter_firewall(builder, "second-firewall", enabled=True)
+    findings = check_agent_port(builder.resources, CONFIG)
+    assert findings.messages == [
+        "datacenter firewall second-firewall is a second datacenter firewall resource (besides "
+        "runtime-datacenter-firewall); a host has one datacenter firewall setting, which the "
+        "two would overwrite in turn: remove it."
+    ]
+    assert findings.violations[0].urn == second.urn
+
+
+@pytest.mark.parametrize("disabled_first", [False, True])
+def test_a_second_datacenter_firewall_that_turns_it_off(disabled_first: bool) -> None:
+    builder = runtime_builder()
+    first = find(builder.resources, "runtime-datacenter-firewall", CLUSTER_FIREWALL)
+    second = add_datacenter_firewall(builder, "second-firewall", enabled=disabled_first)
+    props(first)["enabled"] = not disabled_first
+    # Nothing is filtered: the evaluator is not asked about the open port.
+    rules_of(builder.resources, "mc-survival").append(rule(22, None))
+    off = first if disabled_first else second
+    findings = check_agent_port(builder.resources, CONFIG)
+    assert findings.messages == [
+        "datacenter firewall second-firewall is a second datacenter firewall resource (besides "
+        "runtime-datacenter-firewall); a host has one datacenter firewall setting, which the "
+        "two would overwrite in turn: remove it.",
+        f"the stack has 2 game/dev container(s) but its datacenter firewall {off.name} is not "
+        "enabled; Proxmox applies guest firewall rules only while the datacenter firewall is "
+        "on: enable it (or set policy config requireClusterFirewall to false if it is managed "
+        "outside this stack).",
+    ]
+    assert [v.urn for v in findings.violations] == [second.urn, off.urn]
+
+
+def test_two_datacenter_firewalls_are_ambiguous_even_when_managed_outside() -> None:
+    builder = runtime_builder()
+    add_datacenter_firewall(builder, "second-firewall", enabled=False)
+    relaxed = AGENT.parse("zlh-agent-port", {"requireClusterFirewall": False})
+    assert messages_of(builder.resources, relaxed) == [
+        "datacenter firewall second-firewall is a second datacenter firewall resource (besides "
+        "runtime-datacenter-firewall); a host has one datacenter firewall setting, which the "
+        "two would overwrite in turn: remove it."
+    ]
+
+
+# 2. Guests of every type the provider has.
+
+
+def add_fleet_vm(
+    builder: Any,
+    token: str,
+    *,
+    rules: Any = FLEET_RULES,
+    network: Any = None,
+    vmid: object = "1002",
+) -> Resource:
+    """A game VM of a framework/clone type: VMID in ``resourceId``, NICs keyed by slot."""
+    chain = "zlh:runtime:Runtime$zlh:guest:VmGuest"
+    component = builder.add(chain, "mc-clone", {}, parent=builder.layer("runtime").urn)
+    guest_props: dict[str, Any] = {
+        "resourceId": vmid,
+        "nodeName": builder.node,
+        "name": "mc-clone",
+        "tags": ["layer-runtime", "role-game", "stack-runtime", "svc-game", "zlh"],
+        "clone": {"sourceVmId": 200.0},
+    }
+    if network is not False:
+        guest_props["network"] = network or {
+            "net0": {"bridge": "vmbr1", "firewall": True},
+            "net1": {"bridge": "vmbr2", "firewall": True},
+        }
+    guest = builder.add(
+        f"{chain}${token}", "mc-clone", guest_props, parent=component.urn, managed=True
+    )
+    owner = {"vmId": 1002.0, "nodeName": builder.node}
+    builder.add(
+        f"{chain}${FIREWALL_OPTIONS}",
+        "mc-clone-firewall",
+        {**owner, "enabled": True, "inputPolicy": "DROP"},
+        parent=component.urn,
+    )
+    builder.add(
+        f"{chain}${FIREWALL_RULES}",
+        "mc-clone-rules",
+        {**owner, "rules": [dict(entry) for entry in rules]},
+        parent=component.urn,
+    )
+    return guest
+
+
+@pytest.mark.parametrize("token", [CLONED_VM, CLONED_VM_LEGACY])
+def test_a_cloned_fleet_vm_is_judged(token: str) -> None:
+    builder = runtime_builder()
+    add_fleet_vm(builder, token)
+    assert messages_of(builder.resources) == []
+    builder = runtime_builder()
+    add_fleet_vm(builder, token, rules=[*FLEET_RULES, rule(22, "10.99.0.0/22")])
+    assert messages_of(builder.resources) == [
+        reachable("mc-clone (VMID 1002)", "TCP 22", "10.99.0.0/22")
+    ]
+    builder = runtime_builder()
+    add_fleet_vm(builder, token, network={"net1": {"bridge": "vmbr2"}})
+    assert messages_of(builder.resources) == [
+        "mc-clone (VMID 1002): its management NIC net1 on vmbr2 has firewall=false, so its "
+        "firewall rules do not apply there; set firewall=true on it."
+    ]
+
+
+@pytest.mark.parametrize("token", [VM_FRAMEWORK, VM2])
+def test_a_framework_fleet_vm_is_judged(token: str) -> None:
+    builder = runtime_builder()
+    add_fleet_vm(builder, token, network=False)
+    assert messages_of(builder.resources) == [
+        "mc-clone (VMID 1002) has no NIC on the management bridge vmbr2, where zlh-agent "
+        "listens and zpack-api reaches it; give it a NIC on vmbr2 with firewall=true."
+    ]
+
+
+# 3. Protocols: numbers read as names, every other protocol judged conservatively.
+
+
+@pytest.mark.parametrize(
+    ("added", "found"),
+    [
+        (rule(22, None, proto="6"), ("TCP 22", "0.0.0.0/0, ::/0")),
+        (rule(53, "10.99.0.0/22", proto="17"), ("UDP 53", "10.99.0.0/22")),
+        (
+            {"type": "in", "action": "ACCEPT", "proto": "icmp", "iface": "net1", "source": API},
+            ("protocols other than TCP and UDP", "10.99.0.10/32"),
+        ),
+        (rule(1723, None, proto="47"), ("protocols other than TCP and UDP", "0.0.0.0/0, ::/0")),
+    ],
+)
+def test_other_protocol_spellings_are_proven_open(
+    added: dict[str, Any], found: tuple[str, str]
+) -> None:
+    resources = runtime_stack()
+    rules_of(resources, "mc-survival").append(added)
+    assert messages_of(resources) == [reachable("mc-survival (VMID 1000)", *found)]
+
+
+def test_a_protocol_that_may_stand_for_all_opens_everything_it_covers() -> None:
+    resources = runtime_stack()
+    rules_of(resources, "mc-survival").append(rule(9100, "10.99.0.20/32", proto="all"))
+    assert messages_of(resources) == [
+        reachable("mc-survival (VMID 1000)", "UDP 9100", "10.99.0.20/32"),
+        reachable("mc-survival (VMID 1000)", "protocols other than TCP and UDP", "10.99.0.20/32"),
+    ]
+    # Without a port it may accept the agent's port too.
+    resources = runtime_stack()
+    rules_of(resources, "dev-alice").append(rule(0, "10.99.0.20/32", proto="all") | {"dport": ""})
+    assert messages_of(resources) == [
+        "firewall rules dev-alice-rules of container 1100: rule 2 accepts TCP 18888 from source "
+        "10.99.0.20/32; only zpack-api's management address 10.99.0.10 may reach zlh-agent: set "
+        "its source to 10.99.0.10/32, or narrow its proto and dport so they do not cover 18888."
+    ]
+
+
+def test_protocol_spellings_that_keep_the_fleet_compliant() -> None:
+    resources = runtime_stack()
+    rules_of(resources, "mc-survival")[0]["proto"] = "6"
+    rules_of(resources, "mc-survival")[1]["proto"] = "TCP"
+    rules_of(resources, "mc-survival").insert(0, rule(0, None, proto="icmp") | {"action": "DROP"})
+    rules_of(resources, "mc-survival").append(rule(0, None, proto="icmp", iface="net0"))
+    assert messages_of(resources) == []
+
+
+def test_an_unknown_protocol_is_a_violation() -> None:
+    resources = runtime_stack()
+    rules_of(resources, "mc-survival").append(rule(22, None, proto="tcpp"))
+    assert messages_of(resources) == [
+        "firewall rules mc-survival-rules of container 1000: rule 2 cannot be judged: proto "
+        f"'tcpp' is not an IP protocol name or number (0-255){CORRECT}"
+    ]
+
+
+# 4. VMIDs as strings are the same guest.
+
+
+def test_string_vmids_are_the_same_guest() -> None:
+    resources = runtime_stack()
+    props(find(resources, "mc-survival"))["vmId"] = "1000"
+    props(find(resources, "mc-survival-firewall", FIREWALL_OPTIONS))["containerId"] = "1000"
+    props(find(resources, "mc-survival-rules", FIREWALL_RULES))["containerId"] = " 1000 "
+    assert messages_of(resources) == []
+    rules_of(resources, "mc-survival").append(rule(22, None))
+    assert messages_of(resources) == [
+        reachable("mc-survival (VMID 1000)", "TCP 22", "0.0.0.0/0, ::/0")
+    ]
+
+
+@pytest.mark.parametrize("where", ["guest", "rules"])
+def test_a_string_vmid_does_not_hide_an_open_port(where: str) -> None:
+    resources = runtime_stack()
+    if where == "guest":
+        props(find(resources, "mc-survival"))["vmId"] = "1000"
+    else:
+        props(find(resources, "mc-survival-rules", FIREWALL_RULES))["containerId"] = "1000"
+    rules_of(resources, "mc-survival").append(rule(22, None))
+    assert messages_of(resources) == [
+        reachable("mc-survival (VMID 1000)", "TCP 22", "0.0.0.0/0, ::/0")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("owner", "message"),
+    [
+        (
+            {"containerId": "abc"},
+            "firewall rules mc-survival-rules of container 'abc': containerId 'abc' is not a "
+            "VMID; set it to the VMID of the guest it belongs to.",
+        ),
+        (
+            {"containerId": 1000.0, "vmId": 1100.0},
+            "firewall rules mc-survival-rules of container 1000: containerId 1000 and vmId 1100 "
+            "name two guests; set it to the VMID of the guest it belongs to.",
+        ),
+    ],
+)
+def test_a_firewall_owner_that_is_not_a_vmid(owner: dict[str, Any], message: str) -> None:
+    resources = runtime_stack()
+    entry = find(resources, "mc-survival-rules", FIREWALL_RULES)
+    props(entry).update(owner)
+    findings = check_agent_port(resources, CONFIG)
+    assert findings.messages == [message]
+    assert findings.violations[0].urn == entry.urn
+
+
+# 5. Every NIC on the management bridge.
+
+
+def test_a_second_management_nic_is_proven_too() -> None:
+    resources = runtime_stack()
+    nics = props(find(resources, "mc-survival"))["networkInterfaces"]
+    nics.append({"name": "eth2", "bridge": "vmbr2", "firewall": True})
+    assert messages_of(resources) == []
+    rules_of(resources, "mc-survival").append(rule(22, None, iface="net2"))
+    assert messages_of(resources) == [
+        reachable("mc-survival (VMID 1000)", "TCP 22", "0.0.0.0/0, ::/0", iface="net2")
+    ]
+
+
+def test_a_rule_without_iface_is_judged_on_each_management_nic() -> None:
+    resources = runtime_stack()
+    nics = props(find(resources, "dev-alice"))["networkInterfaces"]
+    nics.append({"name": "eth2", "bridge": "vmbr2", "firewall": True})
+    rules_of(resources, "dev-alice").append(rule(22, "10.99.0.0/22") | {"iface": None})
+    del rules_of(resources, "dev-alice")[-1]["iface"]
+    assert messages_of(resources) == [
+        reachable("dev-alice (VMID 1100)", "TCP 22", "10.99.0.0/22", iface="net1"),
+        reachable("dev-alice (VMID 1100)", "TCP 22", "10.99.0.0/22", iface="net2"),
+    ]
+
+
+# 6. IPv6 sources, aliases and IP sets.
+
+
+@pytest.mark.parametrize(
+    ("source", "sources"),
+    [
+        ("2001:db8::20", "10.99.0.20/32, 2001:db8::20/128"),
+        ("fd00::/8", "10.99.0.20/32, fd00::/8"),
+    ],
+)
+def test_an_ipv6_source_is_evaluated(source: str, sources: str) -> None:
+    resources = runtime_stack()
+    rules_of(resources, "mc-survival").append(rule(9100, source))
+    assert messages_of(resources) == [reachable("mc-survival (VMID 1000)", "TCP 9100", sources)]
+
+
+def test_ipv6_in_aliases_and_ip_sets_is_evaluated() -> None:
+    builder = runtime_builder()
+    builder.add(FIREWALL_ALIAS, "monitor6", {"name": "monitor6", "cidr": "fd00::20"})
+    builder.add(
+        FIREWALL_IPSET,
+        "monitors",
+        {"name": "monitors", "cidrs": [{"name": "10.99.0.20"}, {"name": "monitor6"}]},
+    )
+    rules_of(builder.resources, "mc-survival")[1]["source"] = "+monitors"
+    assert messages_of(builder.resources) == [
+        reachable("mc-survival (VMID 1000)", "TCP 9100", "10.99.0.20/32, fd00::20/128")
+    ]
+
+
+def test_an_agent_rule_from_an_ipv6_source() -> None:
+    resources = runtime_stack()
+    rules_of(resources, "mc-survival")[0]["source"] = "fd00::10"
+    assert messages_of(resources) == [
+        "firewall rules mc-survival-rules of container 1000: rule 0 (zlh-agent from zpack-api) "
+        "accepts TCP 18888 from source fd00::10; only zpack-api's management address 10.99.0.10 "
+        "may reach zlh-agent: set its source to 10.99.0.10/32, or narrow its proto and dport so "
+        "they do not cover 18888."
+    ]
+
+
+def test_ipv6_rules_that_keep_the_fleet_compliant() -> None:
+    resources = runtime_stack()
+    entries = rules_of(resources, "mc-survival")
+    entries.insert(0, rule(18888, "fd00::/8") | {"action": "DROP"})
+    entries.append(rule(25565, "::/0", iface="net0"))
+    assert messages_of(resources) == []
+
+
+# 7. A value the reader does not understand fails its resource, by name and value.
+
+
+@pytest.mark.parametrize("dport", ["abc", "70000", "1-", "1:"])
+def test_a_malformed_port_fails_its_rule(dport: str) -> None:
+    resources = runtime_stack()
+    rules_of(resources, "mc-survival")[0]["dport"] = dport
+    findings = check_agent_port(resources, CONFIG)
+    assert findings.messages == [
+        "firewall rules mc-survival-rules of container 1000: rule 0 (zlh-agent from zpack-api) "
+        f"cannot be judged: dport '{dport}' is not a port number (0-65535), a port range "
+        f"(low:high) or a comma-separated list of them{CORRECT}"
+    ]
+    assert findings.violations[0].urn == find(resources, "mc-survival-rules", FIREWALL_RULES).urn
+
+
+@pytest.mark.parametrize(
+    ("changes", "what"),
+    [
+        ({"source": "10.0.0.0/33"}, "source '10.0.0.0/33' is not an IP address, a network, a "
+         "range (first-last), an alias or an IP set (+name)"),
+        ({"action": "ALLOW"}, "action 'ALLOW' is not ACCEPT, DROP or REJECT"),
+        ({"type": "inbound"}, "type 'inbound' is not in, out, forward or group"),
+        ({"enabled": False, "sport": "x"}, "sport 'x' is not a port number (0-65535), a port "
+         "range (low:high) or a comma-separated list of them"),
+    ],
+)  # fmt: skip
+def test_a_malformed_value_fails_its_rule(changes: dict[str, Any], what: str) -> None:
+    resources = runtime_stack()
+    rules_of(resources, "dev-alice")[1].update(changes)
+    assert messages_of(resources) == [
+        "firewall rules dev-alice-rules of container 1100: rule 1 (metrics scrape from "
+        f"zlh-monitor) cannot be judged: {what}{CORRECT}"
+    ]
+
+
+def test_rules_that_are_not_rules() -> None:
+    resources = runtime_stack()
+    rules_of(resources, "dev-alice").append("ACCEPT tcp 22")  # type: ignore[arg-type]
+    props(find(resources, "mc-survival-rules", FIREWALL_RULES))["rules"] = "ACCEPT"
+    assert messages_of(resources) == [
+        f"firewall rules mc-survival-rules of container 1000: its rules 'ACCEPT' are not a list "
+        f"of rules{CORRECT}",
+        f"firewall rules dev-alice-rules of container 1100: rule 2 ('ACCEPT tcp 22') is not a "
+        f"rule{CORRECT}",
+    ]
+
+
+def test_a_malformed_datacenter_name_fails_once() -> None:
+    builder = runtime_builder()
+    alias = builder.add(FIREWALL_ALIAS, "monitor", {"name": "monitor", "cidr": "10.99.0.20/33"})
+    ipset = builder.add(
+        FIREWALL_IPSET, "apis", {"name": "apis", "cidrs": [{"name": API}, {"name": "10.99.0.300"}]}
+    )
+    rules_of(builder.resources, "mc-survival")[1]["source"] = "monitor"
+    rules_of(builder.resources, "dev-alice").insert(0, rule(22, "+apis"))
+    findings = check_agent_port(builder.resources, CONFIG)
+    # The guests that name them are not reported again for the same value.
+    assert findings.messages == [
+        f"datacenter firewall alias monitor: cidr '10.99.0.20/33' is not an IP address or "
+        f"network{CORRECT}",
+        f"datacenter firewall IP set apis: entry '10.99.0.300' is not an IP address, a network "
+        f"or an alias{CORRECT}",
+    ]
+    assert [v.urn for v in findings.violations] == [alias.urn, ipset.urn]
+
+
+def test_a_malformed_security_group_rule_fails_the_group() -> None:
+    builder = runtime_builder()
+    builder.add(SECURITY_GROUP, "agents", {"name": "agents", "rules": [rule(18888, API, iface="")]})
+    props(builder.resources[-1])["rules"][0]["dport"] = "18888:"
+    rules_of(builder.resources, "mc-survival").insert(
+        0, {"securityGroup": "agents", "iface": "net1"}
+    )
+    assert messages_of(builder.resources) == [
+        "security group agents: rule 0 cannot be judged: dport '18888:' is not a port number "
+        f"(0-65535), a port range (low:high) or a comma-separated list of them{CORRECT}"
+    ]
+
+
+def test_values_the_reader_takes_as_written() -> None:
+    builder = runtime_builder()
+    builder.add(FIREWALL_ALIAS, "monitor", {"name": "monitor", "cidr": "10.99.0.20"})
+    entries = rules_of(builder.resources, "mc-survival")
+    entries[0]["dport"] = " 18888 "
+    entries[1] |= {"dport": 9100.0, "source": "monitor"}
+    assert messages_of(builder.resources) == []

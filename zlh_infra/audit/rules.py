@@ -39,11 +39,13 @@ from zlh_infra.audit.targets import AuditPlan
 from zlh_infra.platform import firewall_state as fs
 from zlh_infra.platform.firewall_state import GuestView, read_firewall
 from zlh_infra.platform.reachability import (
+    FirewallReadError,
     GuestFirewall,
     HostFirewall,
     Rule,
     UnresolvedSourceError,
     reachable_from,
+    read_source,
 )
 from zlh_infra.platform.topology import PLATFORM_TAG, TAG_PREFIX_ROLE, StackRole
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
@@ -363,7 +365,7 @@ def _agent_path(
                 guest_aliases=view.aliases,
                 guest_ipsets=view.ipsets,
             )
-        except UnresolvedSourceError:
+        except FirewallReadError:
             continue  # reported by the pack's check
         if plan.api_address not in sources:
             findings.append(
@@ -407,7 +409,11 @@ def literal_source(source: str, host: HostFirewall, view: GuestView | None) -> s
     The evaluator resolves it: a probe guest accepting everything from ``source``
     is reachable from exactly the addresses the source stands for.
     """
-    if all(part.strip()[:1].isdigit() for part in source.split(",")):
+    try:
+        items = read_source(source) or ()
+    except FirewallReadError:
+        return source  # the pack's check reports the value itself
+    if all(item.addresses is not None for item in items):
         return source
     probe = GuestFirewall(enabled=True, nic_firewall={"net0": True}, rules=(Rule(source=source),))
     try:
@@ -422,6 +428,8 @@ def literal_source(source: str, host: HostFirewall, view: GuestView | None) -> s
         )
     except UnresolvedSourceError:
         return None
+    except FirewallReadError:
+        return source  # an alias or IP set the pack's check reports
     # An empty set cannot be written as addresses (no source means any): keep the name.
     return ",".join(str(network) for network in resolved.networks()) or source
 

@@ -15,6 +15,9 @@ VM = "proxmoxve:index/vmLegacy:VmLegacy"
 #: must not slip past the checks.
 VM_FRAMEWORK = "proxmoxve:index/vm:Vm"
 VM2 = "proxmoxve:index/vm2Legacy:Vm2Legacy"
+#: The provider's VMs cloned from a template (its ``cloned`` module), likewise unused.
+CLONED_VM = "proxmoxve:cloned/vm:Vm"
+CLONED_VM_LEGACY = "proxmoxve:cloned/vmLegacy:VmLegacy"
 
 FIREWALL_OPTIONS = "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
 FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"

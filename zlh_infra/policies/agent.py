@@ -4,23 +4,48 @@ zlh-agent listens on TCP 18888 in every game and dev container, on the managemen
 NIC. The seed allows one source, the API on the core host, over the management
 network. Proxmox enforces that only when the datacenter firewall is on, the guest's
 firewall options are enabled with inbound DROP, and the NIC carries ``firewall=1``.
+
+Every firewall value is read by the evaluator's reader (``reachability.read_rule`` and
+its kin), so the rule-by-rule checks and the proof of what reaches each management NIC
+read a rule alike; a value the reader does not understand is a violation naming the
+resource and the value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
-from ipaddress import ip_network
 from typing import Any
 
 from pulumi_policy.proxy import UnknownValueError
 
-from zlh_infra.platform.firewall_state import FIREWALL_STATE_TYPES, read_firewall
-from zlh_infra.platform.reachability import AddressSet, UnresolvedSourceError, exposure
+from zlh_infra.platform.firewall_state import (
+    FIREWALL_STATE_TYPES,
+    owner_vmid,
+    read_firewall,
+    rule_from_props,
+)
+from zlh_infra.platform.reachability import (
+    OTHER,
+    TCP,
+    AddressSet,
+    Exposure,
+    FirewallReadError,
+    RuleReading,
+    UnresolvedSourceError,
+    covers,
+    exposure,
+    read_cidr,
+    read_ipset_entry,
+    read_rule,
+)
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
 from zlh_infra.policies.config import AgentPortConfig
 from zlh_infra.policies.resources import (
     CLUSTER_FIREWALL,
+    FIREWALL_ALIAS,
+    FIREWALL_IPSET,
     FIREWALL_OPTIONS,
     FIREWALL_RULES,
     SECURITY_GROUP,
@@ -34,61 +59,55 @@ from zlh_infra.policies.resources import (
     whole_number,
 )
 
+_KINDS = {
+    FIREWALL_RULES: "firewall rules",
+    FIREWALL_OPTIONS: "firewall options",
+    FIREWALL_ALIAS: "firewall alias",
+    FIREWALL_IPSET: "firewall IP set",
+}
+_CORRECT = "correct the value, so the checks can tell what it lets in."
 
-def covers_port(dport: str, port: int) -> bool:
-    """Whether a Proxmox port list (``80,443,18000:19000``) includes ``port``.
 
-    Service names (``http``) never name zlh-agent's port, so they do not cover it.
+def admits_tcp_port(rule: RuleReading, port: int) -> bool:
+    """Whether an inbound ACCEPT may let TCP ``port`` in, on any NIC.
+
+    Macros bring their own ports, and none of Proxmox's covers the agent port; any
+    other uncertainty (a protocol standing for several, ``sport``, ``dest``) counts.
     """
-    for token in dport.replace(" ", "").split(","):
-        low, _, high = token.partition(":")
-        first, last = whole_number(low), whole_number(high or low)
-        if first is not None and last is not None and first <= port <= last:
-            return True
-    return False
+    if rule.action != "ACCEPT" or rule.rule.macro:
+        return False
+    return covers(rule, proto=TCP, port=port) is not False
 
 
 def accepts_tcp_port(rule: Mapping[str, Any], port: int) -> bool:
-    """Whether an inbound rule lets TCP ``port`` in (a missing proto or dport means any)."""
-    if rule.get("enabled") is False:
-        return False
-    if str(rule.get("type") or "in").lower() != "in":
-        return False
-    if str(rule.get("action") or "").upper() != "ACCEPT":
-        return False
-    if rule.get("macro"):
-        # Macros bring their own ports; none of Proxmox's covers the agent port.
-        return False
-    proto = rule.get("proto")
-    if proto and str(proto).lower() not in ("tcp", "6"):
-        return False
-    dport = rule.get("dport")
-    return not dport or covers_port(str(dport), port)
+    """:func:`admits_tcp_port` of a rule in wire form (a missing proto or dport means any)."""
+    return admits_tcp_port(read_rule(rule_from_props(rule)), port)
 
 
-def source_is(source: object, config: AgentPortConfig) -> bool:
+def source_is(rule: RuleReading, config: AgentPortConfig) -> bool:
     """Whether a rule's source is exactly the API's address (bare or /32)."""
-    if not isinstance(source, str) or not source.strip():
-        return False
-    try:
-        network = ip_network(source.strip(), strict=True)
-    except ValueError:
-        return False
-    return network == ip_network(config.api_address)
+    sources = rule.sources
+    return (
+        sources is not None
+        and len(sources) == 1
+        and sources[0].addresses == AddressSet.of(config.api_address)
+    )
 
 
-def _rules_owner(resource: Resource) -> str:
+def _owner(resource: Resource) -> str:
+    """How messages name a firewall resource: its kind, name and whose it is."""
     if resource.type == SECURITY_GROUP:
         return f"security group {resource.name}"
-    container = whole_number(resource.props.get("containerId"))
-    vm = whole_number(resource.props.get("vmId"))
-    if container is not None:
-        return f"firewall rules {resource.name} of container {container}"
-    if vm is not None:
-        return f"firewall rules {resource.name} of VM {vm}"
+    kind = _KINDS.get(resource.type, resource.type)
+    for key, noun in (("containerId", "container"), ("vmId", "VM")):
+        value = resource.props.get(key)
+        if value is not None:
+            number = whole_number(value)
+            shown = repr(value) if number is None else str(number)
+            return f"{kind} {resource.name} of {noun} {shown}"
     if resource.props.get("nodeName"):
-        return f"firewall rules {resource.name} of node {resource.props.get('nodeName')}"
-    return f"datacenter firewall rules {resource.name}"
+        return f"{kind} {resource.name} of node {resource.props.get('nodeName')}"
+    return f"datacenter {kind} {resource.name}"
 
 
 def is_fleet(resource: Resource, config: AgentPortConfig) -> bool:
@@ -105,26 +124,82 @@ def is_fleet(resource: Resource, config: AgentPortConfig) -> bool:
 
 def _check_rules(resource: Resource, config: AgentPortConfig, findings: Findings) -> None:
     rules = resource.props.get("rules")
+    if rules is None:
+        return
+    owner = _owner(resource)
     if not isinstance(rules, Sequence) or isinstance(rules, str):
+        findings.add(
+            f"{owner}: its rules {rules!r} are not a list of rules; {_CORRECT}", resource.urn
+        )
         return
     port, api = config.agent_port, config.api_address
     for index in range(len(rules)):
         with findings.reading():
-            rule = rules[index]
-            if not isinstance(rule, Mapping) or not accepts_tcp_port(rule, port):
+            entry = rules[index]
+            if not isinstance(entry, Mapping):
+                findings.add(
+                    f"{owner}: rule {index} ({entry!r}) is not a rule; {_CORRECT}", resource.urn
+                )
                 continue
-            source = rule.get("source")
-            if source_is(source, config):
+            try:
+                rule = read_rule(rule_from_props(entry))
+            except FirewallReadError as error:
+                findings.add(
+                    f"{owner}: rule {index}{_comment(entry)} cannot be judged: {error}; {_CORRECT}",
+                    resource.urn,
+                )
                 continue
-            comment = f" ({rule.get('comment')})" if rule.get("comment") else ""
-            origin = f"source {source}" if isinstance(source, str) and source else "any source"
+            if not admits_tcp_port(rule, port) or source_is(rule, config):
+                continue
+            source = rule.rule.source
+            origin = f"source {source}" if source else "any source"
             findings.add(
-                f"{_rules_owner(resource)}: rule {index}{comment} accepts TCP {port} from "
+                f"{owner}: rule {index}{_comment(entry)} accepts TCP {port} from "
                 f"{origin}; only zpack-api's management address {api} may reach zlh-agent: "
                 f"set its source to {api}/32, or narrow its proto and dport so they do not "
                 f"cover {port}.",
                 resource.urn,
             )
+
+
+def _comment(rule: Mapping[str, Any]) -> str:
+    return f" ({rule.get('comment')})" if rule.get("comment") else ""
+
+
+def _check_owner(resource: Resource, findings: Findings) -> int | None:
+    """The VMID a firewall resource belongs to (None for the host's); reports an unreadable one."""
+    try:
+        return owner_vmid(resource.props)
+    except FirewallReadError as error:
+        findings.add(
+            f"{_owner(resource)}: {error}; set it to the VMID of the guest it belongs to.",
+            resource.urn,
+        )
+        return None
+
+
+def _check_names(resource: Resource, findings: Findings) -> None:
+    """An alias's address and an IP set's entries, as the evaluator reads them."""
+    owner = _owner(resource)
+    if resource.type == FIREWALL_ALIAS:
+        try:
+            read_cidr(resource.props.get("cidr"))
+        except FirewallReadError as error:
+            findings.add(f"{owner}: {error}; {_CORRECT}", resource.urn)
+        return
+    entries = resource.props.get("cidrs") or []
+    if not isinstance(entries, Sequence) or isinstance(entries, str):
+        findings.add(
+            f"{owner}: its cidrs {entries!r} are not a list of entries; {_CORRECT}", resource.urn
+        )
+        return
+    for index in range(len(entries)):
+        with findings.reading():
+            entry = entries[index]
+            try:
+                read_ipset_entry(entry.get("name") if isinstance(entry, Mapping) else entry)
+            except FirewallReadError as error:
+                findings.add(f"{owner}: {error}; {_CORRECT}", resource.urn)
 
 
 def _check_fleet_guest(
@@ -183,15 +258,14 @@ def check_agent_port(resources: Sequence[Resource], config: AgentPortConfig) -> 
     cluster_firewalls: list[Resource] = []
     for resource in resources:
         with findings.reading():
+            if resource.type in _KINDS:
+                owner = _check_owner(resource, findings)
+                if resource.type == FIREWALL_OPTIONS and owner is not None:
+                    options_of.setdefault(owner, []).append(resource)
             if resource.type in (FIREWALL_RULES, SECURITY_GROUP):
                 _check_rules(resource, config, findings)
-            elif resource.type == FIREWALL_OPTIONS:
-                owner = resource.props.get("containerId")
-                if owner is None:
-                    owner = resource.props.get("vmId")
-                vmid = whole_number(owner)
-                if vmid is not None:
-                    options_of.setdefault(vmid, []).append(resource)
+            elif resource.type in (FIREWALL_ALIAS, FIREWALL_IPSET):
+                _check_names(resource, findings)
             elif resource.type == CLUSTER_FIREWALL:
                 cluster_firewalls.append(resource)
             elif is_fleet(resource, config):
@@ -210,24 +284,45 @@ def check_agent_port(resources: Sequence[Resource], config: AgentPortConfig) -> 
                 exposed.append(guest)
     if exposed:
         _check_exposure(resources, exposed, flagged, config, findings)
-    if fleet and config.require_cluster_firewall:
-        with findings.reading():
-            enabled = [fw for fw in cluster_firewalls if fw.props.get("enabled") is True]
-            if not enabled:
-                disabled = cluster_firewalls[0] if cluster_firewalls else None
-                findings.add(
-                    f"the stack has {len(fleet)} game/dev container(s) but "
-                    + (
-                        f"its datacenter firewall {disabled.name} is not enabled"
-                        if disabled is not None
-                        else "no datacenter firewall resource"
-                    )
-                    + "; Proxmox applies guest firewall rules only while the datacenter "
-                    "firewall is on: enable it (or set policy config requireClusterFirewall "
-                    "to false if it is managed outside this stack).",
-                    disabled.urn if disabled is not None else None,
-                )
+    _check_datacenter(cluster_firewalls, len(fleet), config, findings)
     return findings
+
+
+def _check_datacenter(
+    firewalls: Sequence[Resource], fleet: int, config: AgentPortConfig, findings: Findings
+) -> None:
+    """One datacenter firewall resource, enabled where game/dev containers need it.
+
+    A host has one datacenter firewall setting: two resources overwrite each other, and
+    the firewall counts as on only when none of them turns it off.
+    """
+    for extra in firewalls[1:]:
+        findings.add(
+            f"datacenter firewall {extra.name} is a second datacenter firewall resource "
+            f"(besides {firewalls[0].name}); a host has one datacenter firewall setting, "
+            "which the two would overwrite in turn: remove it.",
+            extra.urn,
+        )
+    if not fleet or not config.require_cluster_firewall:
+        return
+    why = "; Proxmox applies guest firewall rules only while the datacenter firewall is on: "
+    fix = (
+        "enable it (or set policy config requireClusterFirewall to false if it is managed "
+        "outside this stack)."
+    )
+    if not firewalls:
+        findings.add(
+            f"the stack has {fleet} game/dev container(s) but no datacenter firewall "
+            f"resource{why}{fix}"
+        )
+    for firewall in firewalls:
+        with findings.reading():
+            if firewall.props.get("enabled") is not True:
+                findings.add(
+                    f"the stack has {fleet} game/dev container(s) but its datacenter firewall "
+                    f"{firewall.name} is not enabled{why}{fix}",
+                    firewall.urn,
+                )
 
 
 def _plain(value: Any) -> Any:
@@ -249,23 +344,34 @@ def _check_exposure(
     """Prove, with the reachability evaluator, what reaches each management NIC.
 
     The per-rule checks above catch a wrong source on a rule; this catches the rest:
-    rules opening other ports, aliases or IP sets that resolve elsewhere, rule order.
+    rules opening other ports or protocols, aliases or IP sets that resolve elsewhere,
+    rule order, a second NIC on the management bridge.
     """
     readable: list[tuple[str, str, Any]] = []
     skip: set[int] = set()
+    # A value of the host's own aliases, IP sets or groups found unreadable above.
+    host_unreadable = False
     for resource in resources:
         if resource.type not in FIREWALL_STATE_TYPES:
             continue  # copying its properties would only be thrown away
-        owner = whole_number(resource.props.get("containerId") or resource.props.get("vmId"))
         try:
-            readable.append((resource.type, resource.name, _plain(resource.props)))
+            props = _plain(resource.props)
         except UnknownValueError:
             # Already reported by the checks above; judge its guest when it is known.
-            if owner is not None:
-                skip.add(owner)
+            with findings.reading(), contextlib.suppress(FirewallReadError):
+                if resource.type in _KINDS:
+                    skip.add(owner_vmid(resource.props) or -1)
             continue
-        if resource.urn in flagged and owner is not None:
-            skip.add(owner)
+        readable.append((resource.type, resource.name, props))
+        if resource.urn in flagged and resource.type in (*_KINDS, SECURITY_GROUP):
+            try:
+                owner = owner_vmid(props)
+            except FirewallReadError:
+                continue  # it names no guest
+            if owner is None:
+                host_unreadable = True
+            else:
+                skip.add(owner)
     host, views = read_firewall(readable)
     if not config.require_cluster_firewall:
         # Managed outside this stack: judge the guests as Proxmox will, with it on.
@@ -277,40 +383,59 @@ def _check_exposure(
         config.metrics_port: AddressSet.of(config.monitor_address),
     }
     for guest in fleet:
-        if vmid_of(guest) in skip:
+        vmid = vmid_of(guest)
+        view = views.get(vmid) if vmid is not None else None
+        if view is None or vmid in skip:
             continue
-        view = views.get(vmid_of(guest) or -1)
-        iface = view.iface_on(config.management_bridge) if view is not None else None
-        if view is None or iface is None:
-            continue
-        try:
-            opened = exposure(
-                host,
-                view.firewall(),
-                iface=iface,
-                guest_aliases=view.aliases,
-                guest_ipsets=view.ipsets,
-            )
-        except UnresolvedSourceError as error:
-            findings.add(
-                f"{label(guest)}: a firewall rule names what does not exist: {error}.", guest.urn
-            )
-            continue
-        for entry in opened:
-            named = entry.proto == "tcp" and entry.first_port == entry.last_port
-            permitted = allowed.get(entry.first_port) if named else None
-            if permitted is not None and not (entry.sources - permitted):
-                continue
-            ports = (
-                str(entry.first_port)
-                if entry.first_port == entry.last_port
-                else f"{entry.first_port}-{entry.last_port}"
-            )
-            findings.add(
-                f"{label(guest)}: its management NIC {iface} is reachable on "
-                f"{entry.proto.upper()} {ports} from {entry.sources}; there only zpack-api "
-                f"({config.api_address}, TCP {config.agent_port}) and zlh-monitor "
-                f"({config.monitor_address}, TCP {config.metrics_port}) may connect: remove "
-                "or narrow the rule, alias or IP set that opens it.",
-                guest.urn,
-            )
+        for iface in view.ifaces_on(config.management_bridge):
+            try:
+                opened = exposure(
+                    host,
+                    view.firewall(),
+                    iface=iface,
+                    guest_aliases=view.aliases,
+                    guest_ipsets=view.ipsets,
+                )
+            except UnresolvedSourceError as error:
+                findings.add(
+                    f"{label(guest)}: a firewall rule names what does not exist: {error}.",
+                    guest.urn,
+                )
+                break
+            except FirewallReadError as error:
+                if not host_unreadable:
+                    findings.add(
+                        f"{label(guest)}: its firewall cannot be judged: {error}; {_CORRECT}",
+                        guest.urn,
+                    )
+                break
+            for entry in opened:
+                _report(guest, iface, entry, allowed, config, findings)
+
+
+def _report(
+    guest: Resource,
+    iface: str,
+    entry: Exposure,
+    allowed: Mapping[int, AddressSet],
+    config: AgentPortConfig,
+    findings: Findings,
+) -> None:
+    named = entry.proto == TCP and entry.first_port == entry.last_port
+    permitted = allowed.get(entry.first_port) if named else None
+    if permitted is not None and not (entry.sources - permitted):
+        return
+    if entry.proto == OTHER:
+        what = "protocols other than TCP and UDP"
+    elif entry.first_port == entry.last_port:
+        what = f"{entry.proto.upper()} {entry.first_port}"
+    else:
+        what = f"{entry.proto.upper()} {entry.first_port}-{entry.last_port}"
+    findings.add(
+        f"{label(guest)}: its management NIC {iface} is reachable on {what} from "
+        f"{entry.sources}; there only zpack-api ({config.api_address}, TCP "
+        f"{config.agent_port}) and zlh-monitor ({config.monitor_address}, TCP "
+        f"{config.metrics_port}) may connect: remove or narrow the rule, alias or IP set "
+        "that opens it.",
+        guest.urn,
+    )

@@ -21,6 +21,13 @@ from urllib.parse import urlsplit
 
 from pulumi_policy.proxy import UnknownValueError
 
+# Re-exported (``X as X``): the checks name resources, and read guests, by these.
+from zlh_infra.platform.firewall_state import CLONED_VM as CLONED_VM
+from zlh_infra.platform.firewall_state import CLONED_VM_LEGACY as CLONED_VM_LEGACY
+from zlh_infra.platform.firewall_state import GUEST_TYPES as GUEST_TYPES
+from zlh_infra.platform.firewall_state import Nic as Nic
+from zlh_infra.platform.firewall_state import guest_nics, guest_vmid, vmid_key
+from zlh_infra.platform.firewall_state import whole_number as whole_number
 from zlh_infra.platform.topology import (
     TAG_PREFIX_LAYER,
     TAG_PREFIX_ROLE,
@@ -28,10 +35,10 @@ from zlh_infra.platform.topology import (
     Layer,
 )
 from zlh_infra.platform.topology import short_stack as short_stack
-
-# Re-exported (``X as X``): the checks name resources by these.
 from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER
 from zlh_infra.platform.type_tokens import DATACENTER_FIREWALL
+from zlh_infra.platform.type_tokens import FIREWALL_ALIAS as FIREWALL_ALIAS
+from zlh_infra.platform.type_tokens import FIREWALL_IPSET as FIREWALL_IPSET
 from zlh_infra.platform.type_tokens import FIREWALL_OPTIONS as FIREWALL_OPTIONS
 from zlh_infra.platform.type_tokens import FIREWALL_RULES as FIREWALL_RULES
 from zlh_infra.platform.type_tokens import PROXMOX_PROVIDER as PROXMOX_PROVIDER
@@ -40,7 +47,6 @@ from zlh_infra.platform.type_tokens import VM as VM
 from zlh_infra.platform.type_tokens import VM2 as VM2
 from zlh_infra.platform.type_tokens import VM_FRAMEWORK as VM_FRAMEWORK
 
-GUEST_TYPES = frozenset({CONTAINER, VM, VM_FRAMEWORK, VM2})
 CLUSTER_FIREWALL = DATACENTER_FIREWALL
 
 
@@ -151,30 +157,16 @@ def current_stack(urn: str | None = None) -> str:
 # --- property readers -------------------------------------------------------------
 
 
-def whole_number(value: object) -> int | None:
-    """A wire-form number (floats on the wire, digits in some string fields) as an int."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
 def is_guest(resource: Resource) -> bool:
     return resource.type in GUEST_TYPES
 
 
 def raw_vmid(resource: Resource) -> object:
-    key = "resourceId" if resource.type in (VM_FRAMEWORK, VM2) else "vmId"
-    return resource.props.get(key)
+    return resource.props.get(vmid_key(resource.type))
 
 
 def vmid_of(resource: Resource) -> int | None:
-    return whole_number(raw_vmid(resource))
+    return guest_vmid(resource.type, resource.props)
 
 
 def node_of(resource: Resource) -> str | None:
@@ -222,32 +214,8 @@ def label(resource: Resource) -> str:
     return f"{resource.name} (VMID {vmid!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class Nic:
-    """A guest NIC; ``index`` i is Proxmox's ``net<i>``, the firewall's interface name."""
-
-    index: int
-    bridge: str
-    firewall: bool
-
-    @property
-    def iface(self) -> str:
-        return f"net{self.index}"
-
-
 def nics_of(resource: Resource) -> list[Nic]:
-    key = "networkDevices" if resource.type == VM else "networkInterfaces"
-    devices = resource.props.get(key)
-    if not isinstance(devices, Sequence) or isinstance(devices, str):
-        return []
-    nics = []
-    for index, device in enumerate(devices):
-        if not isinstance(device, Mapping):
-            continue
-        # Both provider resources default the bridge to vmbr0 and the firewall to off.
-        bridge = device.get("bridge") or "vmbr0"
-        nics.append(Nic(index, str(bridge), device.get("firewall") is True))
-    return nics
+    return guest_nics(resource.type, resource.props)
 
 
 def endpoint_host(endpoint: object) -> str | None:
