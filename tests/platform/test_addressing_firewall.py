@@ -92,7 +92,11 @@ def test_the_rules_the_program_writes_read_as_written() -> None:
     )
     for rule in rules:
         # As layers/guest.py hands it to the provider.
-        wire = {"type": rule.direction, "action": rule.action, "proto": rule.proto}
+        wire: dict[str, str | None] = {
+            "type": rule.direction,
+            "action": rule.action,
+            "proto": rule.proto,
+        }
         wire |= {"dport": str(rule.dport), "source": rule.source, "iface": rule.iface}
         read = read_rule(rule_from_props(wire))
         assert (read.type, read.action, read.ports) == ("in", "ACCEPT", ((rule.dport,) * 2,))

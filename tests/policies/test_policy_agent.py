@@ -349,13 +349,14 @@ def messages_of(resources: list[Resource], config: Any = CONFIG) -> list[str]:
 
 
 def add_datacenter_firewall(builder: Any, name: str, *, enabled: bool) -> Resource:
-    return builder.add(
+    added: Resource = builder.add(
         CLUSTER_FIREWALL,
         name,
         {"enabled": enabled, "inputPolicy": "DROP"},
         parent=builder.root.urn,
         managed=True,
     )
+    return added
 
 
 # 1. One datacenter firewall resource per host, and none of them turning it off.
@@ -432,7 +433,7 @@ def add_fleet_vm(
             "net0": {"bridge": "vmbr1", "firewall": True},
             "net1": {"bridge": "vmbr2", "firewall": True},
         }
-    guest = builder.add(
+    guest: Resource = builder.add(
         f"{chain}${token}", "mc-clone", guest_props, parent=component.urn, managed=True
     )
     owner = {"vmId": 1002.0, "nodeName": builder.node}
