@@ -167,6 +167,15 @@ class FakeHost:
         for guest in plan.guests:
             self._add(guest)
         self.pve.backup_jobs = [dict(job) for job in plan.backup_jobs]
+        # Each job writes to a Proxmox Backup Server storage of the host, as the stacks' do.
+        for job in plan.backup_jobs:
+            if job.get("storage"):
+                self.pve.storages[str(job["storage"])] = {
+                    "type": "pbs",
+                    "server": "10.99.0.21",
+                    "datastore": "zlh",
+                    "content": "backup",
+                }
         root = ProxmoxAPI(
             f"{self.address}:{self.pve.port}",
             user="root@pam",

@@ -85,9 +85,10 @@ def test_missing_privileges_are_named(platform: Platform) -> None:
     result = platform.audit()
     assert_failed(
         result,
-        f"API token {TOKEN_ID} lacks Sys.Audit on /, Pool.Audit on /pool, so the host's guests, "
-        "firewall and backup jobs cannot all be read; grant it the read-only role PVEAuditor "
-        f"on /: pveum acl modify / --tokens '{TOKEN_ID}' --roles PVEAuditor",
+        f"API token {TOKEN_ID} lacks Sys.Audit on /, Pool.Audit on /pool, Datastore.Audit on "
+        "/storage, so the host's guests, firewall and backup jobs cannot all be read; grant it "
+        "the read-only role PVEAuditor on /: "
+        f"pveum acl modify / --tokens '{TOKEN_ID}' --roles PVEAuditor",
     )
 
 

@@ -290,7 +290,7 @@ def test_split_message() -> None:
 
 
 def test_privilege_paths_propagate_from_above() -> None:
-    on_root = {"/": {"Sys.Audit": 1, "VM.Audit": 1, "Pool.Audit": 1}}
+    on_root = {"/": {"Sys.Audit": 1, "VM.Audit": 1, "Pool.Audit": 1, "Datastore.Audit": 1}}
     assert all(_holds(on_root, path, privilege) for path, privilege in REQUIRED_PRIVILEGES)
     on_vms = {"/vms": {"VM.Audit": 1}}
     assert _holds(on_vms, "/vms", "VM.Audit")

@@ -13,6 +13,7 @@ from typing import Any
 
 from pulumi_policy.proxy import unknown_checking_proxy
 
+from zlh_infra.platform.type_tokens import BACKUP_JOB, PBS_STORAGE, POOL
 from zlh_infra.policies.resources import (
     CLUSTER_FIREWALL,
     CONTAINER,
@@ -115,6 +116,16 @@ class StackBuilder:
             self.layers[layer] = self.add(LAYER_TYPES[layer], layer, {}, parent=self.root.urn)
         return self.layers[layer]
 
+    def pool(self, layer: str) -> Resource:
+        """The layer's Proxmox pool, which its guests' ``poolId`` names."""
+        return self.add(
+            f"{LAYER_TYPES[layer]}${POOL}",
+            f"zlh-{layer}",
+            {"poolId": f"zlh-{layer}"},
+            parent=self.layer(layer).urn,
+            managed=True,
+        )
+
     def guest(
         self,
         name: str,
@@ -142,6 +153,7 @@ class StackBuilder:
             "tags": tags,
             "description": f"{name}, managed by zlh-infra",
             "protection": stateful,
+            "poolId": f"zlh-{layer}",
         }
         if vm:
             props["name"] = name
@@ -188,17 +200,37 @@ class StackBuilder:
             )
         return guest
 
-    def backup_job(self) -> Resource:
-        """The host's backup job, taking every stateful guest (PBS itself excepted)."""
+    def pbs_storage(self, storage_id: str) -> Resource:
+        return self.add(
+            PBS_STORAGE,
+            f"{storage_id}-pbs",
+            {"resourceId": storage_id, "nodes": [self.node], "datastore": "zlh"},
+            parent=self.root.urn,
+            managed=True,
+        )
+
+    def backup_job(self, **changes: Any) -> Resource:
+        """The host's backup job to its PBS storage, taking every stateful guest (PBS
+        itself excepted); ``changes`` replace or add job inputs."""
+        storage_id = f"zlh-{self.stack}-backup"
+        self.pbs_storage(storage_id)
         vmids = sorted(
             int(r.props["vmId"])
             for r in self.resources
             if r.type in (CONTAINER, VM) and r.protect and "svc-zlh-back" not in r.props["tags"]
         )
+        inputs: dict[str, Any] = {
+            "resourceId": storage_id,
+            "node": self.node,
+            "storage": storage_id,
+            "vmids": [str(v) for v in vmids],
+            "enabled": True,
+            **changes,
+        }
         return self.add(
-            "proxmoxve:backup/job:Job",
+            BACKUP_JOB,
             f"{self.stack}-backup-job",
-            {"node": self.node, "vmids": [str(v) for v in vmids], "enabled": True},
+            inputs,
             parent=self.root.urn,
             managed=True,
         )

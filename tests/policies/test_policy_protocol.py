@@ -163,6 +163,13 @@ def test_violations_reach_the_engine_with_their_resource() -> None:
             "10.99.0.10/32, or narrow its proto and dport so they do not cover 18888.",
             rules.urn,
         ),
+        violation(
+            "zlh-stateful-protected",
+            "mc-survival (VMID 1000) holds data but no enabled backup job of stack runtime "
+            "includes it (runtime-backup-job runs on node zlh-runtime only): correct that job, "
+            "or add its VMID to the host's backup job to Proxmox Backup Server.",
+            game.urn,
+        ),
     ]
     assert has_mandatory_violation(report.diagnostics)
 
@@ -342,9 +349,11 @@ def test_a_shipped_stack_with_a_guest_moved_to_the_core_host(
             copy.outputs = {**resource.outputs, "nodeName": "zlh-core"}
         moved.resources.append(copy)
     report = run(moved)
+    # Moved off the node its backup job runs on, it is no longer backed up either.
     assert [(d[0], d[1]) for d in known_at_deploy(report)] == [
         ("zlh-guest-placement", "mandatory"),
         ("zlh-runtime-isolation", "mandatory"),
+        ("zlh-stateful-protected", "mandatory"),
     ]
     assert {d[3] for d in known_at_deploy(report)} == {_recorded_guest(rec, "dev-alice").urn}
 

@@ -3,13 +3,24 @@ credentials that stay secret."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from pulumi_policy import Secret
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
-from tests.policies.policy_fixtures import core_builder, core_stack, find, props, runtime_stack
+from tests.policies.policy_fixtures import (
+    core_builder,
+    core_stack,
+    find,
+    props,
+    runtime_builder,
+    runtime_stack,
+    unknown,
+)
 from tests.policies.test_policy_protocol import SECRET_SIG, SIG, diags, recording, run
+from zlh_infra.platform.type_tokens import BACKUP_JOB
 from zlh_infra.policies.config import SELF_SUFFICIENT, STATEFUL
 from zlh_infra.policies.resilience import check_runtime_self_sufficient, check_stateful_protected
 from zlh_infra.policies.resources import Resource
@@ -20,8 +31,6 @@ SELF_CONFIG = SELF_SUFFICIENT.parse("zlh-runtime-self-sufficient", None)
 
 
 def replace(resources: list[Resource], old: Resource, **changes: Any) -> None:
-    import dataclasses
-
     resources[resources.index(old)] = dataclasses.replace(old, **changes)
 
 
@@ -58,6 +67,198 @@ def test_a_disabled_backup_job_backs_up_nothing() -> None:
     props(find(resources, "runtime-backup-job", "proxmoxve:backup/job:Job"))["enabled"] = False
     # zlh-zpack-proxy, zlh-artifacts and the two fleet containers.
     assert len(check_stateful_protected(resources, STATEFUL_CONFIG, "runtime").violations) == 4
+
+
+RUNTIME_STATEFUL = (
+    "zlh-zpack-proxy (VMID 311)",
+    "zlh-artifacts (VMID 150)",
+    "mc-survival (VMID 1000)",
+    "dev-alice (VMID 1100)",
+)
+NOT_BACKED_UP = (
+    "{guest} holds data but no enabled backup job of stack runtime includes it ({why}): "
+    "correct that job, or add its VMID to the host's backup job to Proxmox Backup Server."
+)
+
+
+def runtime_job(**changes: Any) -> list[Resource]:
+    """The runtime stack with its backup job's inputs changed (None removes one)."""
+    resources = runtime_stack()
+    job = props(find(resources, "runtime-backup-job", BACKUP_JOB))
+    for key, value in changes.items():
+        if value is None:
+            job.pop(key, None)
+        else:
+            job[key] = value
+    return resources
+
+
+def backup_messages(resources: list[Resource]) -> list[str]:
+    return check_stateful_protected(resources, STATEFUL_CONFIG, "runtime").messages
+
+
+def not_backed_up(why: str, guests: tuple[str, ...] = RUNTIME_STATEFUL) -> list[str]:
+    return [NOT_BACKED_UP.format(guest=guest, why=why) for guest in guests]
+
+
+@pytest.mark.parametrize("key", ["excludes", "exclude"])
+def test_a_guest_excluded_from_an_all_guests_job_is_not_backed_up(key: str) -> None:
+    resources = runtime_job(all=True, vmids=None, **{key: ["1000", "200"]})
+    assert backup_messages(resources) == not_backed_up(
+        "runtime-backup-job excludes it", ("mc-survival (VMID 1000)",)
+    )
+
+
+def test_an_all_guests_job_may_exclude_a_guest_without_data() -> None:
+    # zlh-base (200) is a template and holds no data.
+    assert backup_messages(runtime_job(all=True, vmids=None, excludes=["200"])) == []
+
+
+@pytest.mark.parametrize("key", ["node", "nodeName"])
+def test_a_job_on_another_node_backs_up_nothing_here(key: str) -> None:
+    resources = runtime_job(**{"node": None, key: "zlh-core"})
+    assert backup_messages(resources) == not_backed_up(
+        "runtime-backup-job runs on node zlh-core only"
+    )
+
+
+@pytest.mark.parametrize("selection", [{}, {"all": True, "vmids": None}])
+def test_a_job_without_a_node_runs_on_every_node(selection: dict[str, Any]) -> None:
+    assert backup_messages(runtime_job(node=None, **selection)) == []
+
+
+def test_a_job_naming_two_nodes_is_not_read() -> None:
+    messages = backup_messages(runtime_job(nodeName="zlh-core"))
+    assert messages == [
+        "backup job runtime-backup-job: nodeName is 'zlh-core', which the policy cannot read, "
+        "so the job counts for no guest: name the one node it runs on, or leave node unset "
+        "for all.",
+        *not_backed_up("runtime-backup-job could not be read"),
+    ]
+
+
+@pytest.mark.parametrize("storage", ["local", "zlh-core-backup", None])
+def test_a_job_writing_elsewhere_than_a_pbs_storage_of_the_stack(storage: str | None) -> None:
+    assert backup_messages(runtime_job(storage=storage)) == [
+        f"backup job runtime-backup-job writes to storage {storage!r}, which is not a Proxmox "
+        "Backup Server storage of stack runtime, so it counts for no guest: point storage at "
+        "the resource_id of a proxmoxve.storage.Pbs the stack declares.",
+        *not_backed_up("runtime-backup-job does not write to Proxmox Backup Server"),
+    ]
+
+
+def test_a_job_may_write_to_any_pbs_storage_the_stack_declares() -> None:
+    builder = runtime_builder()
+    builder.pbs_storage("zlh-offsite")
+    props(find(builder.resources, "runtime-backup-job", BACKUP_JOB))["storage"] = "zlh-offsite"
+    assert backup_messages(builder.resources) == []
+
+
+@pytest.mark.parametrize("enabled", ["true", "false", "0", 1.0, None])
+def test_only_the_boolean_true_enables_a_job(enabled: object) -> None:
+    assert backup_messages(runtime_job(enabled=enabled)) == [
+        f"backup job runtime-backup-job: enabled is {enabled!r}, not the boolean true, so the "
+        "job counts for no guest: set enabled=true.",
+        *not_backed_up("runtime-backup-job is not enabled"),
+    ]
+
+
+def test_a_job_disabled_by_the_boolean_false_is_no_finding_of_its_own() -> None:
+    assert backup_messages(runtime_job(enabled=False)) == not_backed_up(
+        "runtime-backup-job is not enabled"
+    )
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        {"pool": "zlh-runtime", "vmids": ["311"]},
+        {"pools": ["zlh-runtime", "zlh-edge"], "vmids": None},
+        {"pool": "zlh-edge", "pools": ["zlh-runtime"], "vmids": None},
+    ],
+)
+def test_a_job_backs_up_the_guests_of_the_pools_it_selects(selection: dict[str, Any]) -> None:
+    builder = runtime_builder()
+    builder.pool("edge")
+    builder.pool("runtime")
+    job = find(builder.resources, "runtime-backup-job", BACKUP_JOB)
+    props(job).update(selection)
+    for key in [key for key, value in selection.items() if value is None]:
+        del props(job)[key]
+    assert backup_messages(builder.resources) == []
+
+
+def test_a_pool_job_covers_a_container_the_api_adds_to_the_pool() -> None:
+    builder = runtime_builder()
+    job = find(builder.resources, "runtime-backup-job", BACKUP_JOB)
+    props(job).update(pool="zlh-runtime", vmids=["311"])
+    builder.guest("mc-new", 1003, layer="runtime", role="game", service="game", stateful=True)
+    assert backup_messages(builder.resources) == []
+
+
+def test_a_guest_outside_the_selected_pool_is_not_backed_up() -> None:
+    resources = runtime_job(pool="zlh-edge", vmids=None)
+    assert backup_messages(resources) == [
+        f"{guest} holds data but no enabled backup job of stack runtime includes it: add its "
+        "VMID to the host's backup job to Proxmox Backup Server."
+        for guest in RUNTIME_STATEFUL[1:]
+    ]
+
+
+def test_a_pool_job_still_honours_its_node_and_exclusions() -> None:
+    resources = runtime_job(pool="zlh-runtime", vmids=["311"], excludes=["1100"])
+    assert backup_messages(resources) == not_backed_up(
+        "runtime-backup-job excludes it", ("dev-alice (VMID 1100)",)
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fix"),
+    [
+        ("pool", 5.0, "set pool to the id of a pool"),
+        ("pools", [""], "set pools to the id of a pool"),
+        ("vmids", "150,311,1000,1100", 'give it as a list of VMIDs, e.g. ["1000", "1001"]'),
+        ("excludes", ["mc-survival"], 'give it as a list of VMIDs, e.g. ["1000", "1001"]'),
+        ("all", "yes", "set all=true, or leave it unset"),
+    ],
+)
+def test_a_selection_the_policy_cannot_read_backs_up_nothing(
+    key: str, value: object, fix: str
+) -> None:
+    assert backup_messages(runtime_job(**{key: value})) == [
+        f"backup job runtime-backup-job: {key} is {value!r}, which the policy cannot read, so "
+        f"the job counts for no guest: {fix}.",
+        *not_backed_up("runtime-backup-job could not be read"),
+    ]
+
+
+def test_a_stack_without_a_backup_job_names_every_guest_holding_data() -> None:
+    resources = [r for r in runtime_stack() if r.type != BACKUP_JOB]
+    assert backup_messages(resources) == [
+        f"{guest} holds data but no enabled backup job of stack runtime includes it: add its "
+        "VMID to the host's backup job to Proxmox Backup Server."
+        for guest in RUNTIME_STATEFUL
+    ]
+
+
+def test_a_second_job_covers_what_the_first_leaves_out() -> None:
+    builder = runtime_builder()
+    first = find(builder.resources, "runtime-backup-job", BACKUP_JOB)
+    props(first)["excludes"] = ["1000"]
+    second = dataclasses.replace(
+        first, urn=first.urn + "-games", name="games", props={**first.props, "vmids": ["1000"]}
+    )
+    props(second).pop("excludes")
+    assert backup_messages([*builder.resources, second]) == []
+
+
+def test_a_job_not_known_yet_leaves_the_backups_undecided() -> None:
+    resources = runtime_stack()
+    job = find(resources, "runtime-backup-job", BACKUP_JOB)
+    resources[resources.index(job)] = unknown(job, storage=UNKNOWN_STRING_VALUE)
+    findings = check_stateful_protected(resources, STATEFUL_CONFIG, "runtime")
+    assert findings.violations == []
+    assert len(findings.unknowns) == 1
 
 
 def test_runtime_guests_resolve_and_route_on_the_runtime_side() -> None:

@@ -25,6 +25,7 @@ REQUIRED_PRIVILEGES: tuple[tuple[str, str], ...] = (
     ("/", "Sys.Audit"),  # datacenter firewall, security groups, backup jobs
     ("/vms", "VM.Audit"),  # every guest, its config and its firewall
     ("/pool", "Pool.Audit"),  # pools and their members (backup jobs may select by pool)
+    ("/storage", "Datastore.Audit"),  # the storages backup jobs write to
 )
 GuestKind = Literal["lxc", "qemu"]
 
@@ -71,6 +72,8 @@ class HostSnapshot:
     #: Pool id -> the VMIDs of its guests.
     pools: dict[str, set[int]] = field(default_factory=dict)
     backup_jobs: list[dict[str, Any]] = field(default_factory=list)
+    #: storage.cfg's entries (``storage``, ``type``, ...): where a job's backups go.
+    storages: list[dict[str, Any]] = field(default_factory=list)
 
 
 def connect(target: HostTarget, timeout: float) -> Api:
@@ -149,6 +152,7 @@ class _Reader:
                     and (vmid := as_int(member.get("vmid"))) is not None
                 }
         snapshot.backup_jobs = self._list("cluster/backup")
+        snapshot.storages = self._list("storage")
         return snapshot
 
     def _nodes(self) -> list[str]:

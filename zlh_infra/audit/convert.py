@@ -17,7 +17,7 @@ from typing import Any
 
 from zlh_infra.audit.client import GuestRecord, HostSnapshot, as_int, flag
 from zlh_infra.platform import firewall_state as fs
-from zlh_infra.policies.resilience import BACKUP_JOB
+from zlh_infra.policies.resilience import BACKUP_JOB, PBS_STORAGE
 from zlh_infra.policies.resources import CONTAINER, VM, Resource
 
 Triple = tuple[str, str, Mapping[str, Any]]
@@ -297,7 +297,7 @@ def firewall_triples(snapshot: HostSnapshot) -> list[Triple]:
 def backup_job_resource(snapshot: HostSnapshot, job: Mapping[str, Any]) -> Resource | None:
     """A vzdump job as the provider's ``backup.Job`` input, its selection spelled out.
 
-    The pack reads ``enabled``, ``all``, ``node`` and ``vmids``. A live job may also
+    The pack reads ``enabled``, ``all``, ``node``, ``vmids`` and ``storage``. A live job may also
     select a pool, exclude VMIDs, or pin a VMID list to one node; those become the
     VMIDs the job takes on this host, so the pack's reading stays exact.
     """
@@ -311,6 +311,7 @@ def backup_job_resource(snapshot: HostSnapshot, job: Mapping[str, Any]) -> Resou
         "enabled": flag(job["enabled"]) if "enabled" in job else True,
         "all": False,
         "vmids": [],
+        "storage": str(job.get("storage") or ""),
     }
     if node is not None:
         props["node"] = node
@@ -331,6 +332,20 @@ def backup_job_resource(snapshot: HostSnapshot, job: Mapping[str, Any]) -> Resou
         name=props["resourceId"],
         props=props,
     )
+
+
+def pbs_storage_resources(snapshot: HostSnapshot) -> list[Resource]:
+    """The host's Proxmox Backup Server storages, as the provider's ``storage.Pbs``."""
+    return [
+        Resource(
+            urn=f"pve:{snapshot.target.stack}/storage/{storage['storage']}",
+            type=PBS_STORAGE,
+            name=str(storage["storage"]),
+            props={"resourceId": str(storage["storage"])},
+        )
+        for storage in snapshot.storages
+        if storage.get("type") == "pbs" and storage.get("storage")
+    ]
 
 
 def vmid_list(value: object) -> set[int]:

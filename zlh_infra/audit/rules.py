@@ -34,6 +34,7 @@ from zlh_infra.audit.convert import (
     backup_job_resource,
     firewall_resources,
     guest_resource,
+    pbs_storage_resources,
 )
 from zlh_infra.audit.targets import AuditPlan
 from zlh_infra.platform import firewall_state as fs
@@ -455,6 +456,7 @@ def _stateful(
         converted = backup_job_resource(snapshot, job)
         if converted is not None:
             resources.append(converted)
+    resources += pbs_storage_resources(snapshot)
     found = check_stateful_protected(resources, config, snapshot.target.stack)
     return _from_findings(found, RULE_STATEFUL, by_urn, host=snapshot)
 
