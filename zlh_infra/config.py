@@ -13,7 +13,8 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -92,6 +94,33 @@ def _domain(value: str) -> str:
     return value
 
 
+#: The problem of a URL with user info: never the URL itself, which would show the credential.
+USER_INFO_IN_URL = (
+    "user info in the URL is refused: remove the part before '@' "
+    "(a credential never goes in a URL in config)"
+)
+
+
+def _has_user_info(value: str) -> bool:
+    """Whether ``value``'s authority (after ``scheme://``, before the path) holds user info.
+
+    Looked for in the text itself, scheme or not, so that no malformed URL slips past.
+    """
+    rest = value.split("://", 1)[1] if "://" in value else value
+    return "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]
+
+
+def _no_user_info(value: Any) -> Any:
+    if isinstance(value, str) and _has_user_info(value):
+        raise ValueError(USER_INFO_IN_URL)
+    return value
+
+
+#: On a URL-valued field: user info is refused before any other rule (a pattern, a
+#: validator quoting the value) looks at the URL.
+NoUserInfo = BeforeValidator(_no_user_info)
+
+
 def _non_empty_secret(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().strip():
         raise ValueError("secret must not be empty")
@@ -155,6 +184,7 @@ class ProxmoxHost(_Model):
     @field_validator("endpoint")
     @classmethod
     def _https(cls, value: str) -> str:
+        _no_user_info(value)
         parts = urlsplit(value)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(f"{value!r} must be an https:// URL with a host name")
@@ -200,7 +230,7 @@ class Storage(_Model):
 class Download(_Model):
     """A file the node downloads itself (LXC template or ISO), pinned by checksum."""
 
-    url: str = Field(pattern=r"^https://", description="HTTPS download URL")
+    url: Annotated[str, NoUserInfo] = Field(pattern=r"^https://", description="HTTPS download URL")
     checksum: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{32,128}$", description="hex digest; pin it for production"
     )
@@ -378,11 +408,10 @@ _VERSION = r"^[0-9][0-9A-Za-z.+~-]{0,63}$"
 
 
 def _download_url(value: str) -> str:
+    _no_user_info(value)
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(f"{value!r} must be an http:// or https:// URL with a host name")
-    if parts.username or parts.password:
-        raise ValueError("a download URL must not carry credentials")
     if any(ord(char) < 33 or ord(char) == 127 for char in value):
         raise ValueError("a download URL must not contain spaces or control characters")
     return value
@@ -486,6 +515,7 @@ AptWord = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")]
 
 
 def _apt_uri(value: str) -> str:
+    _no_user_info(value)
     if not _APT_URI.match(value):
         raise ValueError(
             f"{value!r} is not an APT repository URI: http(s)://host[:port][/path], "
@@ -1218,12 +1248,20 @@ def parse_stack_config(model: type[M], raw: Mapping[str, str], *, stack: str) ->
             values[key] = json.loads(text)
         except (TypeError, json.JSONDecodeError):
             values[key] = text
+    spelling = _spelling_problems(model, values)
+    if spelling:
+        raise ConfigError([f"{NAMESPACE}:{problem}" for problem in spelling], stack=stack)
+    secret_inputs = {
+        alias: values[alias] for alias in _secret_fields(model).values() if alias in values
+    }
     try:
         config = model.model_validate(values)
     except ValidationError as error:
         problems = []
         for issue in error.errors(include_url=False):
             loc, message = tuple(issue["loc"]), _message(issue)
+            if loc and loc[0] in secret_inputs:
+                message = _without_secret(message, [issue.get("input"), secret_inputs[loc[0]]])
             if loc and loc[-1] == "[key]":  # the key of a map entry, not its value
                 loc, message = loc[:-1], f"the name: {message}"
             problems.append(f"{NAMESPACE}:{_error_location(loc)}: {message}")
@@ -1232,6 +1270,85 @@ def parse_stack_config(model: type[M], raw: Mapping[str, str], *, stack: str) ->
     if problems:
         raise ConfigError([f"{NAMESPACE}:{problem}" for problem in problems], stack=stack)
     return config
+
+
+# Every key has one spelling, camelCase: the models also accept their Python field names
+# (``populate_by_name``, for the program's own use), so a stack config spelling a key as
+# its field name (``proxmox_api_token``) is refused here, naming the camelCase key, before
+# validation. That keeps every check that reads keys by their alias (``check_secret_keys``
+# above all) seeing every key the model would take.
+def _spelling_problems(model: type[BaseModel], data: Any, path: str = "") -> list[str]:
+    """Keys of ``data`` (validated as ``model``) spelled as a field name, not its alias."""
+    if not isinstance(data, Mapping):
+        return []
+    found = []
+    by_key = {field.alias or name: field for name, field in model.model_fields.items()}
+    for key, item in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        field = by_key.get(key)
+        if field is None and key in model.model_fields:
+            alias = model.model_fields[key].alias or key
+            camel = f"{path}.{alias}" if path else alias
+            found.append(f"{where}: unknown key; it is spelled {camel} (keys are camelCase)")
+        elif field is not None:
+            found += _nested_spelling(field.annotation, item, where)
+    return found
+
+
+def _nested_spelling(annotation: Any, data: Any, path: str) -> list[str]:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is None and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _spelling_problems(annotation, data, path)
+    if origin is Annotated:
+        return _nested_spelling(args[0], data, path)
+    if origin in (Union, UnionType):
+        found: list[str] = []
+        for arg in args:
+            found += [p for p in _nested_spelling(arg, data, path) if p not in found]
+        return found
+    if origin is dict and isinstance(data, Mapping):
+        return [p for k, v in data.items() for p in _nested_spelling(args[1], v, f"{path}.{k}")]
+    if origin is list and isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _nested_spelling(args[0], v, f"{path}[{i}]")]
+    return []
+
+
+def _secret_fields(model: type[BaseModel]) -> dict[str, str]:
+    """The model's secret fields: field name -> config key."""
+    return {
+        name: field.alias or name
+        for name, field in model.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    }
+
+
+def _secret_texts(value: Any) -> Iterator[str]:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        if value.strip():
+            yield value
+            yield repr(value)[1:-1]
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _secret_texts(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _secret_texts(item)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def _without_secret(message: str, inputs: list[Any]) -> str:
+    """``message`` with every text of a secret input in it replaced by ``[secret]``.
+
+    pydantic's messages seldom quote the input, but a validator's own might: a problem
+    with a secret field never shows the secret.
+    """
+    texts = {text for value in inputs for text in _secret_texts(value)}
+    for text in sorted(texts, key=len, reverse=True):
+        message = message.replace(text, "[secret]")
+    return message
 
 
 def _message(issue: Any) -> str:
@@ -1246,13 +1363,16 @@ def _message(issue: Any) -> str:
 def check_secret_keys(
     model: type[_StackConfig], secret_keys: set[str], raw: Mapping[str, str]
 ) -> list[str]:
-    """Secret fields set in plain text (``pulumi config set`` without ``--secret``)."""
+    """Secret fields set in plain text (``pulumi config set`` without ``--secret``).
+
+    Only the camelCase key is looked at: ``parse_stack_config`` refuses a key spelled as
+    its field name, whatever its value (see ``_spelling_problems``).
+    """
     found = []
-    for name, field in model.model_fields.items():
-        alias = field.alias or name
+    for name, alias in _secret_fields(model).items():
         full_key = f"{NAMESPACE}:{alias}"
-        annotation = str(field.annotation)
-        if "SecretStr" in annotation and full_key in raw and full_key not in secret_keys:
+        annotation = str(model.model_fields[name].annotation)
+        if full_key in raw and full_key not in secret_keys:
             how = (
                 f"`pulumi config set --secret --path '{alias}.<NAME>' ...` for each entry"
                 if annotation.startswith("dict[")

@@ -49,6 +49,8 @@ def test_program_refuses_bad_config_before_registering_anything(
     assert [(d.source, d.message) for d in errors] == [("config", expected_message(case))]
     assert all(d.detail is None for d in errors), "a user mistake must not carry a traceback"
     assert [r.urn for r in recording.resources if r.custom] == []
+    shown = str([(d.message, d.detail) for d in recording.diagnostics])
+    assert all(text not in shown for text in case.get("absent", ()))
 
 
 def write_stack_file(path: Path, config: dict[str, Any]) -> None:
@@ -94,6 +96,7 @@ def test_preview_exits_2_naming_key_and_rule(
     # Every problem reaches stderr in full, however the report on stdout is formatted.
     assert f"error: {case['stack']}: {expected_message(case)}\n" in captured.err
     assert "Traceback" not in captured.out + captured.err
+    assert all(text not in captured.out + captured.err for text in case.get("absent", ()))
 
 
 def test_unknown_stack_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
