@@ -362,3 +362,49 @@ def test_a_layer_seen_through_the_parent_urn_only() -> None:
         "zlh-db (VMID 102) sits in the control-plane layer; a runtime stack must not deploy "
         "the control plane: declare it in the core stack."
     ]
+
+
+def remote_command(connection: dict[str, object]) -> Resource:
+    return Resource(
+        "urn:pulumi:runtime::zlh-infra::zlh:runtime:Runtime$command:remote:Command::step",
+        "command:remote:Command",
+        "step",
+        {"connection": connection, "create": "pct exec 1000 -- sh -eu"},
+    )
+
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINJi/bhRX1ozQ1UdeoqVyg2Vb+KtS/znE10FsgZ+A+vc"
+
+
+@pytest.mark.parametrize(
+    ("connection", "expected"),
+    [
+        (
+            {"host": "zlh-core.zerolaghub.net", "user": "root", "hostKey": HOST_KEY},
+            "step (command:remote:Command) connects to zlh-core.zerolaghub.net, the core host "
+            "(policy config coreEndpointHosts: zlh-core); a runtime stack's commands must "
+            "never run on the core host: connect it to this runtime host's node.",
+        ),
+        (
+            {"host": "zlh-runtime.zerolaghub.net", "user": "root"},
+            "step (command:remote:Command) connects to zlh-runtime.zerolaghub.net without a "
+            "pinned host key, so any host answering there gets its commands: set "
+            "connection.hostKey to the node's SSH host key.",
+        ),
+        (
+            {"user": "root", "hostKey": HOST_KEY},
+            "step (command:remote:Command) names no connection host, so where it runs as root "
+            "cannot be checked; connect it to this runtime host's node.",
+        ),
+    ],
+    ids=["core-host", "no-host-key", "no-host"],
+)
+def test_a_runtime_command_never_reaches_the_core_host_and_pins_its_node(
+    connection: dict[str, object], expected: str
+) -> None:
+    assert check_runtime_isolation(remote_command(connection), ISOLATED, "runtime") == [expected]
+
+
+def test_a_runtime_command_to_its_own_pinned_node_passes() -> None:
+    command = remote_command({"host": "zlh-runtime.zerolaghub.net", "hostKey": HOST_KEY})
+    assert check_runtime_isolation(command, ISOLATED, "runtime") == []

@@ -14,7 +14,7 @@ values, and an endpoint may be configured as a secret.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from zlh_infra.platform.topology import Layer, StackRole, UnknownStackError, stack_role
 from zlh_infra.policies.config import IndependenceConfig, IsolationConfig, PlacementConfig
@@ -212,6 +212,8 @@ def check_runtime_isolation(resource: Resource, config: IsolationConfig, stack: 
                 f"{', '.join(config.core_endpoint_hosts)}); a runtime stack must never "
                 "manage the core host: point it at this runtime host's API."
             )
+    if resource.type in REMOTE_COMMANDS:
+        problems += _command_connection_problems(resource, what, config)
     node = node_of(resource)
     if node is not None and node == config.core_node:
         problems.append(
@@ -236,3 +238,33 @@ def check_runtime_isolation(resource: Resource, config: IsolationConfig, stack: 
                     "controlPlaneServices); declare it in the core stack."
                 )
     return problems
+
+
+#: The pulumi-command resources that open an SSH connection.
+REMOTE_COMMANDS = frozenset({"command:remote:Command", "command:remote:CopyToRemote"})
+
+
+def _command_connection_problems(
+    resource: Resource, what: str, config: IsolationConfig
+) -> list[str]:
+    """Its SSH connection goes to a named host, not the core's, and pins the host key."""
+    connection = resource.props.get("connection")
+    host = connection.get("host") if isinstance(connection, Mapping) else None
+    if not isinstance(host, str) or not host.strip():
+        return [
+            f"{what} names no connection host, so where it runs as root cannot be checked; "
+            "connect it to this runtime host's node."
+        ]
+    if host_matches(host, config.core_endpoint_hosts):
+        return [
+            f"{what} connects to {host}, the core host (policy config coreEndpointHosts: "
+            f"{', '.join(config.core_endpoint_hosts)}); a runtime stack's commands must never "
+            "run on the core host: connect it to this runtime host's node."
+        ]
+    key = connection.get("hostKey") if isinstance(connection, Mapping) else None
+    if not isinstance(key, str) or not key.strip():
+        return [
+            f"{what} connects to {host} without a pinned host key, so any host answering "
+            "there gets its commands: set connection.hostKey to the node's SSH host key."
+        ]
+    return []
