@@ -176,6 +176,16 @@ def test_a_runtime_guest_in_the_core_stack() -> None:
             game.urn,
         ),
         (
+            "mc-survival (VMID 1000) is tagged role-game, a role of the runtime hosts; "
+            "declare it in a runtime stack.",
+            game.urn,
+        ),
+        (
+            "mc-survival (VMID 1000) has VMID 1000, in the game range 1000-1099 of the "
+            "runtime hosts; declare it in a runtime stack.",
+            game.urn,
+        ),
+        (
             "mc-survival (VMID 1000) is on node zlh-runtime, not the core node zlh-core; set "
             "its node to zlh-core.",
             game.urn,
@@ -408,3 +418,35 @@ def test_a_runtime_command_never_reaches_the_core_host_and_pins_its_node(
 def test_a_runtime_command_to_its_own_pinned_node_passes() -> None:
     command = remote_command({"host": "zlh-runtime.zerolaghub.net", "hostKey": HOST_KEY})
     assert check_runtime_isolation(command, ISOLATED, "runtime") == []
+
+
+@pytest.mark.parametrize(
+    ("role", "vmid", "expected"),
+    [
+        (
+            "game",
+            150,
+            "svc (VMID 150) is tagged role-game, a role of the runtime hosts; declare it in a "
+            "runtime stack.",
+        ),
+        (
+            "core-infra",
+            1100,
+            "svc (VMID 1100) has VMID 1100, in the dev range 1100-1199 of the runtime hosts; "
+            "declare it in a runtime stack.",
+        ),
+    ],
+    ids=["role-tag-in-the-core-layer", "vmid-under-a-core-tag"],
+)
+def test_a_core_stack_guest_of_a_runtime_role_is_refused_whatever_its_layer_tag(
+    role: str, vmid: int, expected: str
+) -> None:
+    """Tags in the control-plane layer do not make a game or dev container core."""
+    builder = core_builder()
+    builder.guest("svc", vmid, layer="control-plane", role=role, service="zlh-db")
+    findings = check_control_plane_independent(builder.resources, INDEPENDENT, "core")
+    assert findings.violations[0].message == expected
+    # And what hangs on it (its firewall) depends on the runtime side.
+    assert [v.message.split(" depends on ")[0] for v in findings.violations][1:] == [
+        "svc-firewall (proxmoxve:firewall/optionsLegacy:OptionsLegacy)"
+    ]

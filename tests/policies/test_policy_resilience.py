@@ -52,6 +52,21 @@ def test_an_unprotected_game_container() -> None:
     ]
 
 
+def test_a_game_container_with_its_tags_renamed_still_holds_data() -> None:
+    """Its VMID's range says it is a game container, whatever its tags say."""
+    resources = runtime_stack()
+    game = find(resources, "mc-survival")
+    replace(resources, game, protect=False)
+    props(game)["protection"] = False
+    props(game)["tags"] = ["zlh", "layer-runtime", "role-scratch", "stack-runtime", "svc-scratch"]
+    assert check_stateful_protected(resources, STATEFUL_CONFIG, "runtime").messages[:2] == [
+        "mc-survival (VMID 1000) holds data but is not protected in Pulumi, so a config edit "
+        "or `pulumi destroy` could delete it: set the resource option protect=True.",
+        "mc-survival (VMID 1000) holds data but Proxmox protection is off, so it can be "
+        "removed from the Proxmox UI or API: set protection=true on the guest.",
+    ]
+
+
 def test_a_database_outside_every_backup_job() -> None:
     resources = core_stack()
     job = find(resources, "core-backup-job", "proxmoxve:backup/job:Job")

@@ -286,21 +286,8 @@ def _placement(
         independent = check_control_plane_independent(
             [g.resource for g in on_host], independence, stack
         )
-        reported = {v.urn for v in independent.violations}
+        # The pack judges role and VMID range too, so an untagged container shows.
         findings += _from_findings(independent, RULE_INDEPENDENT, by_urn, scoped_only=True)
-        # The pack knows runtime guests by their tags; a container the API or an operator
-        # made untagged on the core host shows only by its VMID range.
-        for guest in on_host:
-            if guest.fleet and guest.resource.urn not in reported:
-                findings.append(
-                    guest.finding(
-                        RULE_INDEPENDENT,
-                        f"a game/dev container runs on the core host (node {guest.record.node}); "
-                        "customer workloads must never share the control plane's host",
-                        "Move it to a runtime host (back it up and restore it there), remove it "
-                        "here, and find what created it on the core host.",
-                    )
-                )
     return findings
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from zlh_infra.platform.topology import Layer, StackRole, UnknownStackError, stack_role
+from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
 from zlh_infra.policies.config import IndependenceConfig, IsolationConfig, PlacementConfig
 from zlh_infra.policies.resources import (
     PROXMOX_PROVIDER,
@@ -29,9 +30,11 @@ from zlh_infra.policies.resources import (
     layer_tags,
     node_of,
     provider_host,
+    role_tags,
     service_tags,
     short_stack,
     type_chain,
+    vmid_of,
 )
 
 
@@ -114,6 +117,10 @@ def check_placement(resource: Resource, config: PlacementConfig, stack: str) -> 
     return []
 
 
+#: VMID roles only a runtime host has: its templates and its fleet.
+RUNTIME_ROLES = frozenset({VmidRole.BASE_TEMPLATE, VmidRole.GAME, VmidRole.DEV})
+
+
 def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[str]:
     """Why a resource of the core stack belongs to the edge/runtime side, with the fix."""
     what = describe(resource)
@@ -137,6 +144,21 @@ def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[str]:
                     f"{what} is tagged svc-{service}, an edge/runtime service (policy config "
                     "runtimeServices); declare it in a runtime stack"
                 )
+        # Judged by role and VMID too: a tag alone says nothing a pull request cannot change.
+        for role in role_tags(resource):
+            if role in RUNTIME_ROLES:
+                reasons.append(
+                    f"{what} is tagged role-{role}, a role of the runtime hosts; declare it "
+                    "in a runtime stack"
+                )
+        vmid = vmid_of(resource)
+        by_range = DEFAULT_SCHEME.role_of(vmid) if vmid is not None else None
+        if by_range in RUNTIME_ROLES:
+            reasons.append(
+                f"{what} has VMID {vmid}, in the {by_range} range "
+                f"{DEFAULT_SCHEME.range_of(by_range).describe()} of the runtime hosts; "
+                "declare it in a runtime stack"
+            )
     node = node_of(resource)
     if node is not None and node != config.core_node:
         reasons.append(

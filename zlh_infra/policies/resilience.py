@@ -16,6 +16,7 @@ from typing import Any
 
 from zlh_infra.platform import type_tokens
 from zlh_infra.platform.topology import StackRole
+from zlh_infra.platform.vmids import DEFAULT_SCHEME
 from zlh_infra.policies.config import SelfSufficientConfig, StatefulConfig
 from zlh_infra.policies.placement import role_of_stack
 from zlh_infra.policies.resources import (
@@ -37,11 +38,15 @@ _ADDRESS = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])")
 
 
 def is_stateful(resource: Resource, config: StatefulConfig) -> bool:
+    """By its service or role tag, or by its VMID's range: a tag renamed sheds nothing."""
     if not is_guest(resource):
         return False
+    vmid = vmid_of(resource)
+    by_range = DEFAULT_SCHEME.role_of(vmid) if vmid is not None else None
     return bool(
         set(service_tags(resource)) & config.stateful_services
         or set(role_tags(resource)) & config.stateful_roles
+        or (by_range is not None and by_range in config.stateful_roles)
     )
 
 
