@@ -11,7 +11,7 @@ import binascii
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
@@ -1193,6 +1193,48 @@ class RuntimeStackConfig(_StackConfig):
             for key, network, address in self.all_addresses()
             if network is Network.MANAGEMENT and address in core
         ]
+
+    def refuse_core_host(self, core_hosts: Collection[str], core_host_key: str) -> list[str]:
+        """How the core stack reaches its node: no runtime step may reach it that way."""
+        hosts = {host.lower() for host in core_hosts}
+        found = [
+            f"{key}: {value} is how the core stack reaches the core host; a runtime stack's "
+            "API calls and in-guest steps must never reach it"
+            for key, value in (
+                ("proxmox.endpoint", self.proxmox.endpoint_host),
+                ("proxmox.sshAddress", self.proxmox.ssh_address),
+            )
+            if value is not None and value.lower() in hosts
+        ]
+        if self.proxmox.ssh_host_key == core_host_key:
+            found.append(
+                "proxmox.sshHostKey: is the core host's SSH host key; pin the runtime node's "
+                "own key (its /etc/ssh/ssh_host_ed25519_key.pub)"
+            )
+        return found
+
+    def refuse_fleet_block(self, blocks: Mapping[str, IPv4Address]) -> list[str]:
+        """Where the core's zlh-monitor looks for this host (``blocks``: node -> VMID 1000's)."""
+        first_vmid = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
+        try:
+            placed = self.fleet_addresses(Network.MANAGEMENT, first_vmid)
+        except AddressPlanError:
+            return []  # reported by problems()
+        node = self.proxmox.node
+        expected = blocks.get(node)
+        if expected is None:
+            return [
+                f"proxmox.node: the core stack's monitoring.fleets has no block for {node}, so "
+                f"zlh-monitor would not find its guests: add zlh-infra:monitoring.fleets.{node}: "
+                f"{placed} to the core stack and run `pulumi up` on it first"
+            ]
+        if placed != expected:
+            return [
+                f"network.fleetOffset: puts VMID {first_vmid} at {placed}, but the core stack's "
+                f"monitoring.fleets.{node} is {expected}, where zlh-monitor looks: make the two "
+                "agree"
+            ]
+        return []
 
     def refuse_core_vmids(self, core_vmids: frozenset[int]) -> list[str]:
         """VMIDs the core stack already uses (PBS keys backups by VMID across hosts)."""

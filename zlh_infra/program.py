@@ -46,11 +46,10 @@ from zlh_infra.layers.host import Host, HostArgs
 from zlh_infra.layers.runtime import FleetMember, Runtime, RuntimeArgs
 from zlh_infra.layers.site import Site
 from zlh_infra.layers.vendor import not_known
-from zlh_infra.platform.addressing import AddressPlanError
 from zlh_infra.platform.catalogue import EDGE_SERVICES, RUNTIME_SERVICES, Network
 from zlh_infra.platform.proxy_config import GameServer, HttpRoute
 from zlh_infra.platform.topology import StackRole, UnknownStackError, short_stack, stack_role
-from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
+from zlh_infra.platform.vmids import VmidRole
 
 WAN_BRIDGE = "vmbr0"
 
@@ -310,42 +309,9 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
             f"{NAMESPACE}:proxmox.node: {config.proxmox.node} is the core host's node; "
             "runtime guests must never run on the core host"
         )
-    node = config.proxmox
-    for key, value in (
-        ("proxmox.endpoint", node.endpoint_host),
-        ("proxmox.sshAddress", node.ssh_address),
-    ):
-        if value is not None and value.lower() in {h.lower() for h in contract.core_hosts}:
-            problems.append(
-                f"{NAMESPACE}:{key}: {value} is how the core stack reaches the core host; "
-                "a runtime stack's API calls and in-guest steps must never reach it"
-            )
-    first_vmid = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
-    expected = contract.fleet_blocks.get(node.node)
-    try:
-        placed = config.fleet_addresses(Network.MANAGEMENT, first_vmid)
-    except AddressPlanError:
-        placed = None  # reported by the config's own checks
-    if contract.core_node == node.node:
-        pass  # refused above; the core node has no fleet block
-    elif expected is None:
-        problems.append(
-            f"{NAMESPACE}:proxmox.node: the core stack's monitoring.fleets has no block for "
-            f"{node.node}, so zlh-monitor would not find its guests: add "
-            f"zlh-infra:monitoring.fleets.{node.node}: {placed} to the core stack and run "
-            "`pulumi up` on it first"
-        )
-    elif placed is not None and placed != expected:
-        problems.append(
-            f"{NAMESPACE}:network.fleetOffset: puts VMID {first_vmid} at {placed}, but the core "
-            f"stack's monitoring.fleets.{node.node} is {expected}, where zlh-monitor looks: "
-            "make the two agree"
-        )
-    if node.ssh_host_key == contract.core_host_key:
-        problems.append(
-            f"{NAMESPACE}:proxmox.sshHostKey: is the core host's SSH host key; pin the "
-            "runtime node's own key (its /etc/ssh/ssh_host_ed25519_key.pub)"
-        )
+    else:
+        problems += config.refuse_fleet_block(contract.fleet_blocks)
+    problems += config.refuse_core_host(contract.core_hosts, contract.core_host_key)
     if contract.management_cidr != config.network.management.cidr:
         problems.append(
             f"{NAMESPACE}:network.management.cidr: {config.network.management.cidr} differs from "

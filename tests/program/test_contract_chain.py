@@ -26,10 +26,11 @@ def run_runtime(
     core: StackRecording,
     config: dict[str, Any] | None = None,
     outputs: dict[str, Any] | None = None,
+    stack: str = "runtime",
 ) -> StackRecording:
     core_outputs = core.outputs if outputs is None else outputs
     return run_stack(
-        "runtime",
+        stack,
         engine_config(config or shipped("runtime")),
         [],
         load_program(),
@@ -284,14 +285,7 @@ def second_runtime_host() -> dict[str, Any]:
 
 
 def test_a_runtime_stack_the_core_has_no_pbs_user_for_is_refused(core: StackRecording) -> None:
-    recording = run_stack(
-        "runtime-2",
-        engine_config(second_runtime_host()),
-        [],
-        load_program(),
-        stack_outputs={"core": core.outputs},
-        secret_output_names={"core": secret_exports(core.outputs)},
-    )
+    recording = run_runtime(core, second_runtime_host(), stack="runtime-2")
     assert config_errors(recording) == [
         "stack 'runtime-2': invalid configuration:\n  - zlh-infra:proxmox.node: the core "
         "stack's monitoring.fleets has no block for zlh-runtime-2, so zlh-monitor would not "
@@ -311,14 +305,7 @@ def test_a_second_runtime_host_is_one_more_stack() -> None:
     }
     core_config["monitoring"]["fleets"]["zlh-runtime-2"] = "10.99.2.0"
     core = run_core(core_config)
-    recording = run_stack(
-        "runtime-2",
-        engine_config(second_runtime_host()),
-        [],
-        load_program(),
-        stack_outputs={"core": core.outputs},
-        secret_output_names={"core": secret_exports(core.outputs)},
-    )
+    recording = run_runtime(core, second_runtime_host(), stack="runtime-2")
     assert [d for d in recording.diagnostics if d.severity == "error"] == []
     nodes = {
         g.inputs["nodeName"]

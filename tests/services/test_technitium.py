@@ -325,33 +325,38 @@ def session_shell(plan: ServicePlan, root: Path) -> str:
     )
 
 
-def test_first_run_changes_the_default_password_then_reruns_change_nothing(
-    tmp_path: Path,
-) -> None:
-    bin_dir = tmp_path / "bin"
+def stand_in_technitium(root: Path) -> dict[str, str]:
+    """The environment that runs a script against FAKE_CURL, its state and password in ``root``."""
+    bin_dir = root / "bin"
     bin_dir.mkdir()
     (bin_dir / "curl").write_text(FAKE_CURL.replace("/usr/bin/python3", sys.executable))
     (bin_dir / "curl").chmod(0o755)
-    (tmp_path / "admin.password").write_text(PASSWORD)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(tmp_path)}
-    script = session_shell(a_plan(), tmp_path)
-    shellcheck(script)
+    (root / "admin.password").write_text(PASSWORD)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(root)}
 
-    def run() -> dict[str, Any]:
-        result = subprocess.run(
-            ["sh", "-eu"], input=script, env=env, capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stderr
-        state: dict[str, Any] = json.loads((tmp_path / "state.json").read_text())
-        return state
 
-    first = run()
+def converge(env: dict[str, str], root: Path, plan: ServicePlan) -> dict[str, Any]:
+    """Run ``plan``'s API part against the stand-in; its state afterwards."""
+    result = subprocess.run(
+        ["sh", "-eu"], input=session_shell(plan, root), env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    state: dict[str, Any] = json.loads((root / "state.json").read_text())
+    return state
+
+
+def test_first_run_changes_the_default_password_then_reruns_change_nothing(
+    tmp_path: Path,
+) -> None:
+    env = stand_in_technitium(tmp_path)
+    shellcheck(session_shell(a_plan(), tmp_path))
+    first = converge(env, tmp_path, a_plan())
     assert first["password"] == PASSWORD
     assert first["zones"] == ["core.zlh.internal", "zerolaghub.internal"]
     assert first["records"]["play.zerolaghub.internal A"] == ["10.20.0.5", "10.20.0.6"]
     assert first["records"]["zlh-db.core.zlh.internal A"] == ["10.10.0.12"]
     assert first["settings"]["forwarders"] == "1.1.1.1,9.9.9.9"
-    second = run()
+    second = converge(env, tmp_path, a_plan())
     assert {k: v for k, v in second.items() if k != "token"} == {
         k: v for k, v in first.items() if k != "token"
     }
@@ -363,26 +368,8 @@ def test_first_run_changes_the_default_password_then_reruns_change_nothing(
 def test_records_the_config_no_longer_declares_are_deleted_and_nothing_else(
     tmp_path: Path,
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "curl").write_text(FAKE_CURL.replace("/usr/bin/python3", sys.executable))
-    (bin_dir / "curl").chmod(0o755)
-    (tmp_path / "admin.password").write_text(PASSWORD)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(tmp_path)}
-
-    def run(plan: ServicePlan) -> dict[str, Any]:
-        result = subprocess.run(
-            ["sh", "-eu"],
-            input=session_shell(plan, tmp_path),
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stderr
-        state: dict[str, Any] = json.loads((tmp_path / "state.json").read_text())
-        return state
-
-    first = run(a_plan())
+    env = stand_in_technitium(tmp_path)
+    first = converge(env, tmp_path, a_plan())
     assert "deleted" not in first  # what it just declared stays
     # By hand, in a platform zone: a TXT whose value needs care, and a stray CNAME.
     first["records"]["note.zerolaghub.internal TXT"] = ["a\tb 'c' $(x)"]
@@ -398,7 +385,7 @@ def test_records_the_config_no_longer_declares_are_deleted_and_nothing_else(
         zones=[technitium.Zone(GAMES.name, GAMES.records[:2])],
         forwarders=FORWARDERS,
     )
-    second = run(smaller)
+    second = converge(env, tmp_path, smaller)
     assert sorted(second["deleted"]) == [
         "note.zerolaghub.internal TXT",
         "old.zerolaghub.internal CNAME",
@@ -410,20 +397,15 @@ def test_records_the_config_no_longer_declares_are_deleted_and_nothing_else(
     # The zones' own SOA and NS records are not the program's to delete.
     assert second["records"]["core.zlh.internal SOA"] == ["zlh-dns"]
     assert second["records"]["zerolaghub.internal NS"] == ["zlh-dns"]
-    third = run(smaller)
+    third = converge(env, tmp_path, smaller)
     assert third["deleted"] == second["deleted"]  # converged: nothing more to delete
 
 
 def test_neither_password_working_fails_naming_the_guest(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "curl").write_text(FAKE_CURL.replace("/usr/bin/python3", sys.executable))
-    (bin_dir / "curl").chmod(0o755)
-    (tmp_path / "admin.password").write_text(PASSWORD)
+    env = stand_in_technitium(tmp_path)
     (tmp_path / "state.json").write_text(
         json.dumps({"password": "someone-else", "zones": [], "records": {}, "token": None})
     )
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(tmp_path)}
     result = subprocess.run(
         ["sh", "-eu"],
         input=session_shell(a_plan(), tmp_path),
