@@ -29,6 +29,7 @@ GOOD: dict[str, Any] = {
     "pbsFingerprint": FINGERPRINT,
     "pbsHosts": {
         "runtime": {
+            "node": "zlh-runtime",
             "username": "zlh-runtime@pbs",
             "password": "s3cret-value",
             "namespace": "runtime",
@@ -41,8 +42,8 @@ GOOD: dict[str, Any] = {
 }
 
 
-def test_the_contract_is_version_3_with_its_secrets_and_deploy_time_values() -> None:
-    assert CONTRACT_VERSION == 3
+def test_the_contract_is_version_4_with_its_secrets_and_deploy_time_values() -> None:
+    assert CONTRACT_VERSION == 4
     assert {"pbsHosts", "headscalePreauthKey"} == SECRET_OUTPUTS
     assert {"pbsFingerprint", "headscalePreauthKey"} == DEPLOY_TIME_OUTPUTS
     assert set(SECRET_OUTPUTS | DEPLOY_TIME_OUTPUTS) <= set(CONTRACT_OUTPUTS)
@@ -95,7 +96,9 @@ def test_deploy_time_outputs_may_be_pending_and_nothing_else() -> None:
 
 
 def test_other_contract_version_is_refused() -> None:
-    with pytest.raises(ContractError, match="exports contractVersion 1, this program needs 3"):
+    with pytest.raises(
+        ContractError, match=f"exports contractVersion 1, this program needs {CONTRACT_VERSION}"
+    ):
         parse_contract({**GOOD, "contractVersion": 1}, core_stack="core")
 
 
@@ -104,7 +107,11 @@ def test_other_contract_version_is_refused() -> None:
     [
         ("apiManagementAddress", "api.internal"),
         ("pbsFingerprint", "AB:CD"),
-        ("pbsHosts", {"runtime": {"username": "root@pam", "password": "x", "namespace": "r"}}),
+        (
+            "pbsHosts",
+            {"runtime": {"node": "n", "username": "root@pam", "password": "x", "namespace": "r"}},
+        ),
+        ("pbsHosts", {"runtime": {"username": "zlh-r@pbs", "password": "x", "namespace": "r"}}),
     ],
 )
 def test_wrong_output_type_names_the_output(output: str, value: Any) -> None:

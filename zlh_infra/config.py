@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from zlh_infra.contract import ContractError, CoreContract
 from zlh_infra.errors import ConfigError
 from zlh_infra.platform.addressing import (
     DEFAULT_FLEET_OFFSET,
@@ -325,6 +326,17 @@ class PbsHostUser(_Model):
     )
 
 
+class RuntimeHost(PbsHostUser):
+    """One runtime stack as the core stack knows it: its node, its PBS user and namespace."""
+
+    node: GuestName = Field(
+        description=(
+            "the runtime stack's Proxmox node: the only node that stack may deploy to (it "
+            "refuses any other), so two stacks never manage one host's VMIDs and addresses"
+        )
+    )
+
+
 class Pbs(_Model):
     datastore: str = Field(
         default="zlh",
@@ -348,11 +360,11 @@ class Pbs(_Model):
         default=PbsHostUser(user="zlh-core@pbs", namespace="core"),
         description="the core host's PBS user and namespace",
     )
-    runtime_hosts: dict[str, PbsHostUser] = Field(
+    runtime_hosts: dict[str, RuntimeHost] = Field(
         default={},
         description=(
-            "per runtime stack (its name: runtime, runtime-<x>), the PBS user and namespace its "
-            "host backs up as; a runtime stack without an entry refuses to deploy"
+            "per runtime stack (its name: runtime, runtime-<x>), its node and the PBS user and "
+            "namespace its host backs up as; a runtime stack without an entry refuses to deploy"
         ),
     )
     retention: PbsRetention = Field(
@@ -390,6 +402,13 @@ class Pbs(_Model):
         ]
         found += _duplicates("user", ((f"{key}.user", h.user) for key, h in hosts))
         found += _duplicates("namespace", ((f"{key}.namespace", h.namespace) for key, h in hosts))
+        found += _duplicates(
+            "node",
+            (
+                (f"pbs.runtimeHosts.{stack}.node", host.node)
+                for stack, host in sorted(self.runtime_hosts.items())
+            ),
+        )
         retention = self.retention
         counts = [
             retention.keep_last,
@@ -973,6 +992,9 @@ class CoreStackConfig(_StackConfig):
                 )
             elif address in used:
                 found.append(f"{key}: {address} is {used[address]}")
+            else:
+                # A fleet container at a node's address would pass zlh-back's firewall.
+                used[address] = key
         if self.proxmox.node not in self.monitoring.proxmox_nodes:
             found.append(
                 f"monitoring.proxmoxNodes: must name {self.proxmox.node}, this stack's node, "
@@ -1000,6 +1022,20 @@ class CoreStackConfig(_StackConfig):
                         "addresses of its own"
                     )
             blocks.append((first, last, key))
+        for stack, host in self.pbs.runtime_hosts.items():
+            key = f"pbs.runtimeHosts.{stack}.node"
+            if host.node == self.proxmox.node:
+                found.append(f"{key}: {host.node} is this core stack's node")
+                continue
+            for section, names in (
+                ("monitoring.fleets", self.monitoring.fleets),
+                ("monitoring.proxmoxNodes", self.monitoring.proxmox_nodes),
+            ):
+                if host.node not in names:
+                    found.append(
+                        f"{key}: {host.node} has no entry in {section}; zlh-monitor and "
+                        "zlh-back know a runtime host only from there"
+                    )
         return found
 
 
@@ -1181,6 +1217,44 @@ class RuntimeStackConfig(_StackConfig):
             found.append(f"devs: name {name!r} is also a game container's name")
         return found
 
+    def refuse_contract(self, contract: CoreContract, *, stack: str, core_stack: str) -> list[str]:
+        """Everything this stack would share with the core or another runtime stack.
+
+        The runtime stacks never read each other; what keeps them apart is in the core's
+        config and reaches each through the contract: its node, its fleet block, its PBS
+        namespace. ``stack``: this stack's short name (``runtime``, ``runtime-<x>``).
+        """
+        problems = self.refuse_core_vmids(contract.core_vmids)
+        problems += self.refuse_core_addresses(
+            {
+                contract.api_management_address: "zpack-api",
+                contract.monitor_management_address: "zlh-monitor",
+                contract.pbs_server: "zlh-back",
+            }
+        )
+        on_core_node = contract.core_node == self.proxmox.node
+        if on_core_node:
+            problems.append(
+                f"proxmox.node: {self.proxmox.node} is the core host's node; runtime guests "
+                "must never run on the core host"
+            )
+        else:
+            problems += self.refuse_fleet_block(contract.fleet_blocks)
+        problems += self.refuse_core_host(contract.core_hosts, contract.core_host_key)
+        if contract.management_cidr != self.network.management.cidr:
+            problems.append(
+                f"network.management.cidr: {self.network.management.cidr} differs from the "
+                f"core stack's management network {contract.management_cidr}"
+            )
+        try:
+            pbs_host = contract.pbs_host(stack, core_stack=core_stack)
+        except ContractError as error:
+            problems.append(str(error))
+        else:
+            if not on_core_node:  # refused above; once is enough
+                problems += self.refuse_other_node(pbs_host.node, stack=stack)
+        return problems
+
     def refuse_core_addresses(self, core: Mapping[IPv4Address, str]) -> list[str]:
         """Management addresses the core stack's guests hold (``core``: address -> guest).
 
@@ -1235,6 +1309,16 @@ class RuntimeStackConfig(_StackConfig):
                 "agree"
             ]
         return []
+
+    def refuse_other_node(self, node: str, *, stack: str) -> list[str]:
+        """The node the core stack assigns this stack: a copied stack file keeps another's."""
+        if self.proxmox.node == node:
+            return []
+        return [
+            f"proxmox.node: the core stack assigns stack {stack} to node {node} "
+            f"(pbs.runtimeHosts.{stack}.node), not {self.proxmox.node}: two stacks on one node "
+            "would manage the same VMIDs and addresses; make the two agree"
+        ]
 
     def refuse_core_vmids(self, core_vmids: frozenset[int]) -> list[str]:
         """VMIDs the core stack already uses (PBS keys backups by VMID across hosts)."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 #: Bump when a field is added, removed or changes meaning; a runtime stack refuses
 #: a core stack that exports another version.
-CONTRACT_VERSION = 3
+CONTRACT_VERSION = 4
 
 
 class ContractError(ValueError):
@@ -23,10 +23,11 @@ class ContractError(ValueError):
 
 
 class PbsHost(BaseModel):
-    """One runtime host's Proxmox Backup Server login and the namespace that is its own."""
+    """One runtime stack's node, its PBS login and the namespace that is its own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    node: str = Field(min_length=1)
     username: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}@pbs$")
     password: SecretStr
     namespace: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")

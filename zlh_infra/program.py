@@ -296,31 +296,9 @@ def fleet_members(config: RuntimeStackConfig) -> list[FleetMember]:
 
 def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) -> Runtime:
     contract = core.contract
-    problems = config.refuse_core_vmids(contract.core_vmids)
-    problems += config.refuse_core_addresses(
-        {
-            contract.api_management_address: "zpack-api",
-            contract.monitor_management_address: "zlh-monitor",
-            contract.pbs_server: "zlh-back",
-        }
+    problems = config.refuse_contract(
+        contract, stack=short_stack(stack), core_stack=config.core_stack
     )
-    if contract.core_node == config.proxmox.node:
-        problems.append(
-            f"{NAMESPACE}:proxmox.node: {config.proxmox.node} is the core host's node; "
-            "runtime guests must never run on the core host"
-        )
-    else:
-        problems += config.refuse_fleet_block(contract.fleet_blocks)
-    problems += config.refuse_core_host(contract.core_hosts, contract.core_host_key)
-    if contract.management_cidr != config.network.management.cidr:
-        problems.append(
-            f"{NAMESPACE}:network.management.cidr: {config.network.management.cidr} differs from "
-            f"the core stack's management network {contract.management_cidr}"
-        )
-    try:
-        pbs_host = contract.pbs_host(short_stack(stack), core_stack=config.core_stack)
-    except ContractError as error:
-        problems.append(str(error))
     if problems:
         raise ConfigError(
             [
@@ -329,6 +307,7 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
             ],
             stack=stack,
         )
+    pbs_host = contract.pbs_host(short_stack(stack), core_stack=config.core_stack)
 
     providers = _providers(stack, config)
     host = _host(stack, config, providers)

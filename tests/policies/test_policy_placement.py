@@ -450,3 +450,132 @@ def test_a_core_stack_guest_of_a_runtime_role_is_refused_whatever_its_layer_tag(
     assert [v.message.split(" depends on ")[0] for v in findings.violations][1:] == [
         "svc-firewall (proxmoxve:firewall/optionsLegacy:OptionsLegacy)"
     ]
+
+
+def core_guest_with(**props: object) -> list[Resource]:
+    builder = core_builder()
+    guest = builder.guest("zlh-db", 102, layer="control-plane", role="core-infra", service="zlh-db")
+    index = builder.resources.index(guest)
+    builder.resources[index] = replace(guest, props={**guest.props, **props})
+    return builder.resources
+
+
+@pytest.mark.parametrize(
+    ("props", "expected"),
+    [
+        (
+            {"initialization": {"ipConfigs": [{"ipv4": {"gateway": "10.20.0.1"}}]}},
+            "zlh-db (VMID 102): the gateway of NIC 0 10.20.0.1 is outside the core host's "
+            "networks (policy config coreNetworks: 10.10.0.0/24), so the control plane would "
+            "route or resolve through another host; use an address on the core LAN.",
+        ),
+        (
+            {"initialization": {"dns": {"servers": ["10.10.0.2", "10.20.0.1"]}}},
+            "zlh-db (VMID 102): a DNS resolver 10.20.0.1 is outside the core host's networks "
+            "(policy config coreNetworks: 10.10.0.0/24), so the control plane would route or "
+            "resolve through another host; use an address on the core LAN.",
+        ),
+        (
+            {"initialization": {"dns": {"servers": ["fd00::53"]}}},
+            "zlh-db (VMID 102): a DNS resolver fd00::53 is outside the core host's networks "
+            "(policy config coreNetworks: 10.10.0.0/24), so the control plane would route or "
+            "resolve through another host; use an address on the core LAN.",
+        ),
+        (
+            {"initialization": {"dns": {"servers": ["resolver.runtime.example"]}}},
+            "zlh-db (VMID 102): a DNS resolver is 'resolver.runtime.example', not an address, "
+            "so where the guest routes or resolves cannot be checked; give an address on the "
+            "core LAN.",
+        ),
+        (
+            {"clone": {"vmId": 210.0, "full": True}},
+            "zlh-db (VMID 102) is cloned from VMID 210, in the template range of the runtime "
+            "hosts; the control plane must never be built from the runtime side.",
+        ),
+        (
+            {"clone": {"vmId": 102.0, "nodeName": "zlh-runtime"}},
+            "zlh-db (VMID 102) is cloned from node zlh-runtime, not the core node zlh-core.",
+        ),
+        (
+            {"clone": {"vmId": "two-ten"}},
+            "zlh-db (VMID 102) is cloned from 'two-ten', not a VMID, so its source cannot be "
+            "checked; clone from a core guest by VMID, or build it from an image.",
+        ),
+    ],
+    ids=[
+        "gateway",
+        "resolver",
+        "resolver-v6",
+        "resolver-name",
+        "clone-vmid",
+        "clone-node",
+        "clone-unreadable",
+    ],
+)
+def test_a_core_guest_referencing_the_runtime_side_is_refused(
+    props: dict[str, object], expected: str
+) -> None:
+    findings = check_control_plane_independent(core_guest_with(**props), INDEPENDENT, "core")
+    assert findings.violations[0].message == expected
+
+
+def test_a_core_guest_on_the_core_lan_with_its_own_resolver_passes() -> None:
+    resources = core_guest_with(
+        initialization={
+            "ipConfigs": [{"ipv4": {"address": "10.10.0.12/24", "gateway": "10.10.0.1"}}, {}],
+            "dns": {"servers": ["10.10.0.2", "10.10.0.1"]},
+        },
+        clone={"vmId": 105.0, "nodeName": "zlh-core"},
+    )
+    assert check_control_plane_independent(resources, INDEPENDENT, "core").violations == []
+
+
+def core_command(connection: dict[str, object]) -> Resource:
+    return Resource(
+        "urn:pulumi:core::zlh-infra::zlh:control-plane:ControlPlane$command:remote:Command::step",
+        "command:remote:Command",
+        "step",
+        {"connection": connection, "create": "pct exec 102 -- sh -eu"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("connection", "expected"),
+    [
+        (
+            {"host": "zlh-runtime.zerolaghub.net", "hostKey": HOST_KEY},
+            [
+                "step (command:remote:Command) connects to zlh-runtime.zerolaghub.net, not "
+                "the core host (policy config coreEndpointHosts: zlh-core); a core stack's "
+                "commands run on the core host only: connect it to the core node, or add its "
+                "address to coreEndpointHosts."
+            ],
+        ),
+        (
+            {"host": "zlh-core.zerolaghub.net", "hostKey": "  "},
+            [
+                "step (command:remote:Command) connects to zlh-core.zerolaghub.net without a "
+                "pinned host key, so any host answering there gets its commands: set "
+                "connection.hostKey to the node's SSH host key."
+            ],
+        ),
+        (
+            {"hostKey": HOST_KEY},
+            [
+                "step (command:remote:Command) names no connection host, so where it runs as "
+                "root cannot be checked; connect it to the core node."
+            ],
+        ),
+    ],
+    ids=["runtime-host", "blank-host-key", "no-host"],
+)
+def test_a_core_command_runs_on_the_pinned_core_host_only(
+    connection: dict[str, object], expected: list[str]
+) -> None:
+    findings = check_control_plane_independent([core_command(connection)], INDEPENDENT, "core")
+    assert [v.message for v in findings.violations] == expected
+
+
+def test_a_core_command_to_the_pinned_core_host_passes() -> None:
+    command = core_command({"host": "zlh-core.zerolaghub.net", "hostKey": HOST_KEY})
+    assert check_control_plane_independent([command], INDEPENDENT, "core").violations == []

@@ -13,6 +13,7 @@ from pulumi.runtime import rpc
 
 from tests.program.conftest import by_vmid, of_type
 from tests.stack_configs import ROOT, engine_config, shipped
+from zlh_infra.contract import CONTRACT_VERSION
 from zlh_infra.preview.recording import StackRecording
 from zlh_infra.preview.runner import load_program, run_stack, secret_exports
 
@@ -140,7 +141,8 @@ def test_runtime_backs_up_every_game_and_dev_container(runtime: StackRecording) 
         ),
         (
             lambda o: o.update(contractVersion=1),
-            "core stack 'core' exports contractVersion 1, this program needs 3: deploy the "
+            f"core stack 'core' exports contractVersion 1, this program needs {CONTRACT_VERSION}: "
+            "deploy the "
             "same program version to core and runtime",
         ),
     ],
@@ -297,14 +299,33 @@ def test_a_runtime_stack_the_core_has_no_pbs_user_for_is_refused(core: StackReco
     assert [r.type for r in recording.resources if r.custom] == []
 
 
-def test_a_second_runtime_host_is_one_more_stack() -> None:
+def core_with_second_runtime_host() -> dict[str, Any]:
     core_config = shipped("core")
     core_config["pbs"]["runtimeHosts"]["runtime-2"] = {
+        "node": "zlh-runtime-2",
         "user": "zlh-runtime-2@pbs",
         "namespace": "runtime-2",
     }
     core_config["monitoring"]["fleets"]["zlh-runtime-2"] = "10.99.2.0"
-    core = run_core(core_config)
+    core_config["monitoring"]["proxmoxNodes"]["zlh-runtime-2"] = "10.99.0.4"
+    return core_config
+
+
+def test_a_runtime_stack_file_copied_to_a_second_stack_is_refused() -> None:
+    """runtime-2 with runtime's file: same node, VMIDs and addresses as the first stack."""
+    core = run_core(core_with_second_runtime_host())
+    recording = run_runtime(core, shipped("runtime"), stack="runtime-2")
+    assert config_errors(recording) == [
+        "stack 'runtime-2': invalid configuration:\n  - zlh-infra:proxmox.node: the core stack "
+        "assigns stack runtime-2 to node zlh-runtime-2 (pbs.runtimeHosts.runtime-2.node), not "
+        "zlh-runtime: two stacks on one node would manage the same VMIDs and addresses; make "
+        "the two agree"
+    ]
+    assert [r.type for r in recording.resources if r.custom] == []
+
+
+def test_a_second_runtime_host_is_one_more_stack() -> None:
+    core = run_core(core_with_second_runtime_host())
     recording = run_runtime(core, second_runtime_host(), stack="runtime-2")
     assert [d for d in recording.diagnostics if d.severity == "error"] == []
     nodes = {

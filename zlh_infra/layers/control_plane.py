@@ -158,6 +158,7 @@ class ControlPlane(pulumi.ComponentResource):
             ).apply(
                 lambda passwords: {
                     stack: {
+                        "node": host.node,
                         "username": host.user,
                         "password": password,
                         "namespace": host.namespace,

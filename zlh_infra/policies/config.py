@@ -310,6 +310,10 @@ PLACEMENT = ConfigSpec(
 
 # --- zlh-control-plane-independent / zlh-runtime-isolation ------------------------
 
+#: The core LAN and the management network of the platform inventory.
+DEFAULT_CORE_NETWORKS: tuple[str, ...] = ("10.10.0.0/24",)
+DEFAULT_MANAGEMENT_NETWORK = "10.99.0.0/22"
+
 
 _CORE_NODE_SCHEMA = {
     "type": "string",
@@ -329,6 +333,7 @@ class IndependenceConfig:
     core_node: str
     core_endpoint_hosts: tuple[str, ...]
     runtime_services: frozenset[str]
+    core_networks: tuple[IPv4Network, ...]
 
 
 INDEPENDENCE = ConfigSpec(
@@ -340,11 +345,17 @@ INDEPENDENCE = ConfigSpec(
             "core stack may hold",
             DEFAULT_RUNTIME_SERVICES,
         ),
+        "coreNetworks": _string_list_schema(
+            "the core host's own networks: every core guest's gateway and DNS resolver is in "
+            "one of them",
+            DEFAULT_CORE_NETWORKS,
+        ),
     },
     parse_values=lambda r: IndependenceConfig(
         r.string("coreNode"),
         r.strings("coreEndpointHosts"),
         frozenset(r.strings("runtimeServices")),
+        _networks(r, "coreNetworks"),
     ),
 )
 
@@ -567,10 +578,6 @@ STATEFUL = ConfigSpec(
 
 
 # --- zlh-runtime-self-sufficient --------------------------------------------------
-
-#: The core LAN and the management network of the platform inventory.
-DEFAULT_CORE_NETWORKS: tuple[str, ...] = ("10.10.0.0/24",)
-DEFAULT_MANAGEMENT_NETWORK = "10.99.0.0/22"
 
 
 @dataclass(frozen=True, slots=True)

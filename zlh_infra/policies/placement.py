@@ -15,6 +15,7 @@ values, and an endpoint may be configured as a secret.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from ipaddress import ip_address
 
 from zlh_infra.platform.topology import Layer, StackRole, UnknownStackError, stack_role
 from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
@@ -35,6 +36,7 @@ from zlh_infra.policies.resources import (
     short_stack,
     type_chain,
     vmid_of,
+    whole_number,
 )
 
 
@@ -159,6 +161,7 @@ def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[str]:
                 f"{DEFAULT_SCHEME.range_of(by_range).describe()} of the runtime hosts; "
                 "declare it in a runtime stack"
             )
+        reasons += _core_guest_references(resource, what, config)
     node = node_of(resource)
     if node is not None and node != config.core_node:
         reasons.append(
@@ -181,6 +184,65 @@ def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[str]:
     return reasons
 
 
+def _core_guest_references(resource: Resource, what: str, config: IndependenceConfig) -> list[str]:
+    """A core guest's gateways, resolvers and clone source: all on the core side."""
+    reasons: list[str] = []
+    init = resource.props.get("initialization")
+    init = init if isinstance(init, Mapping) else {}
+    configs = init.get("ipConfigs")
+    dns = init.get("dns")
+    servers = dns.get("servers") if isinstance(dns, Mapping) else None
+    named = [
+        (f"the gateway of NIC {index}", (c.get("ipv4") or {}).get("gateway"))
+        for index, c in enumerate(configs if isinstance(configs, Sequence) else ())
+        if isinstance(c, Mapping) and (c.get("ipv4") or {}).get("gateway") is not None
+    ]
+    named += [
+        ("a DNS resolver", server)
+        for server in (
+            servers if isinstance(servers, Sequence) and not isinstance(servers, str) else ()
+        )
+    ]
+    networks = ", ".join(str(n) for n in config.core_networks)
+    for where, value in named:
+        try:
+            address = ip_address(str(value))
+        except ValueError:
+            reasons.append(
+                f"{what}: {where} is {value!r}, not an address, so where the guest routes or "
+                "resolves cannot be checked; give an address on the core LAN"
+            )
+            continue
+        if not any(address in network for network in config.core_networks):
+            reasons.append(
+                f"{what}: {where} {address} is outside the core host's networks (policy config "
+                f"coreNetworks: {networks}), so the control plane would route or resolve "
+                "through another host; use an address on the core LAN"
+            )
+    clone = resource.props.get("clone")
+    if isinstance(clone, Mapping):
+        source = whole_number(clone.get("vmId"))
+        clone_node = clone.get("nodeName")
+        by_range = DEFAULT_SCHEME.role_of(source) if source is not None else None
+        if source is None:
+            reasons.append(
+                f"{what} is cloned from {clone.get('vmId')!r}, not a VMID, so its source "
+                "cannot be checked; clone from a core guest by VMID, or build it from an image"
+            )
+        elif by_range in RUNTIME_ROLES:
+            reasons.append(
+                f"{what} is cloned from VMID {source}, in the {by_range} range of the runtime "
+                "hosts; the control plane must never be built from the runtime side"
+            )
+        if clone_node is not None and clone_node != config.core_node:
+            reasons.append(
+                f"{what} is cloned from node {clone_node}, not the core node {config.core_node}"
+            )
+    elif clone is not None:
+        reasons.append(f"{what} has a clone block that cannot be read ({type(clone).__name__})")
+    return reasons
+
+
 def check_control_plane_independent(
     resources: Sequence[Resource], config: IndependenceConfig, stack: str
 ) -> Findings:
@@ -196,6 +258,9 @@ def check_control_plane_independent(
                 findings.add(f"{reason}.", resource.urn)
             if reasons:
                 runtime_side[resource.urn] = resource
+            if resource.type in REMOTE_COMMANDS:
+                for problem in _core_command_problems(resource, config):
+                    findings.add(problem, resource.urn)
     for resource in resources:
         if resource.urn in runtime_side:
             continue
@@ -266,13 +331,49 @@ def check_runtime_isolation(resource: Resource, config: IsolationConfig, stack: 
 REMOTE_COMMANDS = frozenset({"command:remote:Command", "command:remote:CopyToRemote"})
 
 
+def _connection(resource: Resource) -> tuple[str | None, str | None]:
+    """A remote command's SSH host and pinned host key, each None unless a non-blank string."""
+    connection = resource.props.get("connection")
+    if not isinstance(connection, Mapping):
+        return None, None
+    host, key = connection.get("host"), connection.get("hostKey")
+    return (
+        host if isinstance(host, str) and host.strip() else None,
+        key if isinstance(key, str) and key.strip() else None,
+    )
+
+
+def _core_command_problems(resource: Resource, config: IndependenceConfig) -> list[str]:
+    """A core stack's command runs on the core host, and on no host that merely answers there."""
+    what = describe(resource)
+    host, key = _connection(resource)
+    hosts = ", ".join(config.core_endpoint_hosts)
+    if host is None:
+        return [
+            f"{what} names no connection host, so where it runs as root cannot be checked; "
+            "connect it to the core node."
+        ]
+    problems = []
+    if not host_matches(host, config.core_endpoint_hosts):
+        problems.append(
+            f"{what} connects to {host}, not the core host (policy config coreEndpointHosts: "
+            f"{hosts}); a core stack's commands run on the core host only: connect it to the "
+            "core node, or add its address to coreEndpointHosts."
+        )
+    if key is None:
+        problems.append(
+            f"{what} connects to {host} without a pinned host key, so any host answering "
+            "there gets its commands: set connection.hostKey to the node's SSH host key."
+        )
+    return problems
+
+
 def _command_connection_problems(
     resource: Resource, what: str, config: IsolationConfig
 ) -> list[str]:
     """Its SSH connection goes to a named host, not the core's, and pins the host key."""
-    connection = resource.props.get("connection")
-    host = connection.get("host") if isinstance(connection, Mapping) else None
-    if not isinstance(host, str) or not host.strip():
+    host, key = _connection(resource)
+    if host is None:
         return [
             f"{what} names no connection host, so where it runs as root cannot be checked; "
             "connect it to this runtime host's node."
@@ -283,8 +384,7 @@ def _command_connection_problems(
             f"{', '.join(config.core_endpoint_hosts)}); a runtime stack's commands must never "
             "run on the core host: connect it to this runtime host's node."
         ]
-    key = connection.get("hostKey") if isinstance(connection, Mapping) else None
-    if not isinstance(key, str) or not key.strip():
+    if key is None:
         return [
             f"{what} connects to {host} without a pinned host key, so any host answering "
             "there gets its commands: set connection.hostKey to the node's SSH host key."
