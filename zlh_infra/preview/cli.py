@@ -54,6 +54,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "zlh_infra.reference",
     "zlh_infra.delivery.plan_diff",
     "zlh_infra.delivery.diagram",
+    "zlh_infra.delivery.routers",
     "zlh_infra.audit.cli",
     "zlh_infra.lab.cli",
 )
