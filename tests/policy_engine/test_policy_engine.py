@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import sys
@@ -14,7 +15,6 @@ from typing import Any
 import pytest
 from pulumi.runtime.proto import analyzer_pb2
 
-from zlh_infra.preview import policy_engine
 from zlh_infra.preview.policy_config import (
     PolicyConfig,
     PolicyConfigError,
@@ -26,12 +26,14 @@ from zlh_infra.preview.policy_engine import (
     PolicyPackError,
     PolicyReport,
     PolicySession,
-    _choose_python,
     has_mandatory_violation,
-    initial_config_from_info,
-    marshal_properties,
     run_policy_pack,
 )
+from zlh_infra.preview.policy_engine.errors import PackFailedError
+from zlh_infra.preview.policy_engine.messages import initial_config_from_info
+from zlh_infra.preview.policy_engine.pack_process import choose_python
+from zlh_infra.preview.policy_engine.protocol import PackCalls
+from zlh_infra.preview.policy_engine.wire import marshal_properties
 from zlh_infra.preview.recording import (
     Diagnostic,
     RecordedRead,
@@ -311,6 +313,40 @@ def test_logs_sent_to_the_engine_address_are_captured(tmp_path: Path) -> None:
     ]
 
 
+def test_the_settings_reach_the_pack_as_the_engine_passes_them(tmp_path: Path) -> None:
+    (tmp_path / "PulumiPolicy.yaml").write_text("runtime: python\n")
+    (tmp_path / "__main__.py").write_text(
+        "import json, os\n"
+        "from pulumi_policy import PolicyPack, StackValidationPolicy\n"
+        "NAMES = ('ORGANIZATION', 'PROJECT', 'STACK', 'DRY_RUN', 'CONFIG')\n"
+        "def echo(args, report_violation):\n"
+        "    seen = {name: os.environ['PULUMI_' + name] for name in NAMES}\n"
+        "    report_violation(json.dumps({**seen, 'tags': dict(args.stack_tags)}))\n"
+        "PolicyPack('echo', [StackValidationPolicy('echo', 'Tells what it got.', echo)])\n"
+    )
+    report = run_policy_pack(
+        tmp_path,
+        stack(),
+        stack_config={"toy:region": "eu", "toy:size": "2"},
+        organization="acme",
+        dry_run=False,
+        stack_tags={"team": "infra"},
+        timeout=30,
+    )
+    [echoed] = [d for d in report.diagnostics if d.policy_name == "echo"]
+    assert echoed.urn == ROOT_URN
+    description, seen = echoed.message.split("\n", 1)
+    assert description == "Tells what it got."
+    assert json.loads(seen) == {
+        "ORGANIZATION": "acme",
+        "PROJECT": PROJECT,
+        "STACK": STACK,
+        "DRY_RUN": "false",
+        "CONFIG": json.dumps({"toy:region": "eu", "toy:size": "2"}),
+        "tags": {"team": "infra"},
+    }
+
+
 # --- configuration -------------------------------------------------------------------------
 
 
@@ -508,9 +544,8 @@ def test_hanging_pack_times_out_and_is_killed(tmp_path: Path) -> None:
 
 
 def test_pack_that_stops_answering_times_out_while_calls_wait_for_room(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(policy_engine, "_MAX_UNANSWERED", 1)
     (tmp_path / "PulumiPolicy.yaml").write_text("runtime: python\n")
     (tmp_path / "__main__.py").write_text(
         "import time\n"
@@ -520,7 +555,7 @@ def test_pack_that_stops_answering_times_out_while_calls_wait_for_room(
         "    validate=lambda args, report: time.sleep(60))])\n"
     )
     with pytest.raises(PolicyPackError, match="timed out"):
-        run_policy_pack(tmp_path, stack(("a", {"vmId": 100.0})), timeout=4)
+        run_policy_pack(tmp_path, stack(("a", {"vmId": 100.0})), timeout=4, max_unanswered=1)
 
 
 def test_non_python_pack_is_refused(tmp_path: Path) -> None:
@@ -534,14 +569,25 @@ def test_non_python_pack_is_refused(tmp_path: Path) -> None:
 
 def test_python_comes_from_the_pack_virtualenv_when_it_exists(tmp_path: Path) -> None:
     spec = {"runtime": {"name": "python", "options": {"virtualenv": "venv"}}}
-    assert _choose_python(tmp_path, spec, None) == (sys.executable, None)
+    assert choose_python(tmp_path, spec, None) == (sys.executable, None)
     bindir = tmp_path / "venv" / "bin"
     bindir.mkdir(parents=True)
     (bindir / "python").symlink_to(sys.executable)
-    assert _choose_python(tmp_path, spec, None) == (str(bindir / "python"), str(bindir))
-    assert _choose_python(tmp_path, spec, "/usr/bin/python3") == (
+    assert choose_python(tmp_path, spec, None) == (str(bindir / "python"), str(bindir))
+    assert choose_python(tmp_path, spec, "/usr/bin/python3") == (
         "/usr/bin/python3",
         None,
+    )
+
+
+def test_an_answer_of_the_wrong_message_type_fails_the_run() -> None:
+    answered: concurrent.futures.Future[object] = concurrent.futures.Future()
+    answered.set_result(analyzer_pb2.AnalyzerInfo(name="p"))
+    calls = PackCalls(time.monotonic() + 30)
+    with pytest.raises(PackFailedError) as raised:
+        calls.result(answered, "Analyze(urn:x)", analyzer_pb2.AnalyzeResponse)
+    assert str(raised.value) == (
+        "policy pack answered Analyze(urn:x) with AnalyzerInfo, not AnalyzeResponse"
     )
 
 
@@ -585,13 +631,15 @@ def test_reconcile_refuses_a_policy_the_pack_does_not_have() -> None:
     ]
 
 
-def test_more_resources_than_may_await_answers_are_all_analysed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(policy_engine, "_MAX_UNANSWERED", 3)
+def test_more_resources_than_may_await_answers_are_all_analysed(tmp_path: Path) -> None:
     guests = [(f"g{i:03d}", {"vmId": float(100 + i)}) for i in range(300)]
     recording = stack(*guests)
-    report = run(recording, tmp_path, config={"trace": "advisory", "tag-secrets": "remediate"})
+    report = run(
+        recording,
+        tmp_path,
+        config={"trace": "advisory", "tag-secrets": "remediate"},
+        max_unanswered=3,
+    )
     traced = sorted(d.message for d in report.diagnostics if d.severity == "info")
     assert traced == sorted(f"analyzed {r.type} {r.name}" for r in recording.resources)
     assert not has_mandatory_violation(report.diagnostics)
