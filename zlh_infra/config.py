@@ -181,6 +181,15 @@ class ProxmoxHost(_Model):
             "itself): in-guest steps connect to no other"
         )
     )
+    admin_sources: list[IPv4Network] = Field(
+        min_length=1,
+        max_length=64,
+        description=(
+            "the networks operators and the deploy runner reach the node's API (8006) and SSH "
+            "from: the host firewall drops everything else, so include the address `pulumi up` "
+            "runs from; never a network guests are on"
+        ),
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -840,6 +849,23 @@ class _StackConfig(_Model):
             specs.update(group)
         return specs
 
+    def _admin_source_problems(self) -> list[str]:
+        found = []
+        guests = {"network.lan": self.network.lan.cidr}
+        guests["network.management"] = self.network.management.cidr
+        for index, source in enumerate(self.proxmox.admin_sources):
+            key = f"proxmox.adminSources[{index}]"
+            if source.prefixlen < 8:
+                found.append(f"{key}: {source} is a /{source.prefixlen}; name /8 or longer")
+            for name, network in guests.items():
+                if source.overlaps(network):
+                    found.append(
+                        f"{key}: {source} overlaps {name} ({network}), where guests (tenants "
+                        "included) would reach the node's API and SSH; name the operators' "
+                        "own networks"
+                    )
+        return found
+
     def all_vmids(self) -> Iterator[tuple[str, int]]:
         """(config key path, VMID) for every guest the stack declares."""
         for name, guest in self.guests.items():
@@ -858,7 +884,7 @@ class _StackConfig(_Model):
 
     def problems(self) -> list[str]:
         """Rules across fields; each problem starts with the config key it concerns."""
-        found: list[str] = []
+        found: list[str] = self._admin_source_problems()
         specs = self.service_specs()
         for name in specs.keys() - self.guests.keys():
             found.append(f"guests.{name}: missing; this stack runs {specs[name].description}")

@@ -152,6 +152,8 @@ def _host(
     stack: str,
     config: ConfigModel,
     providers: list[pulumi.ProviderResource],
+    *,
+    monitor_address: IPv4Address,
 ) -> Host:
     return Host(
         f"{stack}-host",
@@ -160,6 +162,8 @@ def _host(
             image_store=config.storage.image_store,
             os_template=config.os_template,
             router_iso=config.router_iso,
+            admin_sources=config.proxmox.admin_sources,
+            monitor_address=str(monitor_address),
         ),
         pulumi.ResourceOptions(providers=providers),
     )
@@ -167,7 +171,9 @@ def _host(
 
 def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
     providers = _providers(stack, config)
-    host = _host(stack, config, providers)
+    monitor = config.guests["zlh-monitor"].management_address
+    assert monitor is not None  # required by the catalogue: the config refused it missing
+    host = _host(stack, config, providers, monitor_address=monitor)
     dns = config.guests["zlh-dns"].lan_address
     # The router resolves too, so a guest reaches its package mirrors before zlh-dns runs.
     site = _site(
@@ -310,7 +316,7 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
     pbs_host = contract.pbs_host(short_stack(stack), core_stack=config.core_stack)
 
     providers = _providers(stack, config)
-    host = _host(stack, config, providers)
+    host = _host(stack, config, providers, monitor_address=contract.monitor_management_address)
     router = str(config.network.lan.gateway)
     site = _site(
         stack,

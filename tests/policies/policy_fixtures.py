@@ -13,7 +13,14 @@ from typing import Any
 
 from pulumi_policy.proxy import unknown_checking_proxy
 
-from zlh_infra.platform.type_tokens import BACKUP_JOB, PBS_STORAGE, POOL
+from zlh_infra.platform.type_tokens import (
+    BACKUP_JOB,
+    FIREWALL_ALIAS,
+    FIREWALL_IPSET,
+    NODE_FIREWALL,
+    PBS_STORAGE,
+    POOL,
+)
 from zlh_infra.policies.resources import (
     CLUSTER_FIREWALL,
     CONTAINER,
@@ -62,6 +69,12 @@ FLEET_RULES = (
     rule(18888, f"{API}/32", comment="zlh-agent from zpack-api"),
     rule(9100, f"{MONITOR}/32", comment="metrics scrape from zlh-monitor"),
 )
+
+
+def host_rule(port: int, source: str, **extra: Any) -> dict[str, Any]:
+    """A node rule accepting TCP ``port`` from ``source``."""
+    accept = {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": str(port)}
+    return {**accept, "source": source, **extra}
 
 
 class StackBuilder:
@@ -235,6 +248,53 @@ class StackBuilder:
             managed=True,
         )
 
+    def host_firewall(
+        self,
+        *,
+        admins: tuple[str, ...] = ("192.0.2.0/24",),
+        rules: tuple[dict[str, Any], ...] | None = None,
+        local_network: str | None = "127.0.0.1/32",
+        node_enabled: bool | None = True,
+    ) -> None:
+        """The node's own firewall as the program sets it: set, alias, switch, rules."""
+        root = self.root.urn
+        self.add(
+            FIREWALL_IPSET,
+            "management",
+            {"name": "management", "cidrs": [{"name": cidr} for cidr in admins]},
+            parent=root,
+            managed=True,
+        )
+        if local_network is not None:
+            self.add(
+                FIREWALL_ALIAS,
+                "local-network",
+                {"name": "local_network", "cidr": local_network},
+                parent=root,
+                managed=True,
+            )
+        if node_enabled is not None:
+            self.add(
+                NODE_FIREWALL,
+                "node-firewall",
+                {"nodeName": self.node, "enabled": node_enabled},
+                parent=root,
+                managed=True,
+            )
+        if rules is None:
+            rules = (
+                host_rule(8006, "+management"),
+                host_rule(22, "+management"),
+                host_rule(9100, f"{MONITOR}/32"),
+            )
+        self.add(
+            FIREWALL_RULES,
+            "host-rules",
+            {"nodeName": self.node, "rules": [dict(r) for r in rules]},
+            parent=root,
+            managed=True,
+        )
+
     def cluster_firewall(self, *, enabled: bool = True) -> Resource:
         return self.add(
             CLUSTER_FIREWALL,
@@ -245,8 +305,10 @@ class StackBuilder:
         )
 
 
-def core_builder() -> StackBuilder:
+def core_builder(*, host_firewall: bool = True) -> StackBuilder:
     b = StackBuilder("core", CORE_ENDPOINT, "zlh-core")
+    if host_firewall:
+        b.host_firewall()
     cp = "control-plane"
     b.guest(
         "zlh-router",
@@ -301,6 +363,7 @@ def core_builder() -> StackBuilder:
 
 def runtime_builder(stack: str = "runtime", node: str = "zlh-runtime") -> StackBuilder:
     b = StackBuilder(stack, RUNTIME_ENDPOINT, node)
+    b.host_firewall()
     b.guest(
         "zlh-zpack-router",
         310,

@@ -120,6 +120,7 @@ def test_the_policies() -> None:
         "zlh-control-plane-independent",
         "zlh-runtime-isolation",
         "zlh-agent-port",
+        "zlh-host-firewall",
         "zlh-traefik-per-domain",
         "zlh-required-tags",
         "zlh-stateful-protected",

@@ -279,6 +279,7 @@ def second_runtime_host() -> dict[str, Any]:
         "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
         "node": "zlh-runtime-2",
         "sshHostKey": RUNTIME_2_HOST_KEY,
+        "adminSources": ["192.0.2.0/24"],
     }
     config["network"]["fleetOffset"] = 512
     config["games"] = [{"name": "mc-hub-2", "vmid": 1050, "template": "minecraft-paper"}]

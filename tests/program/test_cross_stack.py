@@ -156,6 +156,7 @@ def compliant_platform() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
         "node": "zlh-runtime-2",
         "sshHostKey": RUNTIME_2_HOST_KEY,
+        "adminSources": ["192.0.2.0/24"],
     }
     second["network"]["fleetOffset"] = 512
     return core, {"runtime": shipped("runtime"), "runtime-2": second}

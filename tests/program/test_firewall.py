@@ -9,8 +9,10 @@ import pytest
 from tests.program.conftest import CONTAINER, by_vmid, guests, of_type, tag
 from tests.stack_configs import shipped
 from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
-from zlh_infra.platform.firewall_state import read_firewall
-from zlh_infra.platform.reachability import AddressSet, exposure
+from zlh_infra.platform.firewall_state import read_firewall, rules_of
+from zlh_infra.platform.host_firewall import node_reachable_from
+from zlh_infra.platform.reachability import TCP, AddressSet, exposure
+from zlh_infra.platform.type_tokens import DATACENTER_FIREWALL, NODE_FIREWALL
 from zlh_infra.preview.recording import StackRecording
 
 MANAGEMENT_BRIDGE = "vmbr2"
@@ -136,3 +138,41 @@ def test_pbs_accepts_backups_from_the_proxmox_nodes_only(core: StackRecording) -
     assert (pbs.proto, pbs.last_port) == ("tcp", 8007)
     assert pbs.sources == AddressSet.of(*nodes)
     assert 8007 not in {e.first_port for e in exposure(host, back, iface="net0")}
+
+
+@pytest.mark.parametrize("stack", ["core", "runtime"])
+def test_each_node_admits_only_the_operators_to_its_api_and_ssh(
+    platform: dict[str, StackRecording], stack: str
+) -> None:
+    """Computed from the recorded host firewall, as Proxmox applies it to the node."""
+    recording = platform[stack]
+    host, _views = firewall(recording)
+    (datacenter,) = of_type(recording, DATACENTER_FIREWALL)
+    assert datacenter.inputs["inputPolicy"] == "DROP"
+    (switch,) = of_type(recording, NODE_FIREWALL)
+    node = shipped(stack)["proxmox"]["node"]
+    assert (switch.inputs["nodeName"], switch.inputs["enabled"]) == (node, True)
+    [host_rules] = [
+        r
+        for r in of_type(recording, "proxmoxve:firewall/rulesLegacy:RulesLegacy")
+        if "vmId" not in r.inputs and "containerId" not in r.inputs
+    ]
+    rules = rules_of(host_rules.inputs)
+    operators = AddressSet.of(*shipped(stack)["proxmox"]["adminSources"])
+    reach = {
+        port: node_reachable_from(
+            host, node_enabled=True, input_policy="DROP", rules=rules, proto=TCP, port=port
+        )
+        for port in (8006, 22, 3128, 5900, METRICS_PORT, 80)
+    }
+    loopback = AddressSet.of("127.0.0.1/32")
+    assert {port: sources - loopback for port, sources in reach.items()} == {
+        8006: operators,
+        22: operators,
+        3128: operators,
+        5900: operators,
+        METRICS_PORT: AddressSet.of(
+            f"{shipped('core')['guests']['zlh-monitor']['managementAddress']}/32"
+        ),
+        80: AddressSet(),
+    }

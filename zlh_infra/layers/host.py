@@ -1,13 +1,21 @@
-"""What one Proxmox node needs before any layer's guests: firewall switch and images."""
+"""What one Proxmox node needs before any layer's guests: its firewall and images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 
 import pulumi
 import pulumi_proxmoxve as proxmox
 
 from zlh_infra.config import Download
+from zlh_infra.platform.host_firewall import (
+    ADMIN_IPSET,
+    LOCAL_NETWORK,
+    LOCAL_NETWORK_ALIAS,
+    host_rules,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +24,10 @@ class HostArgs:
     image_store: str
     os_template: Download
     router_iso: Download
+    #: Who may reach the node's API and SSH (``proxmox.adminSources``).
+    admin_sources: Sequence[IPv4Network]
+    #: zlh-monitor's management address: it scrapes the node's own exporter.
+    monitor_address: pulumi.Input[str]
 
 
 class Host(pulumi.ComponentResource):
@@ -31,15 +43,56 @@ class Host(pulumi.ComponentResource):
         super().__init__("zlh:host:Host", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        # Guest rules apply only while the datacenter firewall is on. The host's own
-        # input policy stays ACCEPT: who may reach the node's API and SSH is the
-        # operator's decision, and a DROP here would lock out a remote `pulumi up`.
+        # The node's own inbound traffic: DROP but for the operators (Proxmox's
+        # ``management`` IP set, which its built-in rules allow too) and the monitor's
+        # scrape. Guests, tenants included, never reach the node's API or SSH. The set and
+        # rules exist before the switch to DROP, so a `pulumi up` does not lock itself out.
+        admins = proxmox.firewall.IpsetLegacy(
+            f"{name}-admin-sources",
+            name=ADMIN_IPSET,
+            comment="operators and the deploy runner: the node's API and SSH",
+            cidrs=[
+                proxmox.firewall.IpsetLegacyCidrArgs(name=str(source))
+                for source in args.admin_sources
+            ],
+            opts=child,
+        )
+        local_network = proxmox.firewall.AliasLegacy(
+            f"{name}-local-network",
+            name=LOCAL_NETWORK_ALIAS,
+            cidr=str(LOCAL_NETWORK),
+            comment="standalone node: no cluster network for the built-in rules to admit",
+            opts=child,
+        )
+        node_firewall = proxmox.node.FirewallLegacy(
+            f"{name}-node-firewall", node_name=args.node, enabled=True, opts=child
+        )
+        rules = proxmox.firewall.RulesLegacy(
+            f"{name}-host-rules",
+            node_name=args.node,
+            rules=pulumi.Output.from_input(args.monitor_address).apply(
+                lambda monitor: [
+                    proxmox.firewall.RulesLegacyRuleArgs(
+                        type="in",
+                        action="ACCEPT",
+                        proto=rule.proto,
+                        dport=str(rule.dport),
+                        source=rule.source,
+                        comment=rule.comment,
+                    )
+                    for rule in host_rules(IPv4Address(monitor))
+                ]
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[admins, node_firewall]),
+        )
+        # Guest rules apply only while the datacenter firewall is on; its input policy is
+        # the nodes' own.
         self.firewall = proxmox.cluster.FirewallLegacy(
             f"{name}-datacenter-firewall",
             enabled=True,
-            input_policy="ACCEPT",
+            input_policy="DROP",
             output_policy="ACCEPT",
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[admins, local_network, rules]),
         )
         os_template = _download(f"{name}-os-template", args, args.os_template, "vztmpl", child)
         router_iso = _download(f"{name}-router-iso", args, args.router_iso, "iso", child)

@@ -24,6 +24,7 @@ FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
 FIREWALL_ALIAS = "proxmoxve:firewall/aliasLegacy:AliasLegacy"
 FIREWALL_IPSET = "proxmoxve:firewall/ipsetLegacy:IpsetLegacy"
 DATACENTER_FIREWALL = "proxmoxve:cluster/firewallLegacy:FirewallLegacy"
+NODE_FIREWALL = "proxmoxve:node/firewallLegacy:FirewallLegacy"
 SECURITY_GROUP = "proxmoxve:cluster/firewall/security/groupLegacy:GroupLegacy"
 
 BACKUP_JOB = "proxmoxve:backup/job:Job"

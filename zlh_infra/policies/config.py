@@ -625,3 +625,26 @@ SELF_SUFFICIENT = ConfigSpec(
     },
     parse_values=_parse_self_sufficient,
 )
+
+
+# --- zlh-host-firewall ---------------------------------------------------------------
+
+#: Every network of the platform inventory a guest has an address on.
+DEFAULT_GUEST_NETWORKS: tuple[str, ...] = ("10.10.0.0/24", "10.20.0.0/22", "10.99.0.0/22")
+
+
+@dataclass(frozen=True, slots=True)
+class HostFirewallConfig:
+    guest_networks: tuple[IPv4Network, ...]
+
+
+HOST_FIREWALL = ConfigSpec(
+    properties={
+        "guestNetworks": _string_list_schema(
+            "networks guests (tenants included) have addresses on: none may reach a node's "
+            "API, SSH or consoles",
+            DEFAULT_GUEST_NETWORKS,
+        ),
+    },
+    parse_values=lambda r: HostFirewallConfig(_networks(r, "guestNetworks")),
+)

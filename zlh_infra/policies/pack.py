@@ -33,6 +33,7 @@ from zlh_infra.platform.topology import StackRole
 from zlh_infra.policies import config as cfg
 from zlh_infra.policies.agent import check_agent_port
 from zlh_infra.policies.config import ConfigSpec, PolicyConfigError
+from zlh_infra.policies.host import check_host_firewall
 from zlh_infra.policies.placement import (
     check_control_plane_independent,
     check_placement,
@@ -331,6 +332,17 @@ secret_inputs = ResourceValidationPolicy(
     severity=Severity.CRITICAL,
 )
 
+host_firewall = stack_policy(
+    name="zlh-host-firewall",
+    description=(
+        "Every node's firewall is on with inbound DROP, and no network a guest is on reaches "
+        "a node's API, SSH or consoles."
+    ),
+    spec=cfg.HOST_FIREWALL,
+    check=check_host_firewall,
+    severity=Severity.CRITICAL,
+)
+
 #: In the order the pack lists them.
 POLICIES = [
     vmid_range,
@@ -339,6 +351,7 @@ POLICIES = [
     control_plane_independent,
     runtime_isolation,
     agent_port,
+    host_firewall,
     traefik_per_domain,
     required_tags,
     stateful_protected,

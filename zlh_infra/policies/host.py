@@ -1,0 +1,172 @@
+"""The nodes themselves: no guest, tenant or not, reaches a node's API, SSH or consoles.
+
+Proxmox applies the datacenter firewall's input policy to the node's own traffic, with
+built-in accepts for the ``management`` IP set and the ``local_network`` alias and the
+node's own rules before it (``zlh_infra/platform/host_firewall.py``). What the node
+accepts on its management ports is computed from what the stack registers, read by the
+evaluator's reader, and must not meet a network guests are on; a value the reader does
+not understand is a violation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Network
+
+from zlh_infra.platform.firewall_state import owner_vmid, read_firewall, rules_of
+from zlh_infra.platform.host_firewall import MANAGEMENT_PORTS, node_reachable_from
+from zlh_infra.platform.reachability import (
+    TCP,
+    AddressSet,
+    FirewallReadError,
+    HostFirewall,
+    Rule,
+    read_rule,
+)
+from zlh_infra.platform.type_tokens import DATACENTER_FIREWALL, FIREWALL_RULES, NODE_FIREWALL
+from zlh_infra.policies.config import HostFirewallConfig
+from zlh_infra.policies.placement import describe
+from zlh_infra.policies.resources import Findings, Resource, is_guest, node_of
+
+_PORT_NAMES = {
+    8006: "the API (8006)",
+    22: "SSH (22)",
+    3128: "SPICE (3128)",
+    5900: "VNC (5900-5999)",
+}
+
+
+def _datacenter(resources: Sequence[Resource], findings: Findings) -> tuple[bool, str]:
+    """(enabled, input policy) of the datacenter firewall; every resource must agree."""
+    found = [r for r in resources if r.type == DATACENTER_FIREWALL]
+    if not found:
+        findings.add(
+            "the stack registers no datacenter firewall, so the node's own traffic is not "
+            "filtered: enable it with input policy DROP."
+        )
+        return False, "ACCEPT"
+    enabled, policy = True, "DROP"
+    for resource in found:
+        value = resource.props.get("inputPolicy")
+        if resource.props.get("enabled") is not True:
+            enabled = False
+            findings.add(
+                f"{describe(resource)} does not enable the datacenter firewall, so neither the "
+                "nodes nor any guest is filtered: set enabled: true.",
+                resource.urn,
+            )
+        if not isinstance(value, str) or value.strip().upper() not in ("DROP", "REJECT"):
+            policy = "ACCEPT"
+            findings.add(
+                f"{describe(resource)} has input policy {value!r}: the node accepts what no rule "
+                "names; set inputPolicy: DROP.",
+                resource.urn,
+            )
+    return enabled, policy
+
+
+def _node_rules(resources: Sequence[Resource], node: str, findings: Findings) -> list[Rule] | None:
+    """The node's own rules, then the datacenter's accepts (its drops are not relied on)."""
+    own: list[Rule] = []
+    cluster: list[Rule] = []
+    for resource in resources:
+        if resource.type != FIREWALL_RULES:
+            continue
+        try:
+            if owner_vmid(resource.props) is not None:
+                continue
+            rules = rules_of(resource.props)
+            for rule in rules:
+                read_rule(rule)
+        except FirewallReadError as error:
+            findings.add(
+                f"{describe(resource)}: {error}; correct the value, so the node's exposure can be "
+                "told.",
+                resource.urn,
+            )
+            return None
+        where = node_of(resource)
+        if where == node:
+            own += rules
+        elif where is None:
+            cluster += [r for r in rules if read_rule(r).action == "ACCEPT" or r.type == "group"]
+    return own + cluster
+
+
+def check_host_firewall(
+    resources: Sequence[Resource], config: HostFirewallConfig, stack: str
+) -> Findings:
+    """Every node a guest runs on: firewall on, DROP, and its management ports closed to guests."""
+    findings = Findings()
+    with findings.reading():
+        nodes = sorted({n for r in resources if is_guest(r) and (n := node_of(r)) is not None})
+        if not nodes:
+            return findings
+        enabled, policy = _datacenter(resources, findings)
+        triples = [(r.type, r.name, r.props) for r in resources]
+        try:
+            host, _guests = read_firewall(triples)
+        except FirewallReadError as error:
+            findings.add(f"the datacenter's firewall objects cannot be read: {error}.")
+            return findings
+        host = dataclasses.replace(host, enabled=enabled)
+        switches: Mapping[str, list[Resource]] = {
+            node: [r for r in resources if r.type == NODE_FIREWALL and node_of(r) == node]
+            for node in nodes
+        }
+        for node in nodes:
+            node_on = bool(switches[node]) and all(
+                r.props.get("enabled") is not False for r in switches[node]
+            )
+            if not switches[node]:
+                findings.add(
+                    f"node {node} has no node firewall resource, so its firewall may be off: "
+                    "register proxmoxve.node.FirewallLegacy with enabled: true."
+                )
+            elif not node_on:
+                for resource in switches[node]:
+                    findings.add(
+                        f"{describe(resource)} disables node {node}'s firewall: set enabled: true.",
+                        resource.urn,
+                    )
+            rules = _node_rules(resources, node, findings)
+            if rules is None:
+                continue
+            _check_exposure(findings, config.guest_networks, node, host, node_on, policy, rules)
+    return findings
+
+
+def _check_exposure(
+    findings: Findings,
+    guest_networks: Sequence[IPv4Network],
+    node: str,
+    host: HostFirewall,
+    node_on: bool,
+    policy: str,
+    rules: list[Rule],
+) -> None:
+    guests = AddressSet.of(*guest_networks)
+    for low, _high in MANAGEMENT_PORTS:
+        try:
+            sources = node_reachable_from(
+                host,
+                node_enabled=node_on,
+                input_policy=policy,
+                rules=rules,
+                proto=TCP,
+                port=low,
+            )
+        except FirewallReadError as error:
+            findings.add(f"node {node}: {error}; define it, so the node's exposure can be told.")
+            return
+        if sources == AddressSet.everything():
+            findings.add(
+                f"node {node}: {_PORT_NAMES[low]} is open to every address; admit only the "
+                "operators' networks (the management IP set, proxmox.adminSources)."
+            )
+        elif sources & guests:
+            findings.add(
+                f"node {node}: {_PORT_NAMES[low]} is open to {sources & guests}, where guests "
+                "(tenants included) are; admit only the operators' own networks."
+            )
