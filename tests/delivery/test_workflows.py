@@ -337,3 +337,15 @@ def test_deploy_concurrency_groups_are_per_stack(deploy: dict[str, Any]) -> None
     groups = [job["concurrency"]["group"] for job in deploy["jobs"].values()]
     assert len(set(groups)) == len(groups) == len(STACKS)
     assert "concurrency" not in deploy  # a workflow-wide group would serialise both stacks
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_jobs_that_reach_the_nodes_run_on_the_operators_runner(path: Path) -> None:
+    """The nodes admit their API and SSH from proxmox.adminSources only, never the internet."""
+    for name, job in load(path)["jobs"].items():
+        text = yaml.safe_dump(job)
+        reaches_nodes = "PROXMOX_" in text and "pulumi/actions@" in text
+        if reaches_nodes:
+            assert job["runs-on"] == ["self-hosted", "zlh-deploy"], name
+        else:
+            assert job["runs-on"] == "ubuntu-latest", name
