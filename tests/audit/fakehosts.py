@@ -64,6 +64,13 @@ class PlatformPve(FakePve):  # type: ignore[misc]
         return [dict(job, type="vzdump") for job in self.backup_jobs]
 
 
+def firewall_options(*, policy_in: str = "DROP", container: bool = True) -> dict[str, Any]:
+    """A guest's firewall options as the program writes them (``layers/guest.py``)."""
+    options = {"enable": 1, "policy_in": policy_in, "policy_out": "ACCEPT"}
+    # Containers send from their own addresses only; routers (VMs) forward others'.
+    return options | {"ipfilter": int(container), "macfilter": 1, "dhcp": 0}
+
+
 @dataclass
 class Nic:
     bridge: str
@@ -83,9 +90,7 @@ class Guest:
     template: bool = False
     status: str = "running"
     #: Firewall options as the API takes them; None leaves the guest's firewall unset.
-    options: dict[str, Any] | None = field(
-        default_factory=lambda: {"enable": 1, "policy_in": "DROP", "policy_out": "ACCEPT"}
-    )
+    options: dict[str, Any] | None = field(default_factory=lambda: firewall_options())
     #: Rules top to bottom, as the API takes them.
     rules: list[dict[str, Any]] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
@@ -298,7 +303,9 @@ def _service_guest(
         nics=nics,
         protection=spec.stateful,
         pool=f"zlh-{spec.layer}",
-        options={"enable": 1, "policy_in": spec.input_policy, "policy_out": "ACCEPT"},
+        options=firewall_options(
+            policy_in=spec.input_policy, container=spec.kind is not GuestKind.VM
+        ),
     )
 
 

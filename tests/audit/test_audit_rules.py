@@ -18,6 +18,7 @@ from tests.audit.fakehosts import (
     MONITOR_ADDRESS,
     Guest,
     Nic,
+    firewall_options,
     fleet_guest,
     rule,
 )
@@ -203,7 +204,7 @@ def test_api_cannot_reach_the_agent(platform: Platform) -> None:
 
 
 def test_firewall_off(platform: Platform) -> None:
-    platform.runtime.guest(1002).options = {"enable": 0, "policy_in": "DROP"}
+    platform.runtime.guest(1002).options = firewall_options() | {"enable": 0}
     result = platform.audit("--format", "json")
     assert result.code == 1
     assert errors(result) == [("mc-skyblock", "zlh-agent-port")]
@@ -466,5 +467,130 @@ def test_a_value_the_reader_cannot_read_is_a_finding(platform: Platform) -> None
         "firewall rules mc-creative of container 1001: rule 1 (metrics) cannot be judged: dport "
         "'9100:' is not a port number (0-65535), a port range (low:high) or a comma-separated "
         "list of them",
+        "Correct the value, so the checks can tell what it lets in.",
+    )
+
+
+# --- nothing else on the management network can send from the API's address ------------
+
+SPOOFED = (
+    f"zpack-api's management address {API_ADDRESS} (the zlh-agent rule's source) and "
+    f"zlh-monitor's management address {MONITOR_ADDRESS} (the metrics scrape rule's source)"
+)
+
+
+def test_a_core_guest_without_ipfilter_can_pass_as_the_api(platform: Platform) -> None:
+    # zlh-back has no agent rule of its own, but shares the management network.
+    back = platform.core.guest(2001)
+    assert back.options is not None
+    back.options["ipfilter"] = 0
+    result = platform.audit("--format", "json")
+    assert result.code == 1
+    assert errors(result) == [("zlh-back", "zlh-agent-port")]
+    finding = only(result, "zlh-back", "zlh-agent-port")
+    assert (finding["stack"], finding["node"], finding["vmid"]) == ("core", "zlh-core", 2001)
+    assert (finding["problem"], finding["fix"]) == (
+        f"its NIC net1 on the management bridge vmbr2 can send from {SPOOFED}, because its "
+        "firewall options lxc/2001 leave ipfilter off",
+        "Set ipfilter=true in them, so Proxmox lets it send from its configured addresses only.",
+    )
+
+
+def test_a_hand_made_container_on_the_management_network(platform: Platform) -> None:
+    scratch = Guest(vmid=160, name="scratch", nics={0: Nic("vmbr2", "10.99.1.250/22")})
+    scratch.options = None
+    platform.runtime.guests.append(scratch)
+    result = platform.audit("--format", "json")
+    # Whoever made it: it undoes every agent's firewall.
+    assert errors(result) == [("scratch", "zlh-agent-port")]
+    assert (only(result, "scratch", "zlh-agent-port")["problem"]) == (
+        f"its NIC net0 on the management bridge vmbr2 can send from {SPOOFED}, because its "
+        "firewall options lxc/160 leave its firewall disabled, and Proxmox filters what a guest "
+        "sends only while its firewall is on"
+    )
+    assert only(result, "scratch", "unmanaged")["severity"] == "info"
+
+
+def test_a_hand_made_container_that_sends_from_its_own_address(platform: Platform) -> None:
+    scratch = Guest(vmid=160, name="scratch", nics={0: Nic("vmbr2", "10.99.1.250/22")})
+    scratch.options = {"enable": 1, "ipfilter": 1}
+    platform.runtime.guests.append(scratch)
+    result = platform.audit("--format", "json")
+    assert result.code == 0
+    assert [f["rule"] for f in findings(result)] == ["unmanaged"]
+
+
+def test_an_api_made_container_without_the_filter_options(platform: Platform) -> None:
+    guest = fleet_guest(1003, "mc-new", VmidRole.GAME)
+    guest.tags = ["role-game", "svc-game", "zlh"]
+    guest.options = {"enable": 1, "policy_in": "DROP", "macfilter": 0}
+    platform.runtime.guests.append(guest)
+    platform.runtime.backup_jobs[0]["vmid"] += ",1003"
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("mc-new", "zlh-agent-port")] * 2
+    assert [
+        (f["problem"], f["fix"]) for f in findings(result) if f["rule"] == "zlh-agent-port"
+    ] == [
+        (
+            "firewall options lxc/1003 leave ipfilter unset, so the guest can send from any "
+            f"address, zpack-api's management address {API_ADDRESS} among them, and reach every "
+            "zlh-agent as zpack-api",
+            "Set ipfilter=true, so Proxmox lets it send from its configured addresses only.",
+        ),
+        (
+            "firewall options lxc/1003 turn macfilter off, so the guest can send with another "
+            "guest's MAC address and receive what the bridge delivers to that guest",
+            "Set macfilter=true.",
+        ),
+    ]
+
+
+def test_an_ipfilter_ip_set_that_admits_the_management_network(platform: Platform) -> None:
+    build = platform.runtime.guest(151)
+    build.ipsets = {"ipfilter-net1": [MANAGEMENT_CIDR]}
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("zlh-build", "zlh-agent-port")]
+    finding = only(result, "zlh-build", "zlh-agent-port")
+    assert (finding["problem"], finding["fix"]) == (
+        f"its NIC net1 on the management bridge vmbr2 can send from {SPOOFED}, because its IP "
+        "set ipfilter-net1 admits 10.99.0.10/32, 10.99.0.20/32",
+        "Keep only net1's own addresses in that IP set.",
+    )
+
+
+def test_an_ipfilter_ip_set_filters_with_the_option_off(platform: Platform) -> None:
+    build = platform.runtime.guest(151)
+    build.ipsets = {"ipfilter-net1": ["10.99.1.201", "10.99.0.0/24", "!10.99.0.0/26"]}
+    assert build.options is not None
+    build.options["ipfilter"] = 0
+    assert platform.audit("--format", "json").code == 0
+
+
+def test_the_core_datacenter_firewall_off(platform: Platform) -> None:
+    platform.core.datacenter = {"enable": 0}
+    result = platform.audit("--format", "json")
+    host_level = [f for f in findings(result) if f["guest"] is None]
+    assert [(f["rule"], f["stack"], f["node"]) for f in host_level] == [
+        ("zlh-agent-port", "core", "zlh-core")
+    ]
+    assert (host_level[0]["problem"], host_level[0]["fix"]) == (
+        "datacenter firewall on node zlh-core is not enabled, so Proxmox filters nothing a "
+        "guest sends: zpack-api (VMID 100), zlh-monitor (VMID 2000), zlh-back (VMID 2001) on "
+        f"the management bridge vmbr2 can send from {SPOOFED}",
+        "Enable it (or set policy config requireClusterFirewall to false if it is managed "
+        "outside this stack).",
+    )
+
+
+def test_a_filter_option_the_reader_cannot_read_is_a_finding(platform: Platform) -> None:
+    assert platform.audit("--format", "json").code == 0
+    # What the API would not take from a client, but a host's file may still hold.
+    options = platform.hosts["core"].pve.firewall_config("ct", vmid=2001)["options"]
+    options["ipfilter"] = "yes"
+    result = platform.audit("--format", "json")
+    assert errors(result) == [("zlh-back", "zlh-agent-port")]
+    finding = only(result, "zlh-back", "zlh-agent-port")
+    assert (finding["problem"], finding["fix"]) == (
+        "what it may send cannot be judged: ipfilter 'yes' is not true or false",
         "Correct the value, so the checks can tell what it lets in.",
     )

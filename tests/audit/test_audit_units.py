@@ -13,6 +13,7 @@ from zlh_infra.audit.convert import (
     AbsentNic,
     backup_job_resource,
     firewall_triples,
+    guest_options_props,
     guest_props,
     guest_resource,
     nics,
@@ -31,7 +32,7 @@ from zlh_infra.audit.targets import (
     resolve,
 )
 from zlh_infra.platform.firewall_state import read_firewall
-from zlh_infra.platform.reachability import AddressSet, reachable_from
+from zlh_infra.platform.reachability import AddressSet, FirewallReadError, reachable_from
 from zlh_infra.platform.topology import StackRole
 from zlh_infra.policies.resources import CONTAINER, VM, nics_of
 
@@ -182,6 +183,54 @@ def test_options_and_rules_in_the_providers_shape() -> None:
         "enabled": True,
         "iface": "net1",
     }
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        # Unset, Proxmox filters MACs and lets DHCP out; ipfilter stays off (and unset).
+        ({"enable": 1}, {"enabled": True, "macfilter": True, "dhcp": True}),
+        (
+            {"enable": 1, "ipfilter": 1, "macfilter": "0", "dhcp": 0},
+            {"enabled": True, "ipfilter": True, "macfilter": False, "dhcp": False},
+        ),
+        # What is not 0 or 1 stays as it came, for the reader to refuse.
+        (
+            {"ipfilter": "yes"},
+            {"enabled": False, "ipfilter": "yes", "macfilter": True, "dhcp": True},
+        ),
+    ],
+)
+def test_guest_filter_options_in_the_providers_shape(
+    options: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert guest_options_props(options) == expected
+
+
+def test_unreadable_filter_options_reach_the_reader() -> None:
+    guest = container(net0="name=eth0,bridge=vmbr2,firewall=1,ip=10.99.1.0/22")
+    guest.firewall_options = {"enable": 1, "ipfilter": "yes"}
+    _, views = read_firewall(firewall_triples(snapshot(guest)))
+    with pytest.raises(FirewallReadError, match="ipfilter 'yes' is not true or false"):
+        views[1000].firewall()
+
+
+def test_nic_addresses_stay_at_their_nics_index() -> None:
+    guest = container(
+        net0="name=eth0,bridge=vmbr1,firewall=1,ip=dhcp",
+        net2="name=eth2,bridge=vmbr2,firewall=1,ip=10.99.1.0/22,ip6=fd99::1:0/64",
+    )
+    assert guest_props(guest)["initialization"]["ipConfigs"] == [
+        {"ipv4": {"address": "dhcp"}},
+        {},
+        {"ipv4": {"address": "10.99.1.0/22"}, "ipv6": {"address": "fd99::1:0/64"}},
+    ]
+    guest.firewall_options = {"enable": 1, "ipfilter": 1}
+    host, views = read_firewall(firewall_triples(snapshot(guest, firewall_options={"enable": 1})))
+    assert [(nic.iface, str(nic.sources)) for nic in views[1000].senders(host)] == [
+        ("net0", "fe80::/64"),
+        ("net2", "10.99.1.0/32, fd99::1:0/128, fe80::/64"),
+    ]
 
 
 def test_evaluator_on_converted_state_resolves_names() -> None:

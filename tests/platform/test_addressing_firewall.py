@@ -100,6 +100,7 @@ def test_the_rules_the_program_writes_read_as_written() -> None:
         wire |= {"dport": str(rule.dport), "source": rule.source, "iface": rule.iface}
         read = read_rule(rule_from_props(wire))
         assert (read.type, read.action, read.ports) == ("in", "ACCEPT", ((rule.dport,) * 2,))
+        assert rule.proto is not None
         assert read.proto == {"tcp": TCP, "udp": UDP}[rule.proto]
         if rule.source is None:
             assert read.sources is None

@@ -172,3 +172,96 @@ def test_entries_that_are_not_rules_are_left_to_the_checks() -> None:
     assert [rule.action for rule in views[1000].rules] == ["DROP"]
     assert host.security_groups == {"g": []}
     assert host.ipsets == {"s": [("10.0.0.1", False)]}
+
+
+# --- what a guest may send from -------------------------------------------------------
+
+
+def test_the_providers_options_resource_has_the_filter_options() -> None:
+    from pulumi_proxmoxve.firewall import OptionsLegacyArgs
+
+    arguments = OptionsLegacyArgs.__init__.__code__.co_varnames
+    assert set(fs.FILTER_OPTIONS) <= set(arguments)
+    assert fs.OPTIONS == "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
+
+
+def test_nic_addresses_are_read_by_position() -> None:
+    props = {
+        "vmId": 1000,
+        "networkInterfaces": [{"bridge": "vmbr1"}, {"bridge": "vmbr2", "firewall": True}],
+        "initialization": {
+            "ipConfigs": [
+                {"ipv4": {"address": "10.20.1.0/22", "gateway": "10.20.0.1"}},
+                {"ipv4": {"address": "10.99.1.0/22"}, "ipv6": {"address": "fd99::1:0/64"}},
+                {"ipv4": {"address": "10.99.1.9/22"}},
+            ]
+        },
+    }
+    assert guest_nics(fs.CONTAINER, props) == [
+        Nic(0, "vmbr1", False, ("10.20.1.0/22",)),
+        Nic(1, "vmbr2", True, ("10.99.1.0/22", "fd99::1:0/64")),
+    ]
+    # What is not an address stays as written, for the reader to refuse.
+    props["initialization"] = {"ipConfigs": ["dhcp", {"ipv4": {"address": 10.0}, "ipv6": None}]}
+    assert [nic.addresses for nic in guest_nics(fs.CONTAINER, props)] == [(), ("10.0",)]
+    del props["initialization"]
+    assert [nic.addresses for nic in guest_nics(fs.CONTAINER, props)] == [(), ()]
+
+
+@pytest.mark.parametrize(
+    ("options", "read"),
+    [
+        ({}, (False, True, False)),
+        ({"ipfilter": True, "macfilter": False, "dhcp": True}, (True, False, True)),
+        ({"ipfilter": None}, (False, True, False)),
+    ],
+)
+def test_filter_options_and_their_defaults(
+    options: dict[str, Any], read: tuple[bool, bool, bool]
+) -> None:
+    _, views = read_firewall(
+        [(fs.CONTAINER, "g", {"vmId": 1000}), (fs.OPTIONS, "o", {"containerId": 1000, **options})]
+    )
+    firewall = views[1000].firewall()
+    assert (firewall.ipfilter, firewall.macfilter, firewall.dhcp) == read
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("ipfilter", "true"), ("macfilter", 1.0), ("dhcp", 0.0)]
+)
+def test_filter_options_the_reader_refuses(key: str, value: object) -> None:
+    _, views = read_firewall([(fs.OPTIONS, "o", {"containerId": 1000, key: value})])
+    with pytest.raises(FirewallReadError) as caught:
+        views[1000].firewall()
+    assert str(caught.value) == f"{key} {value!r} is not true or false"
+
+
+def test_the_senders_of_a_guest() -> None:
+    host, views = read_firewall(
+        [
+            (fs.DATACENTER, "dc", {"enabled": True}),
+            (
+                fs.CONTAINER,
+                "ct",
+                {
+                    "vmId": 1000,
+                    "networkInterfaces": [{"bridge": "vmbr2", "firewall": True}],
+                    "initialization": {"ipConfigs": [{"ipv4": {"address": "10.99.1.0/22"}}]},
+                },
+            ),
+            (fs.OPTIONS, "o", {"containerId": 1000, "enabled": True, "ipfilter": True}),
+            (
+                fs.VM,
+                "vm",
+                {"vmId": 300, "networkDevices": [{"bridge": "vmbr2", "firewall": True}]},
+            ),
+            (fs.OPTIONS, "o", {"vmId": 300, "enabled": True, "ipfilter": True}),
+            (fs.CONTAINER, "tpl", {"vmId": 200, "template": True, "networkInterfaces": [{}]}),
+        ]
+    )
+    [container] = views[1000].senders(host)
+    assert (container.vmid, container.iface, container.bridge) == (1000, "net0", "vmbr2")
+    assert str(container.sources) == "10.99.1.0/32, fe80::/64"
+    [vm] = views[300].senders(host)
+    assert str(vm.sources) == "fe80::/64"
+    assert views[200].senders(host) == []

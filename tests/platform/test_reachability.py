@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 import pytest
@@ -19,12 +20,18 @@ from zlh_infra.platform.reachability import (
     GuestFirewall,
     HostFirewall,
     Rule,
+    Sender,
+    Unfiltered,
     UnresolvedSourceError,
+    authentic,
     exposure,
     reachable_from,
+    read_nic_address,
     read_ports,
     read_proto,
     read_source,
+    sender,
+    spoofers,
 )
 
 # A small address universe per family keeps collisions between rules and probes frequent.
@@ -516,3 +523,164 @@ def test_ipv6_sources_aliases_and_ip_sets_are_evaluated() -> None:
     metrics = reachable_from(host, guest, iface="net1", proto=TCP, port=9100)
     assert "10.99.0.20" in metrics and "fd00::2" in metrics and "fd00::20" in metrics
     assert "fd00::1" not in metrics and "fd01::1" not in metrics and "10.99.0.21" not in metrics
+
+
+# --- what a guest can send from ------------------------------------------------------------
+
+API = AddressSet.of("10.99.0.10")
+FILTERED = GuestFirewall(enabled=True, nic_firewall={"net1": True}, ipfilter=True)
+
+
+def nic(
+    guest: GuestFirewall = FILTERED,
+    *,
+    vmid: int = 1000,
+    host: HostFirewall = HOST,
+    container: bool = True,
+    addresses: tuple[str, ...] = ("10.99.1.0/22",),
+    ipsets: dict[str, list[tuple[str, bool]]] | None = None,
+    aliases: dict[str, str] | None = None,
+) -> Sender:
+    return sender(
+        host,
+        guest,
+        vmid=vmid,
+        iface="net1",
+        bridge="vmbr2",
+        container=container,
+        addresses=addresses,
+        guest_aliases=aliases,
+        guest_ipsets=ipsets,
+    )
+
+
+def test_a_filtered_container_sends_from_its_own_addresses_only() -> None:
+    found = nic(addresses=("10.99.1.0/22", "fd99::1:0/64"))
+    assert found.unfiltered is None
+    # Its ip=, ip6= and the MAC-derived link-local address (somewhere in fe80::/64).
+    assert str(found.sources) == "10.99.1.0/32, fd99::1:0/128, fe80::/64"
+    assert str(found.own) == "10.99.1.0/32, fd99::1:0/128"
+    assert not found.forges(API)
+    assert "fe80:1::1" not in found.sources
+
+
+def test_a_filtered_vm_needs_its_addresses_in_an_ip_set() -> None:
+    found = nic(container=False)
+    # Proxmox adds no VM's configured address to its ipfilter set.
+    assert str(found.sources) == "fe80::/64"
+    assert str(found.own) == "10.99.1.0/32"
+    listed = nic(container=False, ipsets={"ipfilter-net1": [("10.99.1.0", False)]})
+    assert str(listed.sources) == "10.99.1.0/32, fe80::/64"
+
+
+@pytest.mark.parametrize(
+    ("host", "guest", "why"),
+    [
+        (HostFirewall(enabled=False), FILTERED, Unfiltered.DATACENTER),
+        (HOST, replace(FILTERED, enabled=False), Unfiltered.GUEST),
+        (HOST, replace(FILTERED, nic_firewall={"net1": False}), Unfiltered.NIC),
+        (HOST, replace(FILTERED, nic_firewall={"net0": True}), Unfiltered.NIC),
+        (HOST, replace(FILTERED, ipfilter=False), Unfiltered.IPFILTER),
+    ],
+)
+def test_what_leaves_a_nic_unfiltered(
+    host: HostFirewall, guest: GuestFirewall, why: Unfiltered
+) -> None:
+    found = nic(guest, host=host)
+    assert found.unfiltered is why
+    assert found.sources == AddressSet.everything()
+    assert found.forges(API) == API
+
+
+def test_an_ipfilter_ip_set_filters_without_the_option() -> None:
+    guest = replace(FILTERED, ipfilter=False)
+    found = nic(guest, ipsets={"ipfilter-net1": [("10.99.1.5", False)], "ipfilter-net0": []})
+    assert found.unfiltered is None
+    assert str(found.sources) == "10.99.1.0/32, 10.99.1.5/32, fe80::/64"
+    # Another NIC's set does not filter this one.
+    other = nic(guest, ipsets={"ipfilter-net0": [("10.99.1.0", False)]})
+    assert other.unfiltered is Unfiltered.IPFILTER
+
+
+def test_ip_set_entries_name_aliases_of_the_guest_then_of_the_datacenter() -> None:
+    entries = [("api", False), ("dc/api", False), ("guest/own", False)]
+    found = nic(ipsets={"ipfilter-net1": entries}, aliases={"api": "10.99.1.7", "own": "fd99::7"})
+    assert str(found.sources) == "10.99.0.10/32, 10.99.1.0/32, 10.99.1.7/32, fd99::7/128, fe80::/64"
+    with pytest.raises(UnresolvedSourceError) as caught:
+        nic(ipsets={"ipfilter-net1": [("guest/api", False)]})
+    assert str(caught.value) == "IP set 'ipfilter-net1': alias 'guest/api' does not exist"
+    with pytest.raises(FirewallReadError) as unreadable:
+        nic(ipsets={"ipfilter-net1": [("+zpack-api", False)]})
+    assert str(unreadable.value) == (
+        "IP set 'ipfilter-net1': entry '+zpack-api' is not an IP address, a network or an alias"
+    )
+
+
+IPSET_ENTRIES = st.lists(st.tuples(networks, st.booleans()), max_size=6)
+
+
+@settings(max_examples=300)
+@given(IPSET_ENTRIES, addresses)
+def test_an_ip_set_admits_what_its_most_specific_entry_says(
+    entries: list[tuple[IPv4Network | IPv6Network, bool]], address: IPv4Address | IPv6Address
+) -> None:
+    """ipset hash:net: the longest matching prefix decides; nomatch is an exception."""
+    found = nic(addresses=(), ipsets={"ipfilter-net1": [(str(n), m) for n, m in entries]})
+    matching = sorted(
+        ((n.prefixlen, not nomatch) for n, nomatch in entries if address in n), reverse=True
+    )
+    expected = bool(matching) and matching[0][1]
+    assert (address in found.sources) == expected
+
+
+def test_dhcp_requests_leave_ahead_of_the_filter() -> None:
+    found = nic(replace(FILTERED, dhcp=True))
+    both = AddressSet.of("10.99.0.10", "fd99::10")
+    assert found.forges(both) == AddressSet()
+    assert str(found.forges(both, proto=UDP, port=67)) == "10.99.0.10/32"
+    assert str(found.forges(both, proto=UDP, port=547)) == "fd99::10/128"
+    assert found.forges(both, proto=TCP, port=67) == AddressSet()
+    assert nic().forges(both, proto=UDP, port=67) == AddressSet()
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("10.99.0.10/22", "10.99.0.10"),
+        (" 10.99.0.10 ", "10.99.0.10"),
+        ("fd99::10/64", "fd99::10"),
+        ("dhcp", None),
+        ("DHCP", None),
+        ("auto", None),
+        ("manual", None),
+    ],
+)
+def test_nic_addresses(text: str, address: str | None) -> None:
+    found = read_nic_address(text)
+    assert (str(found) if found is not None else None) == address
+
+
+@pytest.mark.parametrize("text", ["10.99.0.300/22", "10.99.0.10/33", "", "eth0", 10])
+def test_nic_addresses_the_reader_refuses(text: object) -> None:
+    with pytest.raises(FirewallReadError) as caught:
+        read_nic_address(text)
+    assert str(caught.value) == (
+        f"address {text!r} is not an IP address (with or without a prefix length), dhcp, auto "
+        "or manual"
+    )
+
+
+def test_spoofers_are_the_other_guests_that_can_send_from_an_address() -> None:
+    api = nic(vmid=100, addresses=("10.99.0.10/22",))
+    tenant = nic(vmid=1000)
+    open_tenant = nic(replace(FILTERED, ipfilter=False), vmid=1001)
+    duplicate = nic(vmid=1002, addresses=("10.99.0.10/22",))
+    senders = [api, tenant, open_tenant, duplicate]
+    assert spoofers(senders, API, owners={100}) == [(open_tenant, API), (duplicate, API)]
+    assert spoofers(senders, API) == [(api, API), (open_tenant, API), (duplicate, API)]
+    assert authentic(senders, API, owners={100}) == AddressSet()
+    assert authentic([api, tenant], API | AddressSet.of("10.99.1.0"), owners={100}) == API
+    assert authentic([api, tenant], API) == AddressSet()
+    assert authentic([], API) == API
+    with pytest.raises(ValueError, match="proto 'icmp' is not one of tcp, udp, other"):
+        spoofers(senders, API, proto="icmp")

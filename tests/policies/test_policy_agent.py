@@ -7,15 +7,15 @@ from typing import Any
 import pytest
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
+from tests.policies import policy_fixtures as fixtures
 from tests.policies.policy_fixtures import (
     API,
     FLEET_RULES,
-    core_stack,
+    MONITOR,
+    StackBuilder,
     find,
     props,
     rule,
-    runtime_builder,
-    runtime_stack,
     unknown,
 )
 from zlh_infra.platform.reachability import FirewallReadError
@@ -25,6 +25,7 @@ from zlh_infra.policies.resources import (
     CLONED_VM,
     CLONED_VM_LEGACY,
     CLUSTER_FIREWALL,
+    CONTAINER,
     FIREWALL_ALIAS,
     FIREWALL_IPSET,
     FIREWALL_OPTIONS,
@@ -36,6 +37,46 @@ from zlh_infra.policies.resources import (
 )
 
 CONFIG = AGENT.parse("zlh-agent-port", None)
+
+#: The management addresses the shipped stacks give the fixtures' guests (net1).
+MANAGEMENT = {"zpack-api": API, "zlh-monitor": MONITOR, "mc-survival": "10.99.1.0"}
+MANAGEMENT["dev-alice"] = "10.99.1.100"
+
+
+def as_the_program_writes(resources: list[Resource]) -> list[Resource]:
+    """Filter options and management addresses as ``layers/guest.py`` writes them."""
+    for resource in resources:
+        values = props(resource)
+        if resource.type == FIREWALL_OPTIONS:
+            # Routers (VMs) forward others' traffic: only their MAC is filtered.
+            values.setdefault("ipfilter", "containerId" in values)
+            values.setdefault("macfilter", True)
+            values.setdefault("dhcp", False)
+        elif resource.type == CONTAINER and resource.name in MANAGEMENT:
+            configs: list[dict[str, Any]] = [{} for _ in values["networkInterfaces"]]
+            configs[1] = {"ipv4": {"address": f"{MANAGEMENT[resource.name]}/22"}}
+            values.setdefault("initialization", {"ipConfigs": configs})
+    return resources
+
+
+def core_stack() -> list[Resource]:
+    return as_the_program_writes(fixtures.core_stack())
+
+
+def runtime_stack() -> list[Resource]:
+    return as_the_program_writes(fixtures.runtime_stack())
+
+
+def core_builder() -> StackBuilder:
+    builder = fixtures.core_builder()
+    as_the_program_writes(builder.resources)
+    return builder
+
+
+def runtime_builder() -> StackBuilder:
+    builder = fixtures.runtime_builder()
+    as_the_program_writes(builder.resources)
+    return builder
 
 
 def rules_of(resources: list[Resource], guest: str) -> list[dict[str, Any]]:
@@ -273,13 +314,17 @@ def test_a_disabled_datacenter_firewall() -> None:
 def test_config_moves_the_api_and_the_port() -> None:
     config = AGENT.parse("zlh-agent-port", {"apiAddress": "10.99.1.10", "agentPort": 9100})
     findings = check_agent_port(runtime_stack(), config)
-    # 9100 is the monitor's port in the fixtures: now only the API may use it.
-    assert len(findings.violations) == 2
-    assert findings.messages[0].startswith(
+    # 9100 is the monitor's port in the fixtures (the node's and the fleet's rules): now
+    # only the API may use it.
+    assert [m.split(";")[0] for m in findings.messages] == [
+        "firewall rules host-rules of node zlh-runtime: rule 2 accepts TCP 9100 from source "
+        "10.99.0.20/32",
         "firewall rules mc-survival-rules of container 1000: rule 1 (metrics scrape from "
-        "zlh-monitor) accepts TCP 9100 from source 10.99.0.20/32; only zpack-api's management "
-        "address 10.99.1.10 may reach zlh-agent"
-    )
+        "zlh-monitor) accepts TCP 9100 from source 10.99.0.20/32",
+        "firewall rules dev-alice-rules of container 1100: rule 1 (metrics scrape from "
+        "zlh-monitor) accepts TCP 9100 from source 10.99.0.20/32",
+    ]
+    assert "only zpack-api's management address 10.99.1.10 may reach" in findings.messages[1]
 
 
 def test_a_bad_api_address_in_config() -> None:
@@ -440,7 +485,7 @@ def add_fleet_vm(
     builder.add(
         f"{chain}${FIREWALL_OPTIONS}",
         "mc-clone-firewall",
-        {**owner, "enabled": True, "inputPolicy": "DROP"},
+        {**owner, "enabled": True, "inputPolicy": "DROP", "ipfilter": True, "macfilter": True},
         parent=component.urn,
     )
     builder.add(
@@ -752,3 +797,413 @@ def test_values_the_reader_takes_as_written() -> None:
     entries[0]["dport"] = " 18888 "
     entries[1] |= {"dport": 9100.0, "source": "monitor"}
     assert messages_of(builder.resources) == []
+
+
+# 8. Only the API and the monitor can send from their addresses: ipfilter and macfilter.
+
+SPOOFED = (
+    "zpack-api's management address 10.99.0.10 (the zlh-agent rule's source) and "
+    "zlh-monitor's management address 10.99.0.20 (the metrics scrape rule's source)"
+)
+
+
+def options_of(resources: list[Resource], guest: str) -> dict[str, Any]:
+    return props(find(resources, f"{guest}-firewall", FIREWALL_OPTIONS))
+
+
+def on_management(resources: list[Resource], guest: str, address: str | None = None) -> None:
+    """Give ``guest`` a NIC net1 on the management bridge (with ``address``)."""
+    values = props(find(resources, guest))
+    nics = values.get("networkInterfaces") or values["networkDevices"]
+    nics.append({"bridge": "vmbr2", "firewall": True})
+    if address is not None:
+        values["initialization"] = {"ipConfigs": [{}, {"ipv4": {"address": address}}]}
+
+
+@pytest.mark.parametrize(
+    ("value", "state"),
+    [
+        (None, "leave ipfilter unset"),
+        (False, "turn ipfilter off"),
+        ("true", "set ipfilter to 'true', which is not true or false"),
+    ],
+)
+def test_a_fleet_container_without_ipfilter(value: object, state: str) -> None:
+    resources = runtime_stack()
+    options = find(resources, "mc-survival-firewall", FIREWALL_OPTIONS)
+    props(options)["ipfilter"] = value
+    findings = check_agent_port(resources, CONFIG)
+    # One finding for the cause: not also one for each address it can send from.
+    assert findings.messages == [
+        f"mc-survival (VMID 1000): firewall options mc-survival-firewall {state}, so the "
+        "guest can send from any address, zpack-api's management address 10.99.0.10 among "
+        "them, and reach every zlh-agent as zpack-api; set ipfilter=true, so Proxmox lets it "
+        "send from its configured addresses only."
+    ]
+    assert [v.urn for v in findings.violations] == [options.urn]
+
+
+@pytest.mark.parametrize(
+    ("value", "state"), [(None, "leave macfilter unset"), (False, "turn macfilter off")]
+)
+def test_a_fleet_container_without_macfilter(value: object, state: str) -> None:
+    resources = runtime_stack()
+    options = find(resources, "dev-alice-firewall", FIREWALL_OPTIONS)
+    props(options)["macfilter"] = value
+    findings = check_agent_port(resources, CONFIG)
+    assert findings.messages == [
+        f"dev-alice (VMID 1100): firewall options dev-alice-firewall {state}, so the guest can "
+        "send with another guest's MAC address and receive what the bridge delivers to that "
+        "guest; set macfilter=true."
+    ]
+    assert [v.urn for v in findings.violations] == [options.urn]
+
+
+def test_a_fleet_vm_needs_its_addresses_in_an_ip_set() -> None:
+    builder = runtime_builder()
+    add_fleet_vm(builder, CLONED_VM)
+    del props(find(builder.resources, "mc-clone-firewall", FIREWALL_OPTIONS))["ipfilter"]
+    assert messages_of(builder.resources) == [
+        "mc-clone (VMID 1002): firewall options mc-clone-firewall leave ipfilter unset, so the "
+        "guest can send from any address, zpack-api's management address 10.99.0.10 among "
+        "them, and reach every zlh-agent as zpack-api; set ipfilter=true, and list the VM's own "
+        "addresses in an IP set ipfilter-net<N> (Proxmox adds no VM's addresses to it)."
+    ]
+
+
+def test_what_reaches_the_agent_is_judged_without_ipfilter_too() -> None:
+    resources = runtime_stack()
+    options_of(resources, "mc-survival")["ipfilter"] = False
+    rules_of(resources, "mc-survival").append(rule(22, None))
+    assert [m.split(",")[0] for m in messages_of(resources)] == [
+        "mc-survival (VMID 1000): firewall options mc-survival-firewall turn ipfilter off",
+        "mc-survival (VMID 1000): its management NIC net1 is reachable on TCP 22 from 0.0.0.0/0",
+    ]
+
+
+def test_another_guest_on_the_management_bridge_without_ipfilter() -> None:
+    resources = runtime_stack()
+    on_management(resources, "zlh-artifacts", "10.99.1.200/22")
+    options = find(resources, "zlh-artifacts-firewall", FIREWALL_OPTIONS)
+    props(options)["ipfilter"] = False
+    findings = check_agent_port(resources, CONFIG)
+    assert findings.messages == [
+        f"zlh-artifacts (VMID 150): its NIC net1 on the management bridge vmbr2 can send from "
+        f"{SPOOFED}, because its firewall options zlh-artifacts-firewall leave ipfilter off; "
+        "set ipfilter=true in them, so Proxmox lets it send from its configured addresses only."
+    ]
+    assert [v.urn for v in findings.violations] == [options.urn]
+    # With ipfilter it sends from its own address only: compliant.
+    props(options)["ipfilter"] = True
+    assert messages_of(resources) == []
+
+
+def test_a_router_vm_on_the_management_bridge_needs_an_ip_set() -> None:
+    resources = runtime_stack()
+    on_management(resources, "zlh-zpack-router")
+    assert messages_of(resources) == [
+        "zlh-zpack-router (VMID 310): its NIC net2 on the management bridge vmbr2 can send from "
+        f"{SPOOFED}, because its firewall options zlh-zpack-router-firewall leave ipfilter off; "
+        "set ipfilter=true in them, and list the VM's own addresses in an IP set ipfilter-net2 "
+        "(Proxmox adds no VM's addresses to it)."
+    ]
+    # The WAN and LAN bridges are not the management network: a router forwards there.
+    assert messages_of(runtime_stack()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "why", "fix", "on"),
+    [
+        (
+            lambda r: options_of(r, "zlh-velocity").update(enabled=False),
+            "its firewall options zlh-velocity-firewall leave its firewall disabled, and "
+            "Proxmox filters what a guest sends only while its firewall is on",
+            "set enabled=true and ipfilter=true in them",
+            "zlh-velocity-firewall",
+        ),
+        (
+            lambda r: props(find(r, "zlh-velocity"))["networkInterfaces"][1].update(firewall=False),
+            "net1 has firewall=false, and Proxmox filters what a NIC sends only with the flag on",
+            "set firewall=true on net1",
+            "zlh-velocity",
+        ),
+        (
+            lambda r: r.remove(find(r, "zlh-velocity-firewall", FIREWALL_OPTIONS)),
+            "it has no firewall options, so its firewall stays off and nothing filters what it "
+            "sends",
+            "add firewall options for it with enabled=true and ipfilter=true",
+            "zlh-velocity",
+        ),
+    ],
+)
+def test_what_leaves_a_guest_unfiltered(change: Any, why: str, fix: str, on: str) -> None:
+    resources = runtime_stack()
+    on_management(resources, "zlh-velocity", "10.99.1.203/22")
+    change(resources)
+    findings = check_agent_port(resources, CONFIG)
+    assert findings.messages == [
+        f"zlh-velocity (VMID 312): its NIC net1 on the management bridge vmbr2 can send from "
+        f"{SPOOFED}, because {why}; {fix}."
+    ]
+    assert findings.violations[0].urn in {r.urn for r in resources if r.name == on}
+
+
+def test_a_guest_configured_with_the_apis_address() -> None:
+    resources = runtime_stack()
+    on_management(resources, "zlh-velocity", f"{API}/22")
+    guest = find(resources, "zlh-velocity")
+    findings = check_agent_port(resources, CONFIG)
+    # ipfilter admits a container's own addresses: here that is the API's.
+    assert findings.messages == [
+        "zlh-velocity (VMID 312): its NIC net1 on the management bridge vmbr2 can send from "
+        "zpack-api's management address 10.99.0.10 (the zlh-agent rule's source), because "
+        "net1 is configured with 10.99.0.10/32; give net1 an address of its own."
+    ]
+    assert [v.urn for v in findings.violations] == [guest.urn]
+
+
+def test_an_ipfilter_ip_set_that_admits_the_monitor() -> None:
+    builder = runtime_builder()
+    on_management(builder.resources, "zlh-velocity", "10.99.1.203/22")
+    ipset = builder.add(
+        FIREWALL_IPSET,
+        "velocity-ipfilter",
+        {"containerId": 312.0, "name": "ipfilter-net1", "cidrs": [{"name": "10.99.0.0/24"}]},
+    )
+    assert messages_of(builder.resources) == [
+        "zlh-velocity (VMID 312): its NIC net1 on the management bridge vmbr2 can send from "
+        f"{SPOOFED}, because its IP set ipfilter-net1 admits 10.99.0.10/32, 10.99.0.20/32; "
+        "keep only net1's own addresses in that IP set."
+    ]
+    # The set filters even with the ipfilter option off; nomatch entries, most specific
+    # first, take the API's and the monitor's addresses out of it.
+    options_of(builder.resources, "zlh-velocity")["ipfilter"] = False
+    props(ipset)["cidrs"] += [
+        {"name": API, "nomatch": True},
+        {"name": "10.99.0.16/28", "nomatch": True},
+        {"name": "10.99.0.21"},
+    ]
+    assert messages_of(builder.resources) == []
+
+
+def test_the_api_and_the_monitor_may_send_from_their_own_addresses() -> None:
+    resources = core_stack()
+    assert messages_of(resources) == []
+    # Without ipfilter, each could send from the other's address.
+    for guest in ("zpack-api", "zlh-monitor"):
+        options_of(resources, guest)["ipfilter"] = False
+    assert messages_of(resources) == [
+        "zpack-api (VMID 100): its NIC net1 on the management bridge vmbr2 can send from "
+        "zlh-monitor's management address 10.99.0.20 (the metrics scrape rule's source), "
+        "because its firewall options zpack-api-firewall leave ipfilter off; set ipfilter=true "
+        "in them, so Proxmox lets it send from its configured addresses only.",
+        "zlh-monitor (VMID 2000): its NIC net1 on the management bridge vmbr2 can send from "
+        "zpack-api's management address 10.99.0.10 (the zlh-agent rule's source), because its "
+        "firewall options zlh-monitor-firewall leave ipfilter off; set ipfilter=true in them, "
+        "so Proxmox lets it send from its configured addresses only.",
+    ]
+
+
+def test_only_the_tagged_service_owns_its_address() -> None:
+    resources = core_stack()
+    api = find(resources, "zpack-api")
+    props(api)["tags"] = [t for t in props(api)["tags"] if t != "svc-zpack-api"]
+    assert messages_of(resources) == [
+        "zpack-api (VMID 100): its NIC net1 on the management bridge vmbr2 can send from "
+        "zpack-api's management address 10.99.0.10 (the zlh-agent rule's source), because "
+        "net1 is configured with 10.99.0.10/32; give net1 an address of its own."
+    ]
+
+
+def test_a_core_datacenter_firewall_that_is_off() -> None:
+    resources = core_stack()
+    firewall = find(resources, "core-datacenter-firewall", CLUSTER_FIREWALL)
+    props(firewall)["enabled"] = False
+    findings = check_agent_port(resources, CONFIG)
+    assert findings.messages == [
+        "datacenter firewall core-datacenter-firewall is not enabled, so Proxmox filters "
+        "nothing a guest sends: zpack-api (VMID 100), zlh-monitor (VMID 2000) on the "
+        f"management bridge vmbr2 can send from {SPOOFED}; enable it (or set policy config "
+        "requireClusterFirewall to false if it is managed outside this stack)."
+    ]
+    assert [v.urn for v in findings.violations] == [firewall.urn]
+    relaxed = AGENT.parse("zlh-agent-port", {"requireClusterFirewall": False})
+    assert check_agent_port(resources, relaxed).violations == []
+    without = [r for r in resources if r is not firewall]
+    assert (
+        check_agent_port(without, CONFIG)
+        .messages[0]
+        .startswith(
+            "the stack has no datacenter firewall resource, so Proxmox filters nothing a guest "
+            "sends: "
+        )
+    )
+
+
+def test_a_runtime_datacenter_firewall_that_is_off_is_reported_once() -> None:
+    resources = runtime_stack()
+    on_management(resources, "zlh-velocity", "10.99.1.203/22")
+    props(find(resources, "runtime-datacenter-firewall", CLUSTER_FIREWALL))["enabled"] = False
+    assert [m.split(";")[0] for m in messages_of(resources)] == [
+        "the stack has 2 game/dev container(s) but its datacenter firewall "
+        "runtime-datacenter-firewall is not enabled"
+    ]
+
+
+def test_a_template_sends_nothing() -> None:
+    resources = runtime_stack()
+    on_management(resources, "zlh-base")
+    props(find(resources, "zlh-base"))["template"] = True
+    options_of(resources, "zlh-base")["ipfilter"] = False
+    assert messages_of(resources) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (
+            lambda r: options_of(r, "zlh-velocity").update(ipfilter="yes"),
+            "ipfilter 'yes' is not true or false",
+        ),
+        (
+            lambda r: options_of(r, "zlh-velocity").update(dhcp=1.0),
+            "dhcp 1.0 is not true or false",
+        ),
+        (
+            lambda r: props(find(r, "zlh-velocity")).update(
+                initialization={"ipConfigs": [{}, {"ipv4": {"address": "10.99.1.300/22"}}]}
+            ),
+            "address '10.99.1.300/22' is not an IP address (with or without a prefix length), "
+            "dhcp, auto or manual",
+        ),
+    ],
+)
+def test_what_a_guest_may_send_that_cannot_be_read(change: Any, error: str) -> None:
+    resources = runtime_stack()
+    on_management(resources, "zlh-velocity", "10.99.1.203/22")
+    change(resources)
+    assert messages_of(resources) == [
+        f"zlh-velocity (VMID 312): what it may send cannot be judged: {error}{CORRECT}"
+    ]
+
+
+def test_an_ipfilter_ip_set_naming_a_missing_alias() -> None:
+    builder = runtime_builder()
+    on_management(builder.resources, "zlh-velocity", "10.99.1.203/22")
+    builder.add(
+        FIREWALL_IPSET,
+        "velocity-ipfilter",
+        {"containerId": 312.0, "name": "ipfilter-net1", "cidrs": [{"name": "velocity"}]},
+    )
+    assert messages_of(builder.resources) == [
+        "zlh-velocity (VMID 312): what it may send cannot be judged: IP set 'ipfilter-net1': "
+        f"alias 'velocity' does not exist{CORRECT}"
+    ]
+
+
+def test_an_unknown_filter_option_is_not_a_pass() -> None:
+    resources = runtime_stack()
+    options = find(resources, "mc-survival-firewall", FIREWALL_OPTIONS)
+    resources[resources.index(options)] = unknown(options, ipfilter=UNKNOWN_STRING_VALUE)
+    findings = check_agent_port(resources, CONFIG)
+    assert findings.violations == []
+    assert [u.message for u in findings.unknowns] == [
+        "string value at .ipfilter can't be known during preview"
+    ]
+
+
+def test_an_unknown_tag_skips_only_that_guest() -> None:
+    resources = runtime_stack()
+    on_management(resources, "zlh-velocity", "10.99.1.203/22")
+    on_management(resources, "zlh-artifacts", "10.99.1.200/22")
+    options_of(resources, "zlh-artifacts")["ipfilter"] = False
+    velocity = find(resources, "zlh-velocity")
+    resources[resources.index(velocity)] = unknown(velocity, tags=UNKNOWN_STRING_VALUE)
+    findings = check_agent_port(resources, CONFIG)
+    assert [m.split(",")[0] for m in findings.messages] == [
+        "zlh-artifacts (VMID 150): its NIC net1 on the management bridge vmbr2 can send from "
+        "zpack-api's management address 10.99.0.10 (the zlh-agent rule's source) and "
+        "zlh-monitor's management address 10.99.0.20 (the metrics scrape rule's source)"
+    ]
+    assert [u.message for u in findings.unknowns] == [
+        "string value at .tags can't be known during preview"
+    ]
+
+
+# 9. Names in an agent rule's source count by the addresses they stand for.
+
+
+def fleet_group(builder: StackBuilder, cidrs: list[dict[str, Any]]) -> Resource:
+    """The fleet's agent rule in a security group, from a datacenter IP set ``zlh-api``."""
+    builder.add(FIREWALL_IPSET, "zlh-api-ipset", {"name": "zlh-api", "cidrs": cidrs})
+    group = builder.add(
+        SECURITY_GROUP,
+        "fleet-security-group",
+        # No interface inside a group (Proxmox refuses it): the reference names net1.
+        {
+            "name": "zlh-fleet",
+            "rules": [{**rule(18888, "+zlh-api", comment="zlh-agent"), "iface": None}],
+        },
+    )
+    for guest in ("mc-survival", "dev-alice"):
+        rules_of(builder.resources, guest)[0] = {"securityGroup": "zlh-fleet", "iface": "net1"}
+    return group
+
+
+def test_an_ip_set_holding_only_the_api_may_be_the_agent_rules_source() -> None:
+    builder = runtime_builder()
+    fleet_group(builder, [{"name": f"{API}/32"}])
+    assert messages_of(builder.resources) == []
+
+
+def test_an_ip_set_holding_more_than_the_api() -> None:
+    builder = runtime_builder()
+    group = fleet_group(builder, [{"name": f"{API}/32"}, {"name": "10.99.1.0/24"}])
+    findings = check_agent_port(builder.resources, CONFIG)
+    assert findings.messages[0] == (
+        "security group fleet-security-group: rule 0 (zlh-agent) accepts TCP 18888 from source "
+        "+zlh-api (= 10.99.0.10/32, 10.99.1.0/24); only zpack-api's management address "
+        "10.99.0.10 may reach zlh-agent: set its source to 10.99.0.10/32, or narrow its proto "
+        "and dport so they do not cover 18888."
+    )
+    assert findings.violations[0].urn == group.urn
+
+
+def test_a_guest_alias_holding_the_api_and_a_missing_one() -> None:
+    builder = runtime_builder()
+    builder.add(FIREWALL_ALIAS, "api", {"containerId": 1000.0, "name": "api", "cidr": API})
+    rules_of(builder.resources, "mc-survival")[0]["source"] = "api"
+    assert messages_of(builder.resources) == []
+    # The same name means nothing in another guest: it stays a violation there.
+    rules_of(builder.resources, "dev-alice")[0]["source"] = "api"
+    assert messages_of(builder.resources)[0].startswith(
+        "firewall rules dev-alice-rules of container 1100: rule 0 (zlh-agent from zpack-api) "
+        "accepts TCP 18888 from source api; only zpack-api's management address"
+    )
+
+
+def test_an_ip_set_not_known_yet_waits() -> None:
+    builder = runtime_builder()
+    fleet_group(builder, [{"name": f"{API}/32"}])
+    ipset = find(builder.resources, "zlh-api-ipset", FIREWALL_IPSET)
+    builder.resources[builder.resources.index(ipset)] = unknown(ipset, cidrs=UNKNOWN_STRING_VALUE)
+    findings = check_agent_port(builder.resources, CONFIG)
+    assert findings.violations == []
+    assert [u.message for u in findings.unknowns] == [
+        "string value at .cidrs can't be known during preview"
+    ]
+
+
+def test_a_fleet_vmid_under_a_core_role_tag_is_judged_as_fleet() -> None:
+    """Class 5: a tag is free text; the VMID's range makes it a fleet container all the same."""
+    resources = runtime_stack()
+    game = find(resources, "mc-survival")
+    props(game)["tags"] = [t for t in props(game)["tags"] if not t.startswith("role-")] + [
+        "role-core-infra"
+    ]
+    find_options = find(resources, "mc-survival-firewall", FIREWALL_OPTIONS)
+    props(find_options)["ipfilter"] = False
+    assert any(
+        m.startswith("mc-survival (VMID 1000): firewall options mc-survival-firewall")
+        for m in messages_of(resources)
+    )

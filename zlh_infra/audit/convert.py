@@ -48,6 +48,7 @@ class LiveNic:
     bridge: str
     firewall: bool
     address: str | None
+    address6: str | None = None
 
     @property
     def iface(self) -> str:
@@ -63,17 +64,19 @@ def nics(guest: GuestRecord) -> list[LiveNic]:
             continue
         index = int(match.group(1))
         props = property_string(value)
-        address = props.get("ip")
         if guest.kind == "qemu":
-            # A VM's address lives in cloud-init's ipconfigN, not in netN.
-            address = property_string(guest.config.get(f"ipconfig{index}")).get("ip")
+            # A VM's addresses live in cloud-init's ipconfigN, not in netN.
+            addresses = property_string(guest.config.get(f"ipconfig{index}"))
+        else:
+            addresses = props
         found.append(
             LiveNic(
                 index=index,
                 # Proxmox's default bridge is none; the checks treat "" as "not the bridge".
                 bridge=props.get("bridge", ""),
                 firewall=flag(props.get("firewall")),
-                address=address or None,
+                address=addresses.get("ip") or None,
+                address6=addresses.get("ip6") or None,
             )
         )
     return sorted(found, key=lambda nic: nic.index)
@@ -123,10 +126,21 @@ def guest_urn(snapshot: HostSnapshot, guest: GuestRecord) -> str:
     return f"pve:{snapshot.target.stack}/{guest.node}/{guest.kind}/{guest.vmid}"
 
 
+def _ip_configs(guest: GuestRecord) -> list[dict[str, Any]]:
+    """``initialization.ipConfigs``: position i is ``net<i>``, as in the NIC list."""
+    live = nics(guest)
+    configs: list[dict[str, Any]] = [{} for _ in range(live[-1].index + 1)] if live else []
+    for nic in live:
+        for family, address in (("ipv4", nic.address), ("ipv6", nic.address6)):
+            if address:
+                configs[nic.index][family] = {"address": address}
+    return configs
+
+
 def guest_props(guest: GuestRecord) -> dict[str, Any]:
     """The guest as a ContainerLegacy / VmLegacy input."""
     config = guest.config
-    addresses = [{"ipv4": {"address": nic.address}} if nic.address else {} for nic in nics(guest)]
+    addresses = _ip_configs(guest)
     props: dict[str, Any] = {
         "vmId": guest.vmid,
         "nodeName": guest.node,
@@ -162,6 +176,34 @@ def options_props(options: Mapping[str, Any]) -> dict[str, Any]:
         if options.get(api_key):
             props[prop] = str(options[api_key])
     return props
+
+
+#: The guest options that bound what it sends, where pve-firewall reads an unset one
+#: otherwise than the provider does: MAC filtering is on, and DHCP is let out unless
+#: ``dhcp`` is 0 (though the option's documented default is off). An unset ``ipfilter``
+#: is off for both, and stays unset.
+_UNSET = {"macfilter": True, "dhcp": True}
+
+
+def guest_options_props(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A guest's firewall options as an OptionsLegacy input, with what bounds its sending."""
+    props = options_props(options)
+    for key in ("ipfilter", "macfilter", "dhcp"):
+        value = options.get(key)
+        if value is not None:
+            props[key] = _option_flag(value)
+        elif key in _UNSET:
+            props[key] = _UNSET[key]
+    return props
+
+
+def _option_flag(value: object) -> object:
+    """0 or 1 as a bool; anything else as it came, for the reader to refuse by name."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | str) and str(value).strip() in ("0", "1"):
+        return str(value).strip() == "1"
+    return value
 
 
 def _positive(value: object) -> bool:
@@ -210,7 +252,7 @@ def options_resource(snapshot: HostSnapshot, guest: GuestRecord) -> Resource:
         urn=guest_urn(snapshot, guest) + "/firewall/options",
         type=fs.OPTIONS,
         name=f"{guest.kind}/{guest.vmid}",
-        props={**options_props(guest.firewall_options), **_owner(guest)},
+        props={**guest_options_props(guest.firewall_options), **_owner(guest)},
     )
 
 

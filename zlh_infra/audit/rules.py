@@ -10,13 +10,15 @@ reach each agent.
 
 Which guests the rules cover: those Pulumi manages (tagged ``zlh`` and among the
 stack's recorded VMIDs), and every game or dev container whoever made it, since the
-platform API creates those. Any other guest is reported as unmanaged, for information.
+platform API creates those. Any other guest is reported as unmanaged, for information,
+and held only to what it can send on the management network: one that can send from
+zpack-api's address undoes the agent path's firewall, whoever made it.
 
 Adapters, where a check reads what a live host does not hold as the program writes it:
 
 - rule sources naming an alias or IP set are resolved to addresses (by the evaluator)
-  before the agent check reads them: the pack counts any name as "not the API's
-  address", which holds for the program's own literal rules but not for an operator's;
+  before the agent check reads them, and its messages then say which name a rule wrote
+  and what it stands for, or that it names nothing on the host;
 - a game/dev container without a role tag gets the role of its VMID range, so the
   stateful check sees it as the pack's VMID fallback for the fleet does;
 - Pulumi's ``protect`` option is not on a host: the audit judges Proxmox protection only.
@@ -167,7 +169,8 @@ def audit(snapshots: Sequence[HostSnapshot], plan: AuditPlan) -> list[Finding]:
     stateful_config = cfg.STATEFUL.parse(RULE_STATEFUL, None)
     for snapshot in snapshots:
         on_host = [g for g in scoped if g.snapshot is snapshot]
-        findings += _agent_path(snapshot, on_host, plan, agent_configs[snapshot.target.stack])
+        hosted = [g for g in guests if g.snapshot is snapshot]
+        findings += _agent_path(snapshot, hosted, plan, agent_configs[snapshot.target.stack])
         findings += _stateful(snapshot, on_host, stateful_config)
     return sorted(findings, key=_order(snapshots))
 
@@ -296,13 +299,18 @@ def _placement(
 
 def _agent_path(
     snapshot: HostSnapshot,
-    on_host: Sequence[LiveGuest],
+    hosted: Sequence[LiveGuest],
     plan: AuditPlan,
     config: cfg.AgentPortConfig,
 ) -> list[Finding]:
-    fleet = [g for g in on_host if g.fleet and not g.record.template]
-    if not fleet:
-        return []
+    """The pack's agent-port check on the host's firewall, then zpack-api's reach.
+
+    The check sees the fleet's whole firewall, and of every other guest on the host,
+    whoever made it, what bounds what it sends (its NICs and addresses, firewall options
+    and ipfilter IP sets): a guest that can send from zpack-api's address on the
+    management network undoes every agent's firewall.
+    """
+    fleet = [g for g in hosted if g.fleet and not g.record.template]
     host_firewall, views = read_firewall(
         (r.type, r.name, r.props) for r in firewall_resources(snapshot)
     )
@@ -313,21 +321,25 @@ def _agent_path(
         for rule in guest.record.firewall_rules
         if rule.get("type") == "group"
     }
+    by_vmid = {guest.record.vmid: guest for guest in hosted}
+    fleet_vmids = {guest.record.vmid for guest in fleet}
     resources = []
     shown: dict[str, dict[str, str]] = {}
-    for resource in firewall_resources(snapshot, [g.record for g in fleet]):
+    by_urn: dict[str, LiveGuest] = {}
+    for resource in firewall_resources(snapshot, [g.record for g in hosted]):
+        owner = resource.props.get("containerId") or resource.props.get("vmId")
+        guest = by_vmid.get(owner) if isinstance(owner, int) else None
         if resource.type == fs.SECURITY_GROUP and resource.name not in used_groups:
             continue
+        if guest is not None and owner not in fleet_vmids and not _bounds_sending(resource, guest):
+            continue
         if resource.type in (fs.RULES, fs.SECURITY_GROUP):
-            owner = resource.props.get("containerId") or resource.props.get("vmId")
             resource, shown[resource.urn] = _with_literal_sources(
                 resource, host_firewall, views.get(owner or -1)
             )
         resources.append(resource)
-    by_urn: dict[str, LiveGuest] = {}
-    for guest in fleet:
-        for suffix in ("", "/firewall/options", "/firewall/rules"):
-            by_urn[guest.resource.urn + suffix] = guest
+        if guest is not None:
+            by_urn[resource.urn] = guest
     found = check_agent_port(resources, config)
     # Say which name a rule wrote, not only the addresses the check was given.
     for index, violation in enumerate(found.violations):
@@ -367,6 +379,17 @@ def _agent_path(
                 )
             )
     return findings
+
+
+def _bounds_sending(resource: Resource, guest: LiveGuest) -> bool:
+    """Whether a resource of a guest outside the fleet bears on what the guest sends."""
+    if resource.type in (fs.CONTAINER, fs.VM, fs.OPTIONS):
+        return True
+    filters = [name for name in guest.record.ipsets if name.startswith("ipfilter-net")]
+    if resource.type == fs.IPSET:
+        return resource.name in filters
+    # The entries of an ipfilter set may name the guest's aliases.
+    return resource.type == fs.ALIAS and bool(filters)
 
 
 def _with_literal_sources(

@@ -1,10 +1,11 @@
 """Read a host's Proxmox firewall state out of resource properties.
 
 The policy pack sees the provider's inputs (camelCase); the live audit sees the same
-fields through the Proxmox API. Both become the evaluator's ``HostFirewall`` and
-``GuestFirewall``, so one evaluator answers for both. The readers of a guest's VMID
-and NICs and of a firewall resource's owner live here too: the checks and the
-evaluator must find the same guest behind the same properties.
+fields through the Proxmox API. Both become the evaluator's ``HostFirewall``,
+``GuestFirewall`` and ``Sender`` (what a NIC may send from), so one evaluator answers
+for both. The readers of a guest's VMID, NICs and their addresses and of a firewall
+resource's owner live here too: the checks and the evaluator must find the same guest
+behind the same properties.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zlh_infra.platform import type_tokens
-from zlh_infra.platform.reachability import FirewallReadError, GuestFirewall, HostFirewall, Rule
+from zlh_infra.platform.reachability import (
+    FirewallReadError,
+    GuestFirewall,
+    HostFirewall,
+    Rule,
+    Sender,
+    sender,
+)
 
 CONTAINER = type_tokens.CONTAINER
 VM = type_tokens.VM
@@ -77,6 +85,8 @@ class Nic:
     index: int
     bridge: str
     firewall: bool
+    #: Its configured addresses as written (``10.99.0.10/22``, ``dhcp``), IPv4 first.
+    addresses: tuple[str, ...] = ()
 
     @property
     def iface(self) -> str:
@@ -94,6 +104,7 @@ def guest_nics(type_: str, props: Mapping[str, Any]) -> list[Nic]:
                 slots.append((int(match.group(1)), device))
     elif isinstance(devices, Sequence) and not isinstance(devices, str):
         slots = list(enumerate(devices))
+    addresses = _ip_configs(props)
     nics = []
     for index, device in sorted(slots, key=lambda slot: slot[0]):
         if not isinstance(device, Mapping):
@@ -101,9 +112,52 @@ def guest_nics(type_: str, props: Mapping[str, Any]) -> list[Nic]:
         # The provider's resources default the bridge to vmbr0 and the firewall to off.
         bridge = device.get("bridge")
         nics.append(
-            Nic(index, "vmbr0" if bridge is None else str(bridge), device.get("firewall") is True)
+            Nic(
+                index,
+                "vmbr0" if bridge is None else str(bridge),
+                device.get("firewall") is True,
+                addresses.get(index, ()),
+            )
         )
     return nics
+
+
+def _ip_configs(props: Mapping[str, Any]) -> dict[int, tuple[str, ...]]:
+    """``initialization.ipConfigs``: position i holds the addresses of ``net<i>``."""
+    initialization = props.get("initialization")
+    configs = initialization.get("ipConfigs") if isinstance(initialization, Mapping) else None
+    if not isinstance(configs, Sequence) or isinstance(configs, str):
+        return {}
+    found: dict[int, tuple[str, ...]] = {}
+    for index, config in enumerate(configs):
+        if not isinstance(config, Mapping):
+            continue
+        texts = []
+        for family in ("ipv4", "ipv6"):
+            block = config.get(family)
+            value = block.get("address") if isinstance(block, Mapping) else None
+            if value is not None:
+                # Kept as written: the reader of what the guest sends judges the value.
+                texts.append(value if isinstance(value, str) else repr(value))
+        found[index] = tuple(texts)
+    return found
+
+
+#: A guest's firewall options that bound what it sends, with the provider's defaults.
+FILTER_OPTIONS: Mapping[str, bool] = {"ipfilter": False, "macfilter": True, "dhcp": False}
+
+
+def option_flag(options: Mapping[str, Any], key: str) -> bool:
+    """``ipfilter``, ``macfilter`` or ``dhcp`` of firewall options; its default when unset.
+
+    Raises :class:`FirewallReadError` for anything but true or false.
+    """
+    value = options.get(key)
+    if value is None:
+        return FILTER_OPTIONS[key]
+    if not isinstance(value, bool):
+        raise FirewallReadError(f"{key} {value!r} is not true or false")
+    return value
 
 
 def owner_vmid(props: Mapping[str, Any]) -> int | None:
@@ -140,19 +194,51 @@ class GuestView:
     rules: list[Rule] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     ipsets: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
+    #: A container (Proxmox adds its configured addresses to its ipfilter sets), not a VM.
+    container: bool = False
+    #: A template, which Proxmox never starts (it is cloned): it sends nothing.
+    template: bool = False
 
     @property
     def nic_firewall(self) -> dict[str, bool]:
         return {nic.iface: nic.firewall for nic in self.nics}
 
     def firewall(self) -> GuestFirewall:
+        """Raises :class:`FirewallReadError` for an ipfilter, macfilter or dhcp it cannot read."""
         options = self.options or {}
         return GuestFirewall(
             enabled=options.get("enabled") is True,
             input_policy=str(options.get("inputPolicy") or "DROP"),
             nic_firewall=self.nic_firewall,
             rules=tuple(self.rules),
+            ipfilter=option_flag(options, "ipfilter"),
+            macfilter=option_flag(options, "macfilter"),
+            dhcp=option_flag(options, "dhcp"),
         )
+
+    def senders(self, host: HostFirewall) -> list[Sender]:
+        """What each of its NICs may send from (none for a template).
+
+        Raises :class:`FirewallReadError` for an option, address or ipfilter IP set entry
+        it cannot read.
+        """
+        if self.template:
+            return []
+        firewall = self.firewall()
+        return [
+            sender(
+                host,
+                firewall,
+                vmid=self.vmid,
+                iface=nic.iface,
+                bridge=nic.bridge,
+                container=self.container,
+                addresses=nic.addresses,
+                guest_aliases=self.aliases,
+                guest_ipsets=self.ipsets,
+            )
+            for nic in self.nics
+        ]
 
     def ifaces_on(self, bridge: str) -> list[str]:
         """The Proxmox firewall interfaces of every NIC of this guest on ``bridge``."""
@@ -227,6 +313,8 @@ def read_firewall(
             view = guests.setdefault(vmid, GuestView(vmid=vmid, name=name, node=None))
             view.name, view.node = name, props.get("nodeName")
             view.nics = guest_nics(type_, props)
+            view.container = type_ == CONTAINER
+            view.template = props.get("template") is True
         elif type_ == DATACENTER:
             datacenter.append(props.get("enabled") is True)
         elif type_ in (OPTIONS, RULES, ALIAS, IPSET):

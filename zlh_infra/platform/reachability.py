@@ -16,6 +16,11 @@ skipped or guessed at. Where what a rule matches is uncertain (a macro, a protoc
 standing for several, ``sport`` or ``dest``, which the evaluator does not model), an
 ACCEPT counts as matching and a DROP or REJECT is not relied on. Addresses are IPv4
 and IPv6 alike: a rule without a source applies to both families, as Proxmox applies it.
+
+An ACCEPT from an address is only as strong as the guarantee that nothing else on the
+bridge sends from that address. :func:`sender` models what Proxmox lets one guest NIC
+send from (its ``ipfilter`` set), :func:`spoofers` and :func:`authentic` ask which of a
+rule's source addresses another guest on the bridge could forge.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeAlias, TypeVar
@@ -164,6 +170,10 @@ class GuestFirewall:
     #: Proxmox interface (``net0``...) -> that NIC's ``firewall`` flag.
     nic_firewall: Mapping[str, bool] = field(default_factory=dict)
     rules: Sequence[Rule] = ()
+    #: The options that bound what the guest sends (see :func:`sender`).
+    ipfilter: bool = False
+    macfilter: bool = True
+    dhcp: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +507,23 @@ def exposure(
     return found
 
 
+def resolve_source(
+    host: HostFirewall,
+    sources: Sequence[Source] | None,
+    *,
+    guest_aliases: Mapping[str, str] | None = None,
+    guest_ipsets: Mapping[str, Sequence[tuple[str, bool]]] | None = None,
+) -> AddressSet:
+    """The addresses a read source list stands for (None: every address), names resolved
+    as a rule of a guest with these aliases and IP sets resolves them (the guest's, then the
+    datacenter's); without them, as the datacenter's and its security groups' rules do.
+
+    Raises :class:`UnresolvedSourceError` for a name that does not exist, and
+    :class:`FirewallReadError` for one whose value cannot be read.
+    """
+    return _Names(host, guest_aliases or {}, guest_ipsets or {}).resolve(sources)
+
+
 def _read_all(rules: Sequence[Rule], groups: Mapping[str, Sequence[Rule]]) -> list[RuleReading]:
     """Read every rule, inlining security-group references (``type: group``) as Proxmox does."""
     found = []
@@ -509,10 +536,15 @@ def _read_all(rules: Sequence[Rule], groups: Mapping[str, Sequence[Rule]]) -> li
             continue
         if rule.action not in groups:
             raise UnresolvedSourceError(f"security group {rule.action!r} does not exist")
-        found += [
-            read_rule(dataclasses.replace(member, iface=rule.iface or member.iface))
-            for member in groups[rule.action]
-        ]
+        for index, member in enumerate(groups[rule.action]):
+            if member.iface:
+                # pve-firewall's verify_rule: "parameter -i not allowed for this rule type".
+                raise FirewallReadError(
+                    f"security group {rule.action!r}: rule {index} names interface "
+                    f"{member.iface!r}, which Proxmox refuses inside a group; name the "
+                    "interface on the rule that references the group"
+                )
+            found.append(read_rule(dataclasses.replace(member, iface=rule.iface)))
     return found
 
 
@@ -545,6 +577,22 @@ class _Names:
             found = host.get(item.name)
         return found
 
+    def entry(self, name: str, cidr: object, nomatch: bool) -> tuple[Network, bool]:
+        """One entry of IP set ``name`` as the network it stands for (an alias resolved)."""
+        try:
+            item = read_ipset_entry(cidr)
+            if item.addresses is None:
+                value = self._scoped(item, self.guest_aliases, self.host.aliases)
+                if value is None:
+                    raise UnresolvedSourceError(f"alias {item.text!r} does not exist")
+                read_cidr(value)
+                cidr = value
+            return ipaddress.ip_network(str(cidr).strip(), strict=False), nomatch
+        except UnresolvedSourceError as error:
+            raise UnresolvedSourceError(f"IP set {name!r}: {error}") from None
+        except FirewallReadError as error:
+            raise FirewallReadError(f"IP set {name!r}: {error}") from None
+
     def _alias(self, item: Source) -> AddressSet:
         value = self._scoped(item, self.guest_aliases, self.host.aliases)
         if value is None:
@@ -570,3 +618,187 @@ class _Names:
             else:
                 included |= addresses
         return included - excluded
+
+
+# --- what a guest can send from -------------------------------------------------------
+
+#: Proxmox admits a NIC's MAC-derived IPv6 link-local address (in fe80::/64) and no
+#: other link-local one. The MAC is not always known beforehand, so the whole /64 stands
+#: for that one address: what the guest may send is then over-, never under-estimated.
+_LINK_LOCAL = IPv6Network("fe80::/64")
+_ALL_LINK_LOCAL = IPv6Network("fe80::/10")
+#: With the ``dhcp`` option, UDP to these ports (from 68, or 546 for IPv6) leaves ahead
+#: of every filter, whatever its source address of that family.
+_DHCP_OUT = {67: AddressSet.of("0.0.0.0/0"), 547: AddressSet.of("::/0")}
+#: What a container's ``ip=`` / ``ip6=`` may hold instead of an address.
+_NO_ADDRESS = frozenset({"dhcp", "auto", "manual"})
+
+
+class Unfiltered(StrEnum):
+    """Why Proxmox lets a guest NIC send from any source address."""
+
+    DATACENTER = "the datacenter firewall is off"
+    GUEST = "the guest's firewall is disabled"
+    NIC = "the NIC's firewall flag is off"
+    IPFILTER = "ipfilter is off and the guest has no IP set ipfilter-net<N> for the NIC"
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """One guest NIC on a bridge, and the source addresses Proxmox lets it send from."""
+
+    vmid: int
+    iface: str
+    bridge: str
+    #: Every source address its IPv4 and IPv6 packets may carry.
+    sources: AddressSet
+    #: Its configured addresses (``ip=``, ``ip6=``; a VM's cloud-init ones).
+    own: AddressSet = AddressSet()
+    #: Why nothing holds it to an IP set; None when its ``ipfilter-net<N>`` set does.
+    unfiltered: Unfiltered | None = None
+    #: The guest's ``dhcp`` option: DHCP requests leave ahead of the filter.
+    dhcp: bool = False
+    #: The guest's ``macfilter`` option: it sends with its NIC's MAC only. That does not
+    #: bound the source address (ipfilter does, whatever the MAC), but without it the NIC
+    #: can take another guest's MAC on the bridge and receive what is sent to that guest.
+    macfilter: bool = True
+
+    def forges(self, addresses: AddressSet, *, proto: str = TCP, port: int = 0) -> AddressSet:
+        """Which of ``addresses`` it can send ``proto`` packets to ``port`` from."""
+        found = addresses & self.sources
+        if self.dhcp and proto == UDP and port in _DHCP_OUT:
+            found |= addresses & _DHCP_OUT[port]
+        return found
+
+
+def read_nic_address(value: object) -> Address | None:
+    """A NIC's configured address (``10.99.0.10/22``); None for ``dhcp``, ``auto``, ``manual``."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.lower() in _NO_ADDRESS:
+        return None
+    try:
+        return ipaddress.ip_interface(text or "").ip
+    except ValueError:
+        raise FirewallReadError(
+            f"address {value!r} is not an IP address (with or without a prefix length), "
+            "dhcp, auto or manual"
+        ) from None
+
+
+def sender(
+    host: HostFirewall,
+    guest: GuestFirewall,
+    *,
+    vmid: int,
+    iface: str,
+    bridge: str,
+    container: bool,
+    addresses: Iterable[object] = (),
+    guest_aliases: Mapping[str, str] | None = None,
+    guest_ipsets: Mapping[str, Sequence[tuple[str, bool]]] | None = None,
+) -> Sender:
+    """What Proxmox lets NIC ``iface`` of guest ``vmid`` send from.
+
+    As the Proxmox VE firewall documentation ("Standard IP set ipfilter-net*") and
+    pve-firewall (``PVE::Firewall``: ``generate_tap_rules_direction``,
+    ``ruleset_create_vm_chain``, ``compile_ipsets``) describe it:
+
+    - a NIC's outgoing traffic is filtered only while the datacenter firewall is on, the
+      guest's firewall is enabled and the NIC has ``firewall=1``;
+    - then, when the guest's ``ipfilter`` option is on or it has an IP set
+      ``ipfilter-net<N>``, a packet from ``net<N>`` whose source is not in that set is
+      dropped. The set holds its own entries, the NIC's MAC-derived IPv6 link-local
+      address and, for a container only, the addresses of ``ip=`` and ``ip6=`` (not
+      ``dhcp``, ``auto`` or ``manual``): a VM's addresses must be listed;
+    - the ``dhcp`` option lets DHCP requests out ahead of that filter (see
+      :meth:`Sender.forges`).
+
+    ``addresses`` are the NIC's configured addresses as written. An address that is none,
+    or an entry of the NIC's IP set that is none, raises :class:`FirewallReadError`.
+    """
+    own = AddressSet()
+    for text in addresses:
+        found = read_nic_address(text)
+        if found is not None:
+            own |= AddressSet.of(found)
+    ipsets = guest_ipsets or {}
+    explicit = ipsets.get(f"ipfilter-{iface}")
+    unfiltered = None
+    if not host.enabled:
+        unfiltered = Unfiltered.DATACENTER
+    elif not guest.enabled:
+        unfiltered = Unfiltered.GUEST
+    elif not guest.nic_firewall.get(iface, False):
+        unfiltered = Unfiltered.NIC
+    elif not guest.ipfilter and explicit is None:
+        unfiltered = Unfiltered.IPFILTER
+    if unfiltered is not None:
+        sources = AddressSet.everything()
+    else:
+        names = _Names(host, guest_aliases or {}, ipsets)
+        name = f"ipfilter-{iface}"
+        entries = [names.entry(name, cidr, nomatch) for cidr, nomatch in explicit or ()]
+        entries += [(_LINK_LOCAL, False), (_ALL_LINK_LOCAL, True)]
+        if container:
+            entries += [(network, False) for network in own.networks()]
+        sources = _hash_net(entries)
+    return Sender(vmid, iface, bridge, sources, own, unfiltered, guest.dhcp, guest.macfilter)
+
+
+def spoofers(
+    senders: Iterable[Sender],
+    addresses: AddressSet,
+    *,
+    owners: Collection[int] = (),
+    proto: str = TCP,
+    port: int = 0,
+) -> list[tuple[Sender, AddressSet]]:
+    """Each sender but the owners' that can send ``proto`` to ``port`` from some of
+    ``addresses``, with the addresses it can forge.
+
+    A rule admitting those addresses admits that sender too. ``senders`` are the NICs of
+    one network segment (a bridge, and whatever is bridged to it); the model assumes
+    the segment is not routed into from elsewhere, and trusts the Proxmox hosts on it.
+    """
+    if proto not in PROTOCOLS:
+        raise ValueError(f"proto {proto!r} is not one of {', '.join(PROTOCOLS)}")
+    found = []
+    for candidate in senders:
+        if candidate.vmid in owners:
+            continue
+        forged = candidate.forges(addresses, proto=proto, port=port)
+        if forged:
+            found.append((candidate, forged))
+    return found
+
+
+def authentic(
+    senders: Iterable[Sender],
+    addresses: AddressSet,
+    *,
+    owners: Collection[int] = (),
+    proto: str = TCP,
+    port: int = 0,
+) -> AddressSet:
+    """The part of ``addresses`` that no guest but the owners can send from on the segment."""
+    forged = AddressSet()
+    for _, part in spoofers(senders, addresses, owners=owners, proto=proto, port=port):
+        forged |= part
+    return addresses - forged
+
+
+def _hash_net(entries: Iterable[tuple[Network, bool]]) -> AddressSet:
+    """The members of an ipset of type hash:net: an address's most specific entry decides.
+
+    ipset(8) matches a hash:net set's prefixes from the longest to the shortest, a
+    ``nomatch`` entry being an exception. A firewall that reads nomatch entries as plain
+    exclusions admits a subset of this, so this bounds what either lets through.
+    """
+    members, decided = AddressSet(), AddressSet()
+    # Most specific first; of two equal entries the one that matches wins.
+    for network, nomatch in sorted(entries, key=lambda entry: (entry[0].num_addresses, entry[1])):
+        block = AddressSet.of(network)
+        if not nomatch:
+            members |= block - decided
+        decided |= block
+    return members

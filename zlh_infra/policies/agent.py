@@ -9,6 +9,13 @@ Every firewall value is read by the evaluator's reader (``reachability.read_rule
 its kin), so the rule-by-rule checks and the proof of what reaches each management NIC
 read a rule alike; a value the reader does not understand is a violation naming the
 resource and the value.
+
+A rule's source means something only if nothing else can send from it. Every game and
+dev container must have ``ipfilter`` (it sends only from its own addresses) and
+``macfilter`` (only with its own MAC) on; and no guest of the stack on the management
+bridge may be able to send from zpack-api's or zlh-monitor's management address, which
+the fleet's rules admit (``reachability.spoofers``). The management network spans the
+hosts: each stack answers for its own guests on it.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pulumi_policy.proxy import UnknownValueError
 
 from zlh_infra.platform.firewall_state import (
     FIREWALL_STATE_TYPES,
+    GuestView,
     owner_vmid,
     read_firewall,
     rule_from_props,
@@ -32,18 +41,23 @@ from zlh_infra.platform.reachability import (
     AddressSet,
     Exposure,
     FirewallReadError,
+    HostFirewall,
     RuleReading,
+    Sender,
+    Unfiltered,
     UnresolvedSourceError,
     covers,
     exposure,
     read_cidr,
     read_ipset_entry,
     read_rule,
+    resolve_source,
+    spoofers,
 )
-from zlh_infra.platform.vmids import DEFAULT_SCHEME
 from zlh_infra.policies.config import AgentPortConfig
 from zlh_infra.policies.resources import (
     CLUSTER_FIREWALL,
+    CONTAINER,
     FIREWALL_ALIAS,
     FIREWALL_IPSET,
     FIREWALL_OPTIONS,
@@ -51,10 +65,11 @@ from zlh_infra.policies.resources import (
     SECURITY_GROUP,
     Findings,
     Resource,
+    is_fleet_guest,
     is_guest,
     label,
     nics_of,
-    role_tags,
+    service_tags,
     vmid_of,
     whole_number,
 )
@@ -111,18 +126,66 @@ def _owner(resource: Resource) -> str:
 
 
 def is_fleet(resource: Resource, config: AgentPortConfig) -> bool:
-    """A game or dev guest (by role tag; by VMID range when it has no role tag)."""
-    if not is_guest(resource) or resource.props.get("template") is True:
-        return False
-    roles = role_tags(resource)
-    if roles:
-        return any(role in config.fleet_roles for role in roles)
-    vmid = vmid_of(resource)
-    role = DEFAULT_SCHEME.role_of(vmid) if vmid is not None else None
-    return role is not None and role.value in config.fleet_roles
+    """A game or dev guest: by role tag or by VMID range, either one makes it so."""
+    return is_fleet_guest(resource, config.fleet_roles)
 
 
-def _check_rules(resource: Resource, config: AgentPortConfig, findings: Findings) -> None:
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """The stack's aliases and IP sets, to read a rule's named source by its addresses."""
+
+    host: HostFirewall
+    views: Mapping[int, GuestView]
+    #: Names of aliases and IP sets whose values are not known yet (None: some name is not).
+    pending: frozenset[str | None]
+
+    def addresses(self, resource: Resource, rule: RuleReading) -> AddressSet | None:
+        """What a rule's source with names stands for, in its resource's scope; None when it
+        names none, or what it names is missing or unreadable (reported where it is written)."""
+        sources = rule.sources
+        if sources is None or all(item.addresses is not None for item in sources):
+            return None
+        view = None
+        if resource.type != SECURITY_GROUP:
+            with contextlib.suppress(FirewallReadError):
+                view = self.views.get(owner_vmid(resource.props) or -1)
+        try:
+            return resolve_source(
+                self.host,
+                sources,
+                guest_aliases=view.aliases if view else None,
+                guest_ipsets=view.ipsets if view else None,
+            )
+        except FirewallReadError:
+            return None
+
+    def unknown(self, rule: RuleReading) -> bool:
+        """Whether the rule names an alias or IP set whose value is not known yet."""
+        names = {item.name for item in rule.sources or () if item.addresses is None}
+        return bool(names) and (None in self.pending or bool(names & self.pending))
+
+
+def _names_of(resources: Sequence[Resource]) -> _Names:
+    readable: list[tuple[str, str, Any]] = []
+    pending: set[str | None] = set()
+    for resource in resources:
+        if resource.type not in (FIREWALL_ALIAS, FIREWALL_IPSET):
+            continue
+        try:
+            readable.append((resource.type, resource.name, _plain(resource.props)))
+        except UnknownValueError:
+            # Its value is reported as unknown by the name checks; a rule naming it waits.
+            try:
+                pending.add(str(resource.props.get("name")))
+            except UnknownValueError:
+                pending.add(None)
+    host, views = read_firewall(readable)
+    return _Names(host, views, frozenset(pending))
+
+
+def _check_rules(
+    resource: Resource, config: AgentPortConfig, names: _Names, findings: Findings
+) -> None:
     rules = resource.props.get("rules")
     if rules is None:
         return
@@ -151,8 +214,15 @@ def _check_rules(resource: Resource, config: AgentPortConfig, findings: Findings
                 continue
             if not admits_tcp_port(rule, port) or source_is(rule, config):
                 continue
+            resolved = names.addresses(resource, rule)
+            if resolved == AddressSet.of(api):
+                continue  # an alias or IP set holding the API's address only
+            if resolved is None and names.unknown(rule):
+                continue  # judged once what it names is known
             source = rule.rule.source
             origin = f"source {source}" if source else "any source"
+            if resolved is not None:
+                origin += f" (= {resolved})"
             findings.add(
                 f"{owner}: rule {index}{_comment(entry)} accepts TCP {port} from "
                 f"{origin}; only zpack-api's management address {api} may reach zlh-agent: "
@@ -250,11 +320,67 @@ def _check_fleet_guest(
                 )
 
 
+def _state_of(value: object, key: str) -> str | None:
+    """How options leave ``ipfilter`` or ``macfilter`` when not true; None when true."""
+    if value is True:
+        return None
+    if value is None:
+        return f"leave {key} unset"
+    if value is False:
+        return f"turn {key} off"
+    return f"set {key} to {value!r}, which is not true or false"
+
+
+def _check_fleet_filters(
+    guest: Resource, options: Sequence[Resource], config: AgentPortConfig, findings: Findings
+) -> bool:
+    """ipfilter and macfilter on: the container can pass neither as zpack-api nor as a MAC.
+
+    False when a value is not true or false, or not known yet.
+    """
+    name = label(guest)
+    judged = True
+    own = (
+        "so Proxmox lets it send from its configured addresses only"
+        if guest.type == CONTAINER
+        else "and list the VM's own addresses in an IP set ipfilter-net<N> (Proxmox adds no "
+        "VM's addresses to it)"
+    )
+    for option in options:
+        readable = False
+        with findings.reading():
+            values = [option.props.get(key) for key in ("ipfilter", "macfilter")]
+            readable = all(value is None or isinstance(value, bool) for value in values)
+            state = _state_of(values[0], "ipfilter")
+            if state is not None:
+                findings.add(
+                    f"{name}: firewall options {option.name} {state}, so the guest can send "
+                    f"from any address, zpack-api's management address {config.api_address} "
+                    f"among them, and reach every zlh-agent as zpack-api; set ipfilter=true, "
+                    f"{own}.",
+                    option.urn,
+                )
+            state = _state_of(values[1], "macfilter")
+            if state is not None:
+                findings.add(
+                    f"{name}: firewall options {option.name} {state}, so the guest can send "
+                    "with another guest's MAC address and receive what the bridge delivers "
+                    "to that guest; set macfilter=true.",
+                    option.urn,
+                )
+        judged = judged and readable
+    return judged
+
+
 def check_agent_port(resources: Sequence[Resource], config: AgentPortConfig) -> Findings:
-    """Agent-port rules name only the API; game/dev guests have their firewall on."""
+    """Agent-port rules name only the API; game/dev guests have their firewall on, with
+    ipfilter and macfilter; no other guest on the management bridge can send from the
+    API's or the monitor's address."""
     findings = Findings()
+    names = _names_of(resources)
     options_of: dict[int, list[Resource]] = {}
     fleet: list[Resource] = []
+    guests: list[Resource] = []
     cluster_firewalls: list[Resource] = []
     for resource in resources:
         with findings.reading():
@@ -263,13 +389,15 @@ def check_agent_port(resources: Sequence[Resource], config: AgentPortConfig) -> 
                 if resource.type == FIREWALL_OPTIONS and owner is not None:
                     options_of.setdefault(owner, []).append(resource)
             if resource.type in (FIREWALL_RULES, SECURITY_GROUP):
-                _check_rules(resource, config, findings)
+                _check_rules(resource, config, names, findings)
             elif resource.type in (FIREWALL_ALIAS, FIREWALL_IPSET):
                 _check_names(resource, findings)
             elif resource.type == CLUSTER_FIREWALL:
                 cluster_firewalls.append(resource)
-            elif is_fleet(resource, config):
-                fleet.append(resource)
+            elif is_guest(resource):
+                if is_fleet(resource, config):
+                    fleet.append(resource)
+                guests.append(resource)
     # Guests whose rules or firewall settings were already found wrong (or could not be
     # read) are not evaluated again: one finding per cause.
     flagged = {urn for violation in findings.violations if (urn := violation.urn)}
@@ -280,11 +408,23 @@ def check_agent_port(resources: Sequence[Resource], config: AgentPortConfig) -> 
             options = options_of.get(vmid, []) if vmid is not None else []
             before = len(findings.violations)
             _check_fleet_guest(guest, options, config, findings)
-            if len(findings.violations) == before:
+            clean = len(findings.violations) == before
+            # What the guest sends does not change what reaches it: judged either way,
+            # unless an option is unreadable (then the evaluator cannot read the guest).
+            if _check_fleet_filters(guest, options, config, findings) and clean:
                 exposed.append(guest)
+    reported = {urn for violation in findings.violations if (urn := violation.urn)}
+    state = _read_state(resources, flagged, config, findings)
     if exposed:
-        _check_exposure(resources, exposed, flagged, config, findings)
+        _check_exposure(state, exposed, config, findings)
     _check_datacenter(cluster_firewalls, len(fleet), config, findings)
+    _check_spoofing(
+        state,
+        _Spoofing(guests, {g.urn for g in fleet}, options_of, reported, cluster_firewalls),
+        config,
+        findings,
+        datacenter_reported=bool(fleet) and config.require_cluster_firewall,
+    )
     return findings
 
 
@@ -334,21 +474,34 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_exposure(
-    resources: Sequence[Resource],
-    fleet: Sequence[Resource],
-    flagged: set[str],
-    config: AgentPortConfig,
-    findings: Findings,
-) -> None:
-    """Prove, with the reachability evaluator, what reaches each management NIC.
+#: Stands for the datacenter among the VMIDs of ``_State``.
+_HOST = -1
 
-    The per-rule checks above catch a wrong source on a rule; this catches the rest:
-    rules opening other ports or protocols, aliases or IP sets that resolve elsewhere,
-    rule order, a second NIC on the management bridge.
-    """
+
+@dataclass(slots=True)
+class _State:
+    """The host's firewall as the evaluator reads it, and what not to judge again."""
+
+    host: HostFirewall
+    views: dict[int, GuestView]
+    #: Guests one of whose firewall resources was unreadable, or already found wrong.
+    skip: set[int]
+    #: Guests one of whose firewall resources holds a value not known yet (``_HOST``: a
+    #: datacenter alias, IP set or security group, which any guest may name).
+    unknown: set[int]
+    #: A value of the host's own aliases, IP sets or groups was found unreadable above.
+    host_unreadable: bool
+    #: Guests whose firewall the exposure check found it cannot read (and said so).
+    unjudged: set[int] = dataclasses.field(default_factory=set)
+
+
+def _read_state(
+    resources: Sequence[Resource], flagged: set[str], config: AgentPortConfig, findings: Findings
+) -> _State:
+    """Every readable firewall resource through ``read_firewall``, once for all checks."""
     readable: list[tuple[str, str, Any]] = []
     skip: set[int] = set()
+    unknown: set[int] = set()
     # A value of the host's own aliases, IP sets or groups found unreadable above.
     host_unreadable = False
     for resource in resources:
@@ -360,7 +513,9 @@ def _check_exposure(
             # Already reported by the checks above; judge its guest when it is known.
             with findings.reading(), contextlib.suppress(FirewallReadError):
                 if resource.type in _KINDS:
-                    skip.add(owner_vmid(resource.props) or -1)
+                    unknown.add(owner_vmid(resource.props) or _HOST)
+                elif resource.type == SECURITY_GROUP:
+                    unknown.add(_HOST)
             continue
         readable.append((resource.type, resource.name, props))
         if resource.urn in flagged and resource.type in (*_KINDS, SECURITY_GROUP):
@@ -376,8 +531,21 @@ def _check_exposure(
     if not config.require_cluster_firewall:
         # Managed outside this stack: judge the guests as Proxmox will, with it on.
         host = dataclasses.replace(host, enabled=True)
-    elif not host.enabled:
-        return  # reported above: nothing on this host is filtered yet
+    return _State(host, views, skip | unknown, unknown, host_unreadable)
+
+
+def _check_exposure(
+    state: _State, fleet: Sequence[Resource], config: AgentPortConfig, findings: Findings
+) -> None:
+    """Prove, with the reachability evaluator, what reaches each management NIC.
+
+    The per-rule checks above catch a wrong source on a rule; this catches the rest:
+    rules opening other ports or protocols, aliases or IP sets that resolve elsewhere,
+    rule order, a second NIC on the management bridge.
+    """
+    host, views, skip = state.host, state.views, state.skip
+    if not host.enabled:
+        return  # reported by the datacenter check: nothing on this host is filtered yet
     allowed = {
         config.agent_port: AddressSet.of(config.api_address),
         config.metrics_port: AddressSet.of(config.monitor_address),
@@ -385,7 +553,7 @@ def _check_exposure(
     for guest in fleet:
         vmid = vmid_of(guest)
         view = views.get(vmid) if vmid is not None else None
-        if view is None or vmid in skip:
+        if vmid is None or view is None or vmid in skip:
             continue
         for iface in view.ifaces_on(config.management_bridge):
             try:
@@ -397,13 +565,17 @@ def _check_exposure(
                     guest_ipsets=view.ipsets,
                 )
             except UnresolvedSourceError as error:
+                state.unjudged.add(vmid)
+                if _HOST in state.unknown:
+                    break  # it may name what is not known yet
                 findings.add(
                     f"{label(guest)}: a firewall rule names what does not exist: {error}.",
                     guest.urn,
                 )
                 break
             except FirewallReadError as error:
-                if not host_unreadable:
+                state.unjudged.add(vmid)
+                if not state.host_unreadable:
                     findings.add(
                         f"{label(guest)}: its firewall cannot be judged: {error}; {_CORRECT}",
                         guest.urn,
@@ -438,4 +610,191 @@ def _report(
         f"{config.metrics_port}) may connect: remove or narrow the rule, alias or IP set "
         "that opens it.",
         guest.urn,
+    )
+
+
+# --- who can send from the addresses the fleet's rules admit ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Spoofing:
+    """What the spoofing check needs of the resources gathered above."""
+
+    guests: Sequence[Resource]
+    #: URNs of the game/dev guests, whose filter options are judged above.
+    fleet: set[str]
+    options_of: Mapping[int, Sequence[Resource]]
+    #: URNs already reported by the checks above.
+    reported: set[str]
+    datacenter: Sequence[Resource]
+
+
+def _admitted(config: AgentPortConfig) -> list[tuple[str, AddressSet, int, str]]:
+    """(service, address, port, description) of each source the fleet's rules admit."""
+    return [
+        (
+            "zpack-api",
+            AddressSet.of(config.api_address),
+            config.agent_port,
+            f"zpack-api's management address {config.api_address} (the zlh-agent rule's source)",
+        ),
+        (
+            "zlh-monitor",
+            AddressSet.of(config.monitor_address),
+            config.metrics_port,
+            f"zlh-monitor's management address {config.monitor_address} (the metrics scrape "
+            "rule's source)",
+        ),
+    ]
+
+
+def _check_spoofing(
+    state: _State,
+    seen: _Spoofing,
+    config: AgentPortConfig,
+    findings: Findings,
+    *,
+    datacenter_reported: bool,
+) -> None:
+    """No guest on the management bridge can send from an address the fleet's rules admit.
+
+    The address's own guest (tagged with its service and configured with it) may; any
+    other guest that can is a finding naming why Proxmox lets it (its filter options, its
+    NIC, its ipfilter IP set, its configured address) and how to stop it.
+    """
+    bridge = config.management_bridge
+    senders: list[Sender] = []
+    guest_of: dict[int, Resource] = {}
+    services: dict[int, list[str]] = {}
+    for guest in seen.guests:
+        with findings.reading():
+            vmid = vmid_of(guest)
+            view = state.views.get(vmid) if vmid is not None else None
+            # A VMID used twice is zlh-vmid-unique's finding; the first guest speaks for it.
+            if vmid is None or view is None or vmid in state.unknown or vmid in guest_of:
+                continue
+            services[vmid] = service_tags(guest)
+            guest_of[vmid] = guest
+            try:
+                found = view.senders(state.host)
+            except FirewallReadError as error:
+                said = vmid in state.skip or vmid in state.unjudged or _already(guest, seen)
+                if not (said or state.host_unreadable or _HOST in state.unknown):
+                    findings.add(
+                        f"{label(guest)}: what it may send cannot be judged: {error}; {_CORRECT}",
+                        guest.urn,
+                    )
+                continue
+            senders += [nic for nic in found if nic.bridge == bridge]
+    # Per NIC: the addresses it can forge, and which of the admitted sources they are.
+    forged: dict[Sender, tuple[AddressSet, list[str]]] = {}
+    for service, addresses, port, what in _admitted(config):
+        owners = {
+            nic.vmid for nic in senders if not addresses - nic.own and service in services[nic.vmid]
+        }
+        for nic, part in spoofers(senders, addresses, owners=owners, proto=TCP, port=port):
+            before, whats = forged.get(nic, (AddressSet(), []))
+            forged[nic] = (before | part, [*whats, what])
+    unfiltered: list[tuple[Resource, Sender, list[str]]] = []
+    for nic in senders:
+        if nic not in forged:
+            continue
+        part, whats = forged[nic]
+        guest = guest_of[nic.vmid]
+        if nic.unfiltered is Unfiltered.DATACENTER:
+            unfiltered.append((guest, nic, whats))
+        elif nic.unfiltered is not None and guest.urn in seen.fleet:
+            continue  # its filter options or NIC flag are reported above
+        else:
+            why, fix, urn = _why(guest, nic, part, seen.options_of.get(nic.vmid, ()))
+            findings.add(
+                f"{label(guest)}: its NIC {nic.iface} on the management bridge {bridge} can "
+                f"send from {' and '.join(whats)}, because {why}; {fix}.",
+                urn,
+            )
+    if unfiltered and not datacenter_reported:
+        with findings.reading():
+            _report_unfiltered(unfiltered, seen.datacenter, config, findings)
+
+
+def _already(guest: Resource, seen: _Spoofing) -> bool:
+    """Whether the checks above reported the guest or its firewall options."""
+    vmid = vmid_of(guest)
+    options = seen.options_of.get(vmid, ()) if vmid is not None else ()
+    return guest.urn in seen.reported or any(o.urn in seen.reported for o in options)
+
+
+def _why(
+    guest: Resource, nic: Sender, part: AddressSet, options: Sequence[Resource]
+) -> tuple[str, str, str]:
+    """Why Proxmox lets ``nic`` send from ``part``, the fix, and the resource to fix."""
+    option = options[0] if options else None
+    named = f"its firewall options {option.name}" if option else "its firewall options"
+    if nic.unfiltered is Unfiltered.GUEST:
+        if option is None:
+            return (
+                "it has no firewall options, so its firewall stays off and nothing filters "
+                "what it sends",
+                "add firewall options for it with enabled=true and ipfilter=true",
+                guest.urn,
+            )
+        return (
+            f"{named} leave its firewall disabled, and Proxmox filters what a guest sends "
+            "only while its firewall is on",
+            "set enabled=true and ipfilter=true in them",
+            option.urn,
+        )
+    if nic.unfiltered is Unfiltered.NIC:
+        return (
+            f"{nic.iface} has firewall=false, and Proxmox filters what a NIC sends only with "
+            "the flag on",
+            f"set firewall=true on {nic.iface}",
+            guest.urn,
+        )
+    if nic.unfiltered is Unfiltered.IPFILTER:
+        own = (
+            "so Proxmox lets it send from its configured addresses only"
+            if guest.type == CONTAINER
+            else f"and list the VM's own addresses in an IP set ipfilter-{nic.iface} (Proxmox "
+            "adds no VM's addresses to it)"
+        )
+        return (
+            f"{named} leave ipfilter off",
+            f"set ipfilter=true in them, {own}",
+            option.urn if option else guest.urn,
+        )
+    if part & nic.own:
+        return (
+            f"{nic.iface} is configured with {part & nic.own}",
+            f"give {nic.iface} an address of its own",
+            guest.urn,
+        )
+    return (
+        f"its IP set ipfilter-{nic.iface} admits {part}",
+        f"keep only {nic.iface}'s own addresses in that IP set",
+        guest.urn,
+    )
+
+
+def _report_unfiltered(
+    unfiltered: Sequence[tuple[Resource, Sender, list[str]]],
+    datacenter: Sequence[Resource],
+    config: AgentPortConfig,
+    findings: Findings,
+) -> None:
+    """One finding for every guest the datacenter firewall leaves unfiltered."""
+    names = ", ".join(dict.fromkeys(label(guest) for guest, _, _ in unfiltered))
+    found = {what for _, _, whats in unfiltered for what in whats}
+    whats = " and ".join(what for *_, what in _admitted(config) if what in found)
+    off = next((f for f in datacenter if f.props.get("enabled") is not True), None)
+    if off is not None:
+        what, fix = f"datacenter firewall {off.name} is not enabled", "enable it"
+    else:
+        what, fix = "the stack has no datacenter firewall resource", "add one with enabled=true"
+    findings.add(
+        f"{what}, so Proxmox filters nothing a guest sends: {names} on the management bridge "
+        f"{config.management_bridge} can send from {whats}; {fix} (or set policy config "
+        "requireClusterFirewall "
+        "to false if it is managed outside this stack).",
+        off.urn if off is not None else None,
     )

@@ -12,7 +12,7 @@ as advisory), and a stack check skips only the resource it could not read
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -46,6 +46,7 @@ from zlh_infra.platform.type_tokens import SECURITY_GROUP as SECURITY_GROUP
 from zlh_infra.platform.type_tokens import VM as VM
 from zlh_infra.platform.type_tokens import VM2 as VM2
 from zlh_infra.platform.type_tokens import VM_FRAMEWORK as VM_FRAMEWORK
+from zlh_infra.platform.vmids import DEFAULT_SCHEME
 
 CLUSTER_FIREWALL = DATACENTER_FIREWALL
 
@@ -260,3 +261,18 @@ def host_matches(host: str, names: Iterable[str]) -> bool:
         if "." not in name and not _is_ip(name) and host.split(".", 1)[0] == name:
             return True
     return False
+
+
+def is_fleet_guest(resource: Resource, roles: Collection[str]) -> bool:
+    """A guest of one of the fleet's ``roles``: by its role tag or by its VMID's range.
+
+    Either one makes it a fleet guest: a tag alone is free text a change can rename, and a
+    VMID in the fleet's range is zpack-api's to reach whatever its tags say.
+    """
+    if not is_guest(resource) or resource.props.get("template") is True:
+        return False
+    if set(role_tags(resource)) & set(roles):
+        return True
+    vmid = vmid_of(resource)
+    role = DEFAULT_SCHEME.role_of(vmid) if vmid is not None else None
+    return role is not None and role.value in roles
