@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from ipaddress import IPv4Address
 from typing import Any
 
 from pulumi_policy.proxy import unknown_checking_proxy
 
+from zlh_infra.platform.firewall import FirewallRule
+from zlh_infra.platform.fleet_firewall import FLEET_GROUPS, fleet_group_rules, fleet_ipsets
 from zlh_infra.platform.type_tokens import (
     BACKUP_JOB,
     FIREWALL_ALIAS,
@@ -20,6 +23,7 @@ from zlh_infra.platform.type_tokens import (
     NODE_FIREWALL,
     PBS_STORAGE,
     POOL,
+    SECURITY_GROUP,
 )
 from zlh_infra.policies.resources import (
     CLUSTER_FIREWALL,
@@ -69,6 +73,26 @@ FLEET_RULES = (
     rule(18888, f"{API}/32", comment="zlh-agent from zpack-api"),
     rule(9100, f"{MONITOR}/32", comment="metrics scrape from zlh-monitor"),
 )
+
+
+#: The runtime LAN's router and zlh-artifacts' store, as the shipped runtime stack has them.
+RUNTIME_ROUTER = "10.20.0.1"
+RUNTIME_STORE = "10.20.0.10"
+
+
+def provider_rule(rule: FirewallRule) -> dict[str, Any]:
+    """A program rule in the provider's rule shape (what a recording holds)."""
+    fields = {
+        "type": rule.direction,
+        "action": rule.action,
+        "proto": rule.proto,
+        "dport": None if rule.dport is None else str(rule.dport),
+        "source": rule.source,
+        "dest": rule.dest,
+        "iface": rule.iface or None,
+        "comment": rule.comment,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def host_rule(port: int, source: str, **extra: Any) -> dict[str, Any]:
@@ -196,6 +220,10 @@ class StackBuilder:
                 "enabled": True,
                 "inputPolicy": input_policy,
                 "outputPolicy": "ACCEPT",
+                # As the program writes them: a container's sources are its own addresses.
+                "ipfilter": not vm,
+                "macfilter": True,
+                "dhcp": False,
             },
             parent=component.urn,
             managed=True,
@@ -247,6 +275,39 @@ class StackBuilder:
             parent=self.root.urn,
             managed=True,
         )
+
+    def fleet_group(self) -> None:
+        """The host's fleet security group and its IP sets, as the program makes them."""
+        root = self.root.urn
+        sets = fleet_ipsets(api=IPv4Address(API), monitor=IPv4Address(MONITOR))
+        for name, networks in sets.items():
+            self.add(
+                FIREWALL_IPSET,
+                f"{name}-ipset",
+                {"name": name, "cidrs": [{"name": str(n)} for n in networks]},
+                parent=root,
+                managed=True,
+            )
+        rules = fleet_group_rules(
+            router=IPv4Address(RUNTIME_ROUTER), artifact_store=IPv4Address(RUNTIME_STORE)
+        )
+        for group, _iface in FLEET_GROUPS:
+            self.add(
+                SECURITY_GROUP,
+                group,
+                {"name": group, "rules": [provider_rule(r) for r in rules[group]]},
+                parent=root,
+                managed=True,
+            )
+
+    def addresses(self, guest: Resource, lan: str) -> None:
+        """Give ``guest`` its LAN address (first NIC) behind the runtime router."""
+        props = dict(guest.props)
+        props["initialization"] = {
+            "ipConfigs": [{"ipv4": {"address": f"{lan}/22", "gateway": RUNTIME_ROUTER}}, {}]
+        }
+        index = self.resources.index(guest)
+        self.resources[index] = replace(guest, props=props)
 
     def host_firewall(
         self,
@@ -361,7 +422,12 @@ def core_builder(*, host_firewall: bool = True) -> StackBuilder:
     return b
 
 
-def runtime_builder(stack: str = "runtime", node: str = "zlh-runtime") -> StackBuilder:
+def runtime_builder(
+    stack: str = "runtime", node: str = "zlh-runtime", *, fleet_group: bool = False
+) -> StackBuilder:
+    """The runtime stack; ``fleet_group``: its fleet as the program makes it, attaching the
+    host's security group (else the agent rules sit on each container, where the agent
+    port's tests vary them)."""
     b = StackBuilder(stack, RUNTIME_ENDPOINT, node)
     b.host_firewall()
     b.guest(
@@ -401,26 +467,31 @@ def runtime_builder(stack: str = "runtime", node: str = "zlh-runtime") -> StackB
         rules=[rule(8080, "10.20.0.0/22", iface="net0")],
     )
     b.guest("zlh-base", 200, layer="runtime", role="template", service="template")
-    b.guest(
-        "mc-survival",
-        1000,
-        layer="runtime",
-        role="game",
-        service="game",
-        bridges=("vmbr1", "vmbr2"),
-        rules=FLEET_RULES,
-        stateful=True,
-    )
-    b.guest(
-        "dev-alice",
-        1100,
-        layer="runtime",
-        role="dev",
-        service="dev",
-        bridges=("vmbr1", "vmbr2"),
-        rules=FLEET_RULES,
-        stateful=True,
-    )
+    fleet_rules: Sequence[dict[str, Any]] = FLEET_RULES
+    if fleet_group:
+        b.fleet_group()
+        fleet_rules = tuple(
+            {"securityGroup": group, "iface": iface, "enabled": True}
+            for group, iface in FLEET_GROUPS
+        )
+    for name, vmid, role, address in (
+        ("mc-survival", 1000, "game", "10.20.1.0"),
+        ("dev-alice", 1100, "dev", "10.20.1.100"),
+    ):
+        guest = b.guest(
+            name,
+            vmid,
+            layer="runtime",
+            role=role,
+            service=role,
+            bridges=("vmbr1", "vmbr2"),
+            rules=fleet_rules,
+            stateful=True,
+        )
+        if fleet_group:
+            b.addresses(guest, address)
+    if fleet_group:
+        b.addresses(find(b.resources, "zlh-artifacts"), RUNTIME_STORE)
     b.cluster_firewall()
     b.backup_job()
     return b
@@ -430,8 +501,10 @@ def core_stack() -> list[Resource]:
     return core_builder().resources
 
 
-def runtime_stack(stack: str = "runtime", node: str = "zlh-runtime") -> list[Resource]:
-    return runtime_builder(stack, node).resources
+def runtime_stack(
+    stack: str = "runtime", node: str = "zlh-runtime", *, fleet_group: bool = False
+) -> list[Resource]:
+    return runtime_builder(stack, node, fleet_group=fleet_group).resources
 
 
 def find(resources: Iterable[Resource], name: str, type_: str = CONTAINER) -> Resource:

@@ -50,7 +50,13 @@ def test_operators_from_a_network_of_their_own_and_more_rules_pass() -> None:
             [
                 f"node zlh-core: {port} is open to 10.99.0.0/24, where guests (tenants "
                 "included) are; admit only the operators' own networks."
-                for port in ("the API (8006)", "SSH (22)", "SPICE (3128)", "VNC (5900-5999)")
+                for port in (
+                    "the API (8006)",
+                    "SSH (22)",
+                    "SPICE (3128)",
+                    "VNC (5900-5999)",
+                    "migration (60000-60050)",
+                )
             ],
         ),
         (
@@ -65,7 +71,13 @@ def test_operators_from_a_network_of_their_own_and_more_rules_pass() -> None:
             [
                 f"node zlh-core: {port} is open to every address; admit only the operators' "
                 "networks (the management IP set, proxmox.adminSources)."
-                for port in ("the API (8006)", "SSH (22)", "SPICE (3128)", "VNC (5900-5999)")
+                for port in (
+                    "the API (8006)",
+                    "SSH (22)",
+                    "SPICE (3128)",
+                    "VNC (5900-5999)",
+                    "migration (60000-60050)",
+                )
             ],
         ),
     ],

@@ -121,6 +121,7 @@ def test_the_policies() -> None:
         "zlh-runtime-isolation",
         "zlh-agent-port",
         "zlh-host-firewall",
+        "zlh-tenant-egress",
         "zlh-traefik-per-domain",
         "zlh-required-tags",
         "zlh-stateful-protected",
@@ -138,7 +139,11 @@ def test_the_policies() -> None:
         assert all("default" in prop for prop in policy.config_schema.properties.values())
 
 
-@pytest.mark.parametrize(("stack", "resources"), [("core", core_stack), ("runtime", runtime_stack)])
+@pytest.mark.parametrize(
+    ("stack", "resources"),
+    [("core", core_stack), ("runtime", lambda: runtime_stack(fleet_group=True))],
+    ids=["core", "runtime"],
+)
 def test_platform_stacks_pass_every_policy(stack: str, resources: Any) -> None:
     built = resources()
     for policy in pack.POLICIES:

@@ -114,11 +114,11 @@ def test_the_pack_declares_its_policies_and_defaults() -> None:
 
 
 def test_a_compliant_runtime_stack_passes() -> None:
-    report = run(recording("runtime", runtime_stack()))
+    report = run(recording("runtime", runtime_stack(fleet_group=True)))
     assert report.diagnostics == []
 
 
-def test_violations_reach_the_engine_with_their_resource() -> None:
+def test_violations_reach_the_engine_with_their_resource(tmp_path: Path) -> None:
     resources = runtime_stack()
     dev = find(resources, "dev-alice")
     props(dev)["vmId"] = 1000.0
@@ -126,7 +126,8 @@ def test_violations_reach_the_engine_with_their_resource() -> None:
     props(game)["nodeName"] = "zlh-core"
     rules = find(resources, "mc-survival-rules", FIREWALL_RULES)
     props(rules)["rules"][0]["source"] = "10.99.0.0/22"
-    report = run(recording("runtime", resources))
+    # The agent rules sit on each container here (zlh-tenant-egress wants them in the group).
+    report = run(recording("runtime", resources), tmp_path, {"zlh-tenant-egress": "disabled"})
     assert diags(report) == [
         violation(
             "zlh-guest-placement",
@@ -164,6 +165,12 @@ def test_violations_reach_the_engine_with_their_resource() -> None:
             rules.urn,
         ),
         violation(
+            "zlh-host-firewall",
+            "node zlh-core has no node firewall resource, so its firewall may be off: register "
+            "proxmoxve.node.FirewallLegacy with enabled: true.",
+            game.urn,
+        ),
+        violation(
             "zlh-stateful-protected",
             "mc-survival (VMID 1000) holds data but no enabled backup job of stack runtime "
             "includes it (runtime-backup-job runs on node zlh-runtime only): correct that job, "
@@ -189,7 +196,7 @@ def test_a_stack_wide_violation_lands_on_the_root_stack() -> None:
 
 
 def test_unknown_values_make_advisories_not_failures() -> None:
-    resources = runtime_stack()
+    resources = runtime_stack(fleet_group=True)
     game = find(resources, "mc-survival")
     props(game)["vmId"] = UNKNOWN_NUMBER
     report = run(recording("runtime", resources))
@@ -205,6 +212,8 @@ def test_unknown_values_make_advisories_not_failures() -> None:
         ("zlh-vmid-range", "advisory", cannot("zlh-vmid-range"), game.urn),
         ("zlh-vmid-unique", "advisory", cannot("zlh-vmid-unique"), root),
         ("zlh-agent-port", "advisory", cannot("zlh-agent-port"), root),
+        ("zlh-host-firewall", "advisory", cannot("zlh-host-firewall"), root),
+        ("zlh-tenant-egress", "advisory", cannot("zlh-tenant-egress"), root),
         ("zlh-stateful-protected", "advisory", cannot("zlh-stateful-protected"), root),
         ("zlh-runtime-self-sufficient", "advisory", cannot("zlh-runtime-self-sufficient"), root),
     ]
@@ -212,7 +221,7 @@ def test_unknown_values_make_advisories_not_failures() -> None:
 
 
 def test_secret_properties_are_checked_as_plain_values() -> None:
-    resources = runtime_stack()
+    resources = runtime_stack(fleet_group=True)
     provider = find(resources, "runtime-proxmox", PROXMOX_PROVIDER)
     props(provider)["endpoint"] = {SIG: SECRET_SIG, "value": CORE_ENDPOINT}
     report = run(recording("runtime", resources))
@@ -234,6 +243,7 @@ def test_policy_config_file_overrides_defaults(tmp_path: Path) -> None:
         "zlh-vmid-unique": {"reservedVmids": [1100]},
         "zlh-traefik-per-domain": "disabled",
     }
+    config["zlh-tenant-egress"] = "disabled"  # the agent rules sit on each container here
     resources = [r for r in runtime_stack() if "zlh-zpack-proxy" not in r.name]
     report = run(recording("runtime", resources), tmp_path, config)
     assert [(d[0], d[3]) for d in diags(report)] == [
@@ -246,7 +256,7 @@ def test_policy_config_file_overrides_defaults(tmp_path: Path) -> None:
 
 
 def test_enforcement_can_be_lowered_per_policy(tmp_path: Path) -> None:
-    resources = runtime_stack()
+    resources = runtime_stack(fleet_group=True)
     props(find(resources, "dev-alice"))["vmId"] = 1000.0
     config = {"all": "advisory", "zlh-vmid-unique": {"enforcementLevel": "mandatory"}}
     report = run(recording("runtime", resources), tmp_path, config)
@@ -353,6 +363,7 @@ def test_a_shipped_stack_with_a_guest_moved_to_the_core_host(
     assert [(d[0], d[1]) for d in known_at_deploy(report)] == [
         ("zlh-guest-placement", "mandatory"),
         ("zlh-runtime-isolation", "mandatory"),
+        ("zlh-host-firewall", "mandatory"),
         ("zlh-stateful-protected", "mandatory"),
     ]
     assert {d[3] for d in known_at_deploy(report)} == {_recorded_guest(rec, "dev-alice").urn}

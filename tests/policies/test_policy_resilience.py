@@ -346,12 +346,13 @@ def test_the_pack_remediates_a_plain_password_and_leaves_secrets_alone() -> None
 
 def test_the_pack_process_reports_each_new_rule() -> None:
     """Through the real pack process, as `pulumi preview --policy-pack` runs it."""
-    resources = runtime_stack()
+    resources = runtime_stack(fleet_group=True)
     game = find(resources, "mc-survival")
     replace(resources, game, protect=False)
     dev = find(resources, "dev-alice")
     props(dev)["initialization"] = {
-        "ipConfigs": [{"ipv4": {"address": "10.20.1.100/22", "gateway": "10.10.0.1"}}]
+        "ipConfigs": [{"ipv4": {"address": "10.20.1.100/22", "gateway": "10.10.0.1"}}],
+        "dns": {"servers": ["10.20.0.1"]},
     }
     velocity = find(resources, "zlh-velocity")
     props(velocity)["tags"] = [t for t in props(velocity)["tags"] if not t.startswith("layer-")]

@@ -101,28 +101,32 @@ def test_only_runtime_stacks_create_stack_references() -> None:
     assert function.lineno <= hits[0][1] <= (function.end_lineno or 0)
 
 
+def agent_sources(recording: StackRecording) -> set[str]:
+    """What the fleet's agent rule admits: its group's source, through the host's IP sets."""
+    (group,) = [
+        g
+        for g in of_type(recording, "proxmoxve:cluster/firewall/security/groupLegacy:GroupLegacy")
+        if any(rule.get("dport") == "18888" for rule in g.inputs["rules"])
+    ]
+    ipsets = {
+        r.inputs["name"]: {c["name"] for c in r.inputs["cidrs"]}
+        for r in of_type(recording, "proxmoxve:firewall/ipsetLegacy:IpsetLegacy")
+    }
+    (source,) = {r["source"] for r in group.inputs["rules"] if r.get("dport") == "18888"}
+    return ipsets[source.removeprefix("+")]
+
+
 def test_runtime_uses_the_core_runs_actual_exports(
     core: StackRecording, runtime: StackRecording
 ) -> None:
-    rules = of_type(runtime, "proxmoxve:firewall/rulesLegacy:RulesLegacy")
-    agent_sources = {
-        rule["source"] for r in rules for rule in r.inputs["rules"] if rule.get("dport") == "18888"
-    }
-    assert agent_sources == {f"{core.outputs['apiManagementAddress']}/32"}
+    assert agent_sources(runtime) == {f"{core.outputs['apiManagementAddress']}/32"}
     storage = of_type(runtime, "proxmoxve:storage/pbs:Pbs")[0]
     assert storage.inputs["server"] == core.outputs["pbsServer"]
     assert storage.inputs["datastore"] == core.outputs["pbsDatastore"]
 
     moved = copy.deepcopy(core.outputs)
     moved["apiManagementAddress"] = "10.99.0.77"
-    changed = run_runtime(core, outputs=moved)
-    agent_sources = {
-        rule["source"]
-        for r in of_type(changed, "proxmoxve:firewall/rulesLegacy:RulesLegacy")
-        for rule in r.inputs["rules"]
-        if rule.get("dport") == "18888"
-    }
-    assert agent_sources == {"10.99.0.77/32"}
+    assert agent_sources(run_runtime(core, outputs=moved)) == {"10.99.0.77/32"}
 
 
 def test_runtime_backs_up_every_game_and_dev_container(runtime: StackRecording) -> None:

@@ -9,10 +9,18 @@ import pytest
 from tests.program.conftest import CONTAINER, by_vmid, guests, of_type, tag
 from tests.stack_configs import shipped
 from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
+from zlh_infra.platform.egress import egress
 from zlh_infra.platform.firewall_state import read_firewall, rules_of
+from zlh_infra.platform.fleet_firewall import (
+    API_IPSET,
+    FLEET_GROUPS,
+    MONITOR_IPSET,
+    PRIVATE_IPSET,
+    PRIVATE_NETWORKS,
+)
 from zlh_infra.platform.host_firewall import node_reachable_from
 from zlh_infra.platform.reachability import TCP, AddressSet, exposure
-from zlh_infra.platform.type_tokens import DATACENTER_FIREWALL, NODE_FIREWALL
+from zlh_infra.platform.type_tokens import DATACENTER_FIREWALL, NODE_FIREWALL, SECURITY_GROUP
 from zlh_infra.preview.recording import StackRecording
 
 MANAGEMENT_BRIDGE = "vmbr2"
@@ -163,7 +171,7 @@ def test_each_node_admits_only_the_operators_to_its_api_and_ssh(
         port: node_reachable_from(
             host, node_enabled=True, input_policy="DROP", rules=rules, proto=TCP, port=port
         )
-        for port in (8006, 22, 3128, 5900, METRICS_PORT, 80)
+        for port in (8006, 22, 3128, 5900, 60000, METRICS_PORT, 80)
     }
     loopback = AddressSet.of("127.0.0.1/32")
     assert {port: sources - loopback for port, sources in reach.items()} == {
@@ -171,8 +179,73 @@ def test_each_node_admits_only_the_operators_to_its_api_and_ssh(
         22: operators,
         3128: operators,
         5900: operators,
+        60000: operators,
         METRICS_PORT: AddressSet.of(
             f"{shipped('core')['guests']['zlh-monitor']['managementAddress']}/32"
         ),
         80: AddressSet(),
     }
+
+
+def test_every_fleet_container_starts_with_the_hosts_fleet_groups(
+    core: StackRecording, runtime: StackRecording
+) -> None:
+    """One pair of groups per host, its sets holding the contract's addresses."""
+    groups = {g.inputs["name"]: g.inputs["rules"] for g in of_type(runtime, SECURITY_GROUP)}
+    assert sorted(groups) == sorted(group for group, _iface in FLEET_GROUPS)
+    # Proxmox refuses an interface on a rule inside a group.
+    assert not any(rule.get("iface") for rules in groups.values() for rule in rules)
+    ipsets = {
+        r.inputs["name"]: [c["name"] for c in r.inputs["cidrs"]]
+        for r in of_type(runtime, "proxmoxve:firewall/ipsetLegacy:IpsetLegacy")
+        if r.inputs["name"] != "management"
+    }
+    assert ipsets == {
+        API_IPSET: [f"{core.outputs['apiManagementAddress']}/32"],
+        MONITOR_IPSET: [f"{core.outputs['monitorManagementAddress']}/32"],
+        PRIVATE_IPSET: [str(n) for n in PRIVATE_NETWORKS],
+    }
+    fleet = {int(g.inputs["vmId"]) for g in guests(runtime) if tag(g, "role-") in ("game", "dev")}
+    rules = {
+        int(r.inputs["containerId"]): r.inputs["rules"]
+        for r in of_type(runtime, "proxmoxve:firewall/rulesLegacy:RulesLegacy")
+        if "containerId" in r.inputs
+    }
+    for vmid in fleet:
+        attached = [(r.get("securityGroup"), r.get("iface")) for r in rules[vmid][:2]]
+        assert attached == list(FLEET_GROUPS), vmid
+        # The container adds inbound workload ports only: egress is the groups' alone.
+        assert {(r["type"], r["action"]) for r in rules[vmid][2:]} == {("in", "ACCEPT")}, vmid
+    assert not any(
+        rule.get("securityGroup") for vmid, rs in rules.items() if vmid not in fleet for rule in rs
+    )
+
+
+def test_a_tenant_reaches_the_internet_its_resolver_and_zlh_artifacts_only(
+    runtime: StackRecording,
+) -> None:
+    """Computed over the recorded outbound rules, group and sets, as Proxmox applies them."""
+    host, views = firewall(runtime)
+    gateway = shipped("runtime")["network"]["lan"]["gateway"]
+    store = shipped("runtime")["guests"]["zlh-artifacts"]["lanAddress"]
+    private = AddressSet.of(*PRIVATE_NETWORKS)
+    fleet = [g for g in guests(runtime) if tag(g, "role-") in ("game", "dev")]
+    for guest in fleet:
+        view = views[int(guest.inputs["vmId"])]
+        policy = str((view.options or {}).get("outputPolicy") or "ACCEPT")
+        management = egress(host, view.firewall(), iface="net1", output_policy=policy)
+        assert management == [], guest.urn
+        reached = {
+            (e.proto, e.first_port, e.last_port): e.sources & private
+            for e in egress(host, view.firewall(), iface="net0", output_policy=policy)
+        }
+        assert {k: str(v) for k, v in reached.items() if v} == {
+            ("tcp", 53, 53): f"{gateway}/32",
+            ("udp", 53, 53): f"{gateway}/32",
+            ("tcp", 8080, 8080): f"{store}/32",
+        }, guest.urn
+        # Everything public stays open: the internet through the router.
+        assert all(
+            e.sources | private == AddressSet.everything()
+            for e in egress(host, view.firewall(), iface="net0", output_policy=policy)
+        ), guest.urn

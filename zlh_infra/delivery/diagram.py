@@ -25,12 +25,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zlh_infra.platform.catalogue import AGENT_PORT
+from zlh_infra.platform.firewall_state import read_firewall
+from zlh_infra.platform.reachability import TCP, AddressSet, FirewallReadError, reachable_from
 from zlh_infra.platform.topology import Layer
 from zlh_infra.platform.type_tokens import BACKUP_JOB as BACKUP_JOB_TYPE
 from zlh_infra.platform.type_tokens import PBS_STORAGE as PBS_STORAGE_TYPE
 from zlh_infra.platform.type_tokens import STACK_REFERENCE as STACK_REFERENCE_TYPE
 from zlh_infra.platform.vmids import VmidRole
-from zlh_infra.policies.resources import FIREWALL_RULES, GUEST_TYPES
+from zlh_infra.policies.resources import GUEST_TYPES
 from zlh_infra.preview.recording import RecordedResource, StackRecording
 from zlh_infra.preview.render import Guest, display, guest_of
 
@@ -113,7 +115,7 @@ class _Platform:
                 if guest is None:
                     continue
                 found.append(guest)
-                node = self._node_for(recording.stack, guest)
+                node = self.node_for(recording.stack, guest)
                 self.node_of[resource.urn] = node
                 if resource.parent:
                     self.by_component[resource.parent] = node
@@ -122,7 +124,7 @@ class _Platform:
             self.guests[recording.stack] = found
 
     @staticmethod
-    def _node_for(stack: str, guest: Guest) -> str:
+    def node_for(stack: str, guest: Guest) -> str:
         if guest.role in FOLDED_ROLES:
             return _node_id(stack, guest.role)
         return _node_id(stack, guest.name)
@@ -207,35 +209,45 @@ def _contract_edges(platform: _Platform) -> list[Edge]:
 
 
 def _agent_edges(platform: _Platform) -> list[Edge]:
-    """Who may reach zlh-agent, read from the firewall rules of the agent's guests.
+    """Who may reach zlh-agent, computed with the evaluator over each stack's firewall.
 
     A source on the management network reaches the agents through it: one hop to the
     network node, one from it to each kind of container, rather than a labelled line
-    from the API to every group.
+    from the API to every group. A NIC open to every address (a router) draws nothing.
     """
     management = _network(platform.output("managementCidr"))
+    label = f"TCP {AGENT_PORT} zlh-agent"
     edges = []
     for recording in platform.recordings:
-        for resource in recording.resources:
-            target = platform.by_component.get(resource.parent or "")
-            if resource.type != FIREWALL_RULES or target is None:
+        guests = platform.guests.get(recording.stack, [])
+        nodes = {g.vmid: platform.node_for(recording.stack, g) for g in guests}
+        try:
+            host, views = read_firewall((r.type, r.name, r.inputs) for r in recording.resources)
+        except FirewallReadError:
+            continue
+        for vmid, view in sorted(views.items()):
+            target = nodes.get(str(vmid))
+            if target is None:
                 continue
-            rules = resource.inputs.get("rules")
-            for rule in rules if isinstance(rules, list) else []:
-                if not isinstance(rule, dict) or str(rule.get("dport")) != str(AGENT_PORT):
+            for nic in view.nics:
+                try:
+                    sources = reachable_from(
+                        host, view.firewall(), iface=nic.iface, proto=TCP, port=AGENT_PORT
+                    )
+                except FirewallReadError:
                     continue
-                address = _ip(str(rule.get("source", "")))
-                source = platform.by_address.get(address)
-                if source is None or rule.get("action") != "ACCEPT":
+                if sources == AddressSet.everything():
                     continue
-                label = f"{str(rule.get('proto', 'tcp')).upper()} {AGENT_PORT} zlh-agent"
-                if management is not None and _in_network(address, management):
-                    edges += [
-                        Edge(1, source, MANAGEMENT_NODE, label),
-                        Edge(1, MANAGEMENT_NODE, target, ""),
-                    ]
-                else:
-                    edges.append(Edge(1, source, target, label))
+                for address, source in sorted(platform.by_address.items()):
+                    if not sources & AddressSet.of(address):
+                        continue
+                    if management is not None and _in_network(address, management):
+                        edges += [
+                            Edge(1, source, MANAGEMENT_NODE, label),
+                            Edge(1, MANAGEMENT_NODE, target, ""),
+                        ]
+                    else:
+                        edges.append(Edge(1, source, target, label))
     return edges
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pulumi
 import pulumi_proxmoxve as proxmox
@@ -47,6 +48,8 @@ class GuestArgs:
     startup_order: int
     input_policy: str = "DROP"
     rules: Sequence[FirewallRule] = ()
+    #: Security groups its rules start with, in order, each on the NIC named with it.
+    security_groups: Sequence[tuple[proxmox.cluster.firewall.security.GroupLegacy, str]] = ()
     #: Stateful guests are protected in Pulumi and in Proxmox.
     stateful: bool = False
     dns_servers: Sequence[pulumi.Input[str]] = ()
@@ -73,20 +76,34 @@ def _guest_options(
     )
 
 
+RuleArgs = TypeVar(
+    "RuleArgs",
+    proxmox.firewall.RulesLegacyRuleArgs,
+    proxmox.cluster.firewall.security.GroupLegacyRuleArgs,
+)
+
+
+def rule_args(rule: FirewallRule, kind: type[RuleArgs]) -> RuleArgs:
+    """One program rule as the provider's rule (of a guest's rules, or of a group's)."""
+    return kind(
+        type=rule.direction,
+        action=rule.action,
+        proto=rule.proto,
+        dport=None if rule.dport is None else str(rule.dport),
+        source=rule.source,
+        dest=rule.dest,
+        iface=rule.iface or None,
+        comment=rule.comment,
+        enabled=True,
+    )
+
+
 def _firewall_rules(rules: Sequence[FirewallRule]) -> list[proxmox.firewall.RulesLegacyRuleArgs]:
-    return [
-        proxmox.firewall.RulesLegacyRuleArgs(
-            type=rule.direction,
-            action=rule.action,
-            proto=rule.proto,
-            dport=str(rule.dport),
-            source=rule.source,
-            iface=rule.iface,
-            comment=rule.comment,
-            enabled=True,
-        )
-        for rule in rules
-    ]
+    return [rule_args(rule, proxmox.firewall.RulesLegacyRuleArgs) for rule in rules]
+
+
+def _group_reference(group: pulumi.Input[str], iface: str) -> proxmox.firewall.RulesLegacyRuleArgs:
+    return proxmox.firewall.RulesLegacyRuleArgs(security_group=group, iface=iface, enabled=True)
 
 
 class LxcGuest(pulumi.ComponentResource):
@@ -265,13 +282,16 @@ def _guest_firewall(
         ipfilter=vm_id is None,
         opts=child,
     )
-    if args.rules:
+    if args.rules or args.security_groups:
         proxmox.firewall.RulesLegacy(
             f"{name}-rules",
             node_name=args.node,
             container_id=container_id,
             vm_id=vm_id,
-            rules=_firewall_rules(args.rules),
+            rules=[
+                *(_group_reference(group.name, iface) for group, iface in args.security_groups),
+                *_firewall_rules(args.rules),
+            ],
             opts=child,
         )
 

@@ -21,7 +21,7 @@ from zlh_infra.config import (
 )
 from zlh_infra.contract import CoreContract, PbsHost
 from zlh_infra.layers.backups import backup_to_pbs
-from zlh_infra.layers.guest import GuestArgs, LxcGuest, VmGuest, pool
+from zlh_infra.layers.guest import GuestArgs, LxcGuest, VmGuest, pool, rule_args
 from zlh_infra.layers.guest_steps import (
     converge_service,
     node_command,
@@ -31,11 +31,11 @@ from zlh_infra.layers.guest_steps import (
 from zlh_infra.layers.site import Site, service_guest
 from zlh_infra.layers.vendor import artifact, read_value
 from zlh_infra.platform.catalogue import (
-    FLEET_MANAGEMENT_INGRESS,
     RUNTIME_SERVICES,
     Ingress,
     Network,
 )
+from zlh_infra.platform.fleet_firewall import FLEET_GROUPS, fleet_group_rules, fleet_ipsets
 from zlh_infra.platform.topology import Layer, guest_tags
 from zlh_infra.platform.vmids import VmidRole
 from zlh_infra.services import agent, artifacts, build, code_server, node_exporter, paper
@@ -118,6 +118,7 @@ class Runtime(pulumi.ComponentResource):
             self.guests, self.fleet, self.vmids = {}, {}, []
             self.register_outputs({"vmids": self.vmids})
             return
+        fleet_groups = _fleet_firewall(self, site, artifact_store=artifacts_guest.lan_address)
         self.guests = {
             service: service_guest(
                 self, site, spec, args.guests[service], pool_id=layer_pool.pool_id
@@ -259,9 +260,9 @@ class Runtime(pulumi.ComponentResource):
                     disk_gb=guest.disk_gb,
                     datastore=site.datastore,
                     startup_order=FLEET_STARTUP_ORDER,
+                    security_groups=fleet_groups,
                     rules=site.rules(
-                        (Network.LAN, Network.MANAGEMENT),
-                        [*FLEET_MANAGEMENT_INGRESS, *_workload_ingress(member.role, template)],
+                        (Network.LAN, Network.MANAGEMENT), _workload_ingress(member.role, template)
                     ),
                     stateful=True,
                     dns_servers=list(site.dns_servers),
@@ -513,6 +514,44 @@ class Runtime(pulumi.ComponentResource):
             clone_source=True,
             depends_on=list(depends_on),
         )
+
+
+def _fleet_firewall(
+    parent: pulumi.ComponentResource, site: Site, *, artifact_store: IPv4Address
+) -> list[tuple[proxmox.cluster.firewall.security.GroupLegacy, str]]:
+    """The host's fleet security groups, each with the NIC a container attaches it on."""
+    sets = fleet_ipsets(
+        api=site.addresses[("core:zpack-api", Network.MANAGEMENT)],
+        monitor=site.addresses[("core:zlh-monitor", Network.MANAGEMENT)],
+    )
+    ipsets = [
+        proxmox.firewall.IpsetLegacy(
+            f"{set_name}-ipset",
+            name=set_name,
+            comment="named by the fleet's security groups",
+            cidrs=[proxmox.firewall.IpsetLegacyCidrArgs(name=str(n)) for n in networks],
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        for set_name, networks in sets.items()
+    ]
+    router = IPv4Address(site.gateway.address)
+    rules = fleet_group_rules(router=router, artifact_store=artifact_store)
+    return [
+        (
+            proxmox.cluster.firewall.security.GroupLegacy(
+                group,
+                name=group,
+                comment=f"every game and dev container, on {iface}, declared or made by zpack-api",
+                rules=[
+                    rule_args(rule, proxmox.cluster.firewall.security.GroupLegacyRuleArgs)
+                    for rule in rules[group]
+                ],
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=ipsets),
+            ),
+            iface,
+        )
+        for group, iface in FLEET_GROUPS
+    ]
 
 
 def _workload_ingress(role: VmidRole, template: Template) -> list[Ingress]:

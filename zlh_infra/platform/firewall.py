@@ -14,13 +14,18 @@ class FirewallRule:
     """One Proxmox guest firewall rule (``[RULES]`` line) as the program writes it."""
 
     action: str
-    proto: str
-    dport: int
+    #: None: every protocol.
+    proto: str | None
+    #: None: every port.
+    dport: int | None
+    #: ``net<i>``; empty: every interface.
     iface: str
-    #: CIDR, or None for any source.
+    #: CIDR or ``+ipset``; None for any source.
     source: str | None
     comment: str
     direction: str = "in"
+    #: CIDR or ``+ipset``; None for any destination.
+    dest: str | None = None
 
 
 def iface_of(nics: Sequence[Network], network: Network) -> str:

@@ -1,14 +1,14 @@
 """What a Proxmox node itself accepts: its API and SSH from the operators, its exporter.
 
 Proxmox applies the datacenter's input policy to the node's own traffic and, with the
-firewall on, adds built-in rules before the node's own: members of the ``management``
+firewall on, adds built-in rules after the node's own: members of the ``management``
 IP set and of the ``local_network`` alias (the network Proxmox detects the node on, unless
-the datacenter defines the alias) reach the API (8006), SSH (22), SPICE (3128) and VNC
-(5900-5999) (pve-firewall(8), "Standard IP Set management" and "Standard IP Alias
-local_network"). The program names the set from ``proxmox.adminSources``, pins
-``local_network`` to the loopback address (a standalone node has no cluster network to
-admit), and writes the same accepts as rules of its own, so that the pack, the audit and
-the lab read them like any other rule.
+the datacenter defines the alias) reach the API (8006), SSH (22), SPICE (3128), VNC
+(5900-5999) and migration (60000-60050) (pve-firewall(8), "Standard IP Set management"
+and "Standard IP Alias local_network"). The program names the set from
+``proxmox.adminSources``, pins ``local_network`` to the loopback address (a standalone
+node has no cluster network to admit), and writes the same accepts as rules of its own,
+so that the pack, the audit and the lab read them like any other rule.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ LOCAL_NETWORK_ALIAS = "local_network"
 LOCAL_NETWORK = IPv4Network("127.0.0.1/32")
 API_PORT = 8006
 SSH_PORT = 22
-#: The ports Proxmox's built-in management rules open (API, SSH, SPICE, VNC).
+#: The ports Proxmox's built-in management rules open (API, SSH, SPICE, VNC, migration).
 MANAGEMENT_PORTS: tuple[tuple[int, int], ...] = (
     (API_PORT, API_PORT),
     (SSH_PORT, SSH_PORT),
     (3128, 3128),
     (5900, 5999),
+    (60000, 60050),
 )
 #: The evaluator's name for "any interface of the node".
 _ANY_IFACE = "node"
@@ -95,10 +96,11 @@ def node_reachable_from(
                 continue
             rule = dataclasses.replace(rule, iface=None)
         own.append(rule)
+    # pve-firewall's host chain: the node's own rules, then the built-in management ones.
     node = GuestFirewall(
         enabled=node_enabled,
         input_policy=input_policy,
         nic_firewall={_ANY_IFACE: True},
-        rules=[*builtin, *own],
+        rules=[*own, *builtin],
     )
     return reachable_from(host, node, iface=_ANY_IFACE, proto=proto, port=port)

@@ -648,3 +648,24 @@ HOST_FIREWALL = ConfigSpec(
     },
     parse_values=lambda r: HostFirewallConfig(_networks(r, "guestNetworks")),
 )
+
+
+# --- zlh-tenant-egress ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EgressConfig:
+    management_bridge: str
+
+
+EGRESS = ConfigSpec(
+    properties={
+        "managementBridge": {
+            "type": "string",
+            "minLength": 1,
+            "description": "the management network's bridge: a tenant calls out to nothing there",
+            "default": DEFAULT_MANAGEMENT_BRIDGE,
+        },
+    },
+    parse_values=lambda r: EgressConfig(r.string("managementBridge")),
+)

@@ -34,6 +34,7 @@ _PORT_NAMES = {
     22: "SSH (22)",
     3128: "SPICE (3128)",
     5900: "VNC (5900-5999)",
+    60000: "migration (60000-60050)",
 }
 
 
@@ -100,7 +101,12 @@ def check_host_firewall(
     """Every node a guest runs on: firewall on, DROP, and its management ports closed to guests."""
     findings = Findings()
     with findings.reading():
-        nodes = sorted({n for r in resources if is_guest(r) and (n := node_of(r)) is not None})
+        # Each node a guest runs on, with the first such guest (where a finding lands).
+        placed: dict[str, str] = {}
+        for r in resources:
+            if is_guest(r) and (n := node_of(r)) is not None:
+                placed.setdefault(n, r.urn)
+        nodes = sorted(placed)
         if not nodes:
             return findings
         enabled, policy = _datacenter(resources, findings)
@@ -122,14 +128,17 @@ def check_host_firewall(
             if not switches[node]:
                 findings.add(
                     f"node {node} has no node firewall resource, so its firewall may be off: "
-                    "register proxmoxve.node.FirewallLegacy with enabled: true."
+                    "register proxmoxve.node.FirewallLegacy with enabled: true.",
+                    placed[node],
                 )
-            elif not node_on:
+                continue  # with its firewall off, every port is open: said once
+            if not node_on:
                 for resource in switches[node]:
                     findings.add(
                         f"{describe(resource)} disables node {node}'s firewall: set enabled: true.",
                         resource.urn,
                     )
+                continue
             rules = _node_rules(resources, node, findings)
             if rules is None:
                 continue

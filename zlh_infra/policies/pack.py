@@ -33,6 +33,7 @@ from zlh_infra.platform.topology import StackRole
 from zlh_infra.policies import config as cfg
 from zlh_infra.policies.agent import check_agent_port
 from zlh_infra.policies.config import ConfigSpec, PolicyConfigError
+from zlh_infra.policies.egress import check_tenant_egress
 from zlh_infra.policies.host import check_host_firewall
 from zlh_infra.policies.placement import (
     check_control_plane_independent,
@@ -229,8 +230,9 @@ runtime_isolation = resource_policy(
 agent_port = stack_policy(
     name="zlh-agent-port",
     description=(
-        "Only zpack-api's management address may reach the zlh-agent port, and every game "
-        "and dev container has its firewall on."
+        "Only zpack-api's management address may reach the zlh-agent port, every game and dev "
+        "container has its firewall on with ipfilter and macfilter, and no other guest on the "
+        "management bridge can send from zpack-api's or zlh-monitor's address."
     ),
     spec=cfg.AGENT,
     check=lambda resources, config, stack: check_agent_port(resources, config),
@@ -343,6 +345,18 @@ host_firewall = stack_policy(
     severity=Severity.CRITICAL,
 )
 
+tenant_egress = stack_policy(
+    name="zlh-tenant-egress",
+    description=(
+        "Every game and dev container attaches the fleet security group and opens no "
+        "connection into the platform: none on the management network, and on its LAN only "
+        "to its resolver and zlh-artifacts."
+    ),
+    spec=cfg.EGRESS,
+    check=check_tenant_egress,
+    severity=Severity.CRITICAL,
+)
+
 #: In the order the pack lists them.
 POLICIES = [
     vmid_range,
@@ -352,6 +366,7 @@ POLICIES = [
     runtime_isolation,
     agent_port,
     host_firewall,
+    tenant_egress,
     traefik_per_domain,
     required_tags,
     stateful_protected,
