@@ -53,6 +53,11 @@ class FakeLab:
         handler = self.answers.get((vmid, argv[0]))
         return handler(argv, stdin) if handler else ExecResult(127, "", f"{argv[0]}: not found")
 
+    def run_node(
+        self, node: str, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60
+    ) -> ExecResult:
+        return ExecResult(255, "", f"no stand-in namespace for node {node}")
+
 
 def nic(name: str, bridge: str, address: str, gateway: str | None = None) -> LabNic:
     return LabNic(

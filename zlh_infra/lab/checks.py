@@ -116,6 +116,11 @@ class Executor(Protocol):
     ) -> ExecResult:
         """Run ``argv`` inside the guest."""
 
+    def run_node(
+        self, node: str, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60
+    ) -> ExecResult:
+        """Run ``argv`` in the network namespace of node ``node``'s stand-in."""
+
 
 @dataclass(slots=True)
 class CheckContext:
@@ -718,8 +723,8 @@ def prometheus_targets_up(ctx: CheckContext) -> list[CheckResult]:
                 monitor.vmid,
                 "prometheus scrapes the Proxmox nodes",
                 None,
-                f"not checked: the lab has no Proxmox node ({', '.join(nodes)} are "
-                "scraped, their exporters run on the hosts)",
+                f"not checked: the lab's node stand-ins run no exporter ({', '.join(nodes)} "
+                "are scraped; on Proxmox theirs run on the hosts)",
             )
         )
     return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,15 @@ from zlh_infra.lab.checks import (
     run_all,
     unavailable_results,
 )
+from zlh_infra.lab.firewall import (
+    LabFirewall,
+    LabFirewallError,
+    build_firewall,
+    firewall_resources,
+    node_addresses,
+)
 from zlh_infra.lab.lxcconf import router_setup_script
+from zlh_infra.lab.matrix import firewall_checks
 from zlh_infra.lab.overlay import (
     LAB_OVERLAY,
     MIRROR,
@@ -35,7 +44,13 @@ from zlh_infra.lab.overlay import (
     mirror_overlay,
     referenced_releases,
 )
-from zlh_infra.lab.paths import HOST_NFT_TABLE, LabDirs, release_base_url
+from zlh_infra.lab.paths import (
+    FIREWALL_TABLE,
+    HOST_NFT_TABLE,
+    LabDirs,
+    node_netns,
+    release_base_url,
+)
 from zlh_infra.lab.plan import (
     DEFERRED,
     Action,
@@ -50,7 +65,7 @@ from zlh_infra.lab.rootfs import ensure_rootfs, purge
 from zlh_infra.lab.secrets_store import SecretStore
 from zlh_infra.lab.state import GuestState, LabState
 from zlh_infra.lab.steps import install_pct, run_step
-from zlh_infra.lab.system import LabError, ensure_host_packages, require_root
+from zlh_infra.lab.system import LabError, ensure_host_packages, netns_path, require_root
 from zlh_infra.platform.topology import is_stack_name
 
 EXIT_OK = 0
@@ -77,6 +92,10 @@ def _say(message: str) -> None:
 @dataclass(slots=True)
 class Recorded:
     plan: LabPlan
+    #: The recorded Proxmox firewall on the lab's bridges; None when it cannot be read.
+    firewall: LabFirewall | None = None
+    #: Why the firewall cannot be read (the reader's or the lab's refusal).
+    firewall_error: str | None = None
     #: Releases the overlay wanted but the lab has no file for.
     missing: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
@@ -142,7 +161,19 @@ def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Reco
         raise LabError("the program failed offline:\n  " + "\n  ".join(problems))
     plan = build_plan(recordings, upstream_dns=resolver)
     plan.secrets = plan.secrets | frozenset(store.values())
-    return Recorded(plan=plan, missing=missing, notes=notes)
+    firewall, firewall_error = None, None
+    try:
+        firewall = build_firewall(
+            plan,
+            {recording.stack: firewall_resources(recording) for recording in recordings},
+            node_addresses(recordings),
+        )
+        notes += [f"no lab network holds node {node}: no stand-in" for node in firewall.unplaced]
+    except LabFirewallError as error:
+        firewall_error = redact(str(error), plan.secrets)
+    return Recorded(
+        plan=plan, firewall=firewall, firewall_error=firewall_error, missing=missing, notes=notes
+    )
 
 
 # --- up ---------------------------------------------------------------------------------
@@ -226,6 +257,11 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     store = SecretStore(dirs.secrets_file)
     recorded = record(root, dirs, store, str(resolver))
     plan = recorded.plan
+    if recorded.firewall is None:
+        # Without the recorded firewall the lab is not the platform: nothing is built.
+        raise LabError(
+            f"the recorded Proxmox firewall cannot be applied: {recorded.firewall_error}"
+        )
     for note in recorded.notes:
         _say(note)
     if recorded.missing:
@@ -235,7 +271,11 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     host.ensure_subids(state)
     host.ensure_sysctls(state)
     rootfs = ensure_rootfs(dirs)
-    host.ensure_network(state, plan.bridges, resolver)
+    host.ensure_network(state, plan.bridges, resolver, recorded.firewall)
+    _say(
+        f"Proxmox firewall on the lab bridges: {len(recorded.firewall.ports)} ports, "
+        f"{len(recorded.firewall.nodes)} node stand-ins"
+    )
     install_pct(dirs, root)
     lxc.install_hook(dirs)
     if host.ensure_release_server(state, dirs.releases, dirs.logs / "releases.log"):
@@ -381,6 +421,25 @@ class LxcExecutor:
         done = lxc.attach(vmid, argv, stdin=stdin, timeout=timeout)
         return ExecResult(done.returncode, done.stdout, done.stderr)
 
+    def run_node(
+        self, node: str, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60
+    ) -> ExecResult:
+        path = netns_path().parent / node_netns(node)
+        if not path.exists():
+            return ExecResult(255, "", f"no stand-in namespace for node {node}")
+        try:
+            done = subprocess.run(
+                ["nsenter", f"--net={path}", "--", *argv],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return ExecResult(124, "", f"timed out after {timeout:.0f} s")
+        return ExecResult(done.returncode, done.stdout, done.stderr)
+
 
 def check(*, output_format: str = "table") -> int:
     require_root()
@@ -412,9 +471,36 @@ def check(*, output_format: str = "table") -> int:
     results += unavailable_results(
         plan, state.unavailable, {**state.unavailable_reasons, **state.waiting}, state.waiting
     )
+    # Last, alone: its throwaway listeners would show in the other checks' `ss`.
+    firewall = recorded.firewall
+    if firewall is None:
+        detail = f"cannot be read: {recorded.firewall_error}"
+        results.append(CheckResult("lab", None, "reachability matrix", False, detail))
+    elif state.firewall_hash != firewall.digest():
+        detail = "not run: the recording's firewall is not the one `lab up` loaded (run `lab up`)"
+        results.append(CheckResult("lab", None, "reachability matrix", False, detail))
+    else:
+        results += firewall_checks(ctx, firewall)
+    results.insert(0, _firewall_check(firewall, state))
     results.insert(0, _uplink_check())
     sys.stdout.write(render_json(results) if output_format == "json" else render_table(results))
     return exit_code(results)
+
+
+def _firewall_check(firewall: LabFirewall | None, state: LabState) -> CheckResult:
+    present = host.firewall_present()
+    nodes = ", ".join(n.node for n in firewall.nodes) if firewall else ""
+    current = firewall is not None and state.firewall_hash == firewall.digest()
+    if not present:
+        detail = f"nft table bridge or inet {FIREWALL_TABLE} missing (run `lab up`)"
+    elif not current:
+        detail = "the recording's firewall changed since `lab up` loaded it (run `lab up`)"
+    else:
+        detail = (
+            f"nft tables bridge and inet {FIREWALL_TABLE} in the lab namespace, as recorded; "
+            f"node stand-ins: {nodes or 'none'}"
+        )
+    return CheckResult("lab", None, "proxmox firewall applied", present and current, detail)
 
 
 def _uplink_check() -> CheckResult:

@@ -1,4 +1,4 @@
-"""The lab's footprint on the host: its network namespace, bridges, uplink, nft table, IDs.
+"""The lab's footprint on the host: its network namespaces, bridges, uplink, nft tables, IDs.
 
 Everything here is named from ``paths`` and recorded in the lab state, so ``lab down``
 removes exactly what ``lab up`` made and restores what it changed (``ip_forward``,
@@ -17,8 +17,10 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from zlh_infra.lab.firewall import LabFirewall, NodeStandIn
 from zlh_infra.lab.netconf import host_ruleset, netns_ruleset, resolver_from
 from zlh_infra.lab.paths import (
+    FIREWALL_TABLE,
     HOST_NFT_TABLE,
     HOST_VETH,
     ID_MAP_FIRST,
@@ -27,6 +29,7 @@ from zlh_infra.lab.paths import (
     LAB_VETH,
     NETNS,
     NETNS_NFT_TABLE,
+    NODE_NETNS_PREFIX,
     RELEASE_PORT,
     UPLINK_HOST,
     UPLINK_LAB,
@@ -146,8 +149,14 @@ def _check_no_overlap() -> None:
             )
 
 
-def ensure_network(state: LabState, bridges: Iterable[str], resolver: IPv4Address) -> None:
-    """The lab namespace, its bridges, the uplink to the host, and both nft tables."""
+def ensure_network(
+    state: LabState,
+    bridges: Iterable[str],
+    resolver: IPv4Address,
+    firewall: LabFirewall,
+) -> None:
+    """The lab namespace, its bridges, the uplink to the host, the nft tables, the
+    recorded Proxmox firewall on the bridges, and the node stand-ins."""
     if not _netns_exists():
         _check_no_overlap()
         run(["ip", "netns", "add", NETNS])
@@ -157,8 +166,10 @@ def ensure_network(state: LabState, bridges: Iterable[str], resolver: IPv4Addres
     _sysctl_in_netns("net.ipv6.conf.all.disable_ipv6", "1")
     _sysctl_in_netns("net.ipv6.conf.default.disable_ipv6", "1")
     _sysctl_in_netns("net.ipv4.ip_forward", "1")
-    # Bridged frames between guests do not go through the namespace's IP filter.
+    # Bridged frames reach the namespace's IP hooks only on the lab's own bridges, which
+    # turn it on for themselves (for the Proxmox firewall's conntrack).
     _sysctl_in_netns("net.bridge.bridge-nf-call-iptables", "0", required=False)
+    _sysctl_in_netns("net.bridge.bridge-nf-call-ip6tables", "0", required=False)
 
     if HOST_VETH not in _links():
         run(["ip", "link", "add", HOST_VETH, "type", "veth", "peer", "name", LAB_VETH])
@@ -188,6 +199,73 @@ def ensure_network(state: LabState, bridges: Iterable[str], resolver: IPv4Addres
 
     _load_host_table(resolver)
     _load_netns_table(resolver)
+    _load_firewall(state, firewall)
+    for bridge in sorted(set(bridges) | {WAN_BRIDGE}):
+        run(
+            [
+                *("ip", "-n", NETNS, "link", "set", bridge, "type", "bridge"),
+                *("nf_call_iptables", "1", "nf_call_ip6tables", "1"),
+            ]
+        )
+    wanted = {stand_in.netns for stand_in in firewall.nodes}
+    for stale in sorted(set(_node_namespaces(state)) - wanted):
+        run(["ip", "netns", "delete", stale], check=False)
+        if stale in state.node_netns:
+            state.node_netns.remove(stale)
+    for stand_in in firewall.nodes:
+        _ensure_node(state, stand_in)
+    state.save()
+
+
+def _load_firewall(state: LabState, firewall: LabFirewall) -> None:
+    """Both tables replaced in one ``nft`` transaction: nothing is ever half loaded."""
+    run(in_netns(["nft", "-f", "-"]), input=firewall.ruleset())
+    state.firewall_hash = firewall.digest()
+    state.save()
+
+
+def _node_namespaces(state: LabState) -> list[str]:
+    """The node stand-ins' namespaces: those recorded, and any of the lab's name."""
+    found = set(state.node_netns)
+    runs = Path("/run/netns")
+    if runs.is_dir():
+        found |= {path.name for path in runs.glob(f"{NODE_NETNS_PREFIX}*")}
+    return sorted(found)
+
+
+def _ensure_node(state: LabState, stand_in: NodeStandIn) -> None:
+    """A node's own IP stack: its namespace, behind a veth on the lab bridge."""
+    if not (Path("/run/netns") / stand_in.netns).exists():
+        run(["ip", "netns", "add", stand_in.netns])
+    if stand_in.netns not in state.node_netns:
+        state.node_netns.append(stand_in.netns)
+        state.save()
+    inner = run(["ip", "-n", stand_in.netns, "link", "show", stand_in.inner], check=False)
+    if stand_in.port in _links(netns=True) and inner.returncode != 0:
+        run(["ip", "-n", NETNS, "link", "delete", stand_in.port])
+    if stand_in.port not in _links(netns=True):
+        run(
+            [
+                *("ip", "-n", NETNS, "link", "add", stand_in.port, "type", "veth"),
+                *("peer", "name", stand_in.inner, "netns", stand_in.netns),
+            ]
+        )
+    run(["ip", "-n", NETNS, "link", "set", stand_in.port, "master", stand_in.bridge, "up"])
+    node = ["nsenter", f"--net=/run/netns/{stand_in.netns}", "--"]
+    run([*node, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"], check=False)
+    inside = ["ip", "-n", stand_in.netns]
+    run([*inside, "link", "set", "lo", "up"])
+    run([*inside, "link", "set", stand_in.inner, "address", stand_in.mac])
+    run([*inside, "addr", "replace", str(stand_in.address), "dev", stand_in.inner])
+    run([*inside, "link", "set", stand_in.inner, "up"])
+
+
+def firewall_present() -> bool:
+    """Both of the recorded firewall's tables are loaded in the lab namespace."""
+    return all(
+        run(in_netns(["nft", "list", "table", family, FIREWALL_TABLE]), check=False).returncode == 0
+        for family in ("bridge", "inet")
+    )
 
 
 def _load_host_table(resolver: IPv4Address) -> None:
@@ -213,9 +291,14 @@ def remove_network(state: LabState) -> list[str]:
         run(["ip", "link", "delete", HOST_VETH], check=False)
         done.append(f"veth {HOST_VETH}")
     if _netns_exists():
-        # Deleting the namespace removes its bridges and veths with it.
+        # Deleting the namespace removes its bridges, veths and nft tables with it.
         run(["ip", "netns", "delete", NETNS], check=False)
-        done.append(f"network namespace {NETNS} and its bridges")
+        done.append(f"network namespace {NETNS}, its bridges and firewall tables")
+    for name in _node_namespaces(state):
+        if run(["ip", "netns", "delete", name], check=False).returncode == 0:
+            done.append(f"node stand-in namespace {name}")
+    state.node_netns.clear()
+    state.firewall_hash = None
     state.netns = False
     if state.ip_forward_before is not None:
         IP_FORWARD.write_text(state.ip_forward_before + "\n", encoding="utf-8")

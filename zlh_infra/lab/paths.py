@@ -20,6 +20,13 @@ LAB_VETH = "zlhlab-up"
 HOST_NFT_TABLE = "zlh_lab"
 #: The lab namespace's own table (family inet).
 NETNS_NFT_TABLE = "zlh_lab"
+#: The recorded Proxmox firewall, in the lab namespace: one table of each family
+#: (``bridge`` and ``inet``), both of this name.
+FIREWALL_TABLE = "zlh_lab_fw"
+#: A node stand-in's network namespace is ``zlh-lab-<node>``: the node's own address on
+#: the management network, behind a port of the lab bridge (``zlhlab-n<i>``).
+NODE_NETNS_PREFIX = "zlh-lab-"
+NODE_PORT_PREFIX = "zlhlab-n"
 #: Prefix of every LXC container the lab makes (``lab-<vmid>``).
 CONTAINER_PREFIX = "lab-"
 #: The bridge standing for the hosts' uplinks (``vmbr0``), shared by the router stand-ins.
@@ -48,6 +55,16 @@ NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def container_name(vmid: int) -> str:
     return f"{CONTAINER_PREFIX}{vmid}"
+
+
+def node_netns(node: str) -> str:
+    """The network namespace standing for Proxmox node ``node``'s own IP stack."""
+    return f"{NODE_NETNS_PREFIX}{node}"
+
+
+def node_port(index: int) -> str:
+    """The lab bridge port of the ``index``-th node stand-in."""
+    return f"{NODE_PORT_PREFIX}{index}"
 
 
 def release_base_url() -> str:

@@ -38,6 +38,10 @@ class LabState:
     #: Steps the last ``up`` held back, and what each waits for.
     waiting: dict[str, str] = field(default_factory=dict)
     release_server_pid: int | None = None
+    #: The node stand-ins' network namespaces the lab made (``zlh-lab-<node>``).
+    node_netns: list[str] = field(default_factory=list)
+    #: SHA-256 of the Proxmox firewall ruleset ``lab up`` loaded.
+    firewall_hash: str | None = None
     #: How many clone snapshots the lab has taken (names their layer directories).
     layer_counter: int = 0
 
@@ -63,6 +67,8 @@ class LabState:
             unavailable_reasons=dict(data.get("unavailableReasons", {})),
             waiting=dict(data.get("waiting", {})),
             release_server_pid=data.get("releaseServerPid"),
+            node_netns=list(data.get("nodeNetns", [])),
+            firewall_hash=data.get("firewallHash"),
             layer_counter=int(data.get("layerCounter", 0)),
         )
 
@@ -82,6 +88,8 @@ class LabState:
             "unavailableReasons": dict(sorted(self.unavailable_reasons.items())),
             "waiting": dict(sorted(self.waiting.items())),
             "releaseServerPid": self.release_server_pid,
+            "nodeNetns": self.node_netns,
+            "firewallHash": self.firewall_hash,
             "layerCounter": self.layer_counter,
         }
 
