@@ -27,14 +27,17 @@ GOOD: dict[str, Any] = {
     "pbsServer": "10.99.0.21",
     "pbsDatastore": "zlh",
     "pbsFingerprint": FINGERPRINT,
+    "runtimeHosts": {
+        "runtime": {"node": "zlh-runtime", "endpoint": "https://zlh-runtime.zerolaghub.net:8006/"}
+    },
     "pbsHosts": {
         "runtime": {
-            "node": "zlh-runtime",
             "username": "zlh-runtime@pbs",
             "password": "s3cret-value",
             "namespace": "runtime",
         }
     },
+    "apiHosts": {"runtime": {"username": "zpack-api@pve", "password": "api-s3cret"}},
     "headscaleUrl": "https://vpn.zerolaghub.com",
     "headscalePreauthKey": "0123456789abcdef0123456789abcdef0123456789abcdef",
     "coreVmids": [100, 101],
@@ -42,9 +45,9 @@ GOOD: dict[str, Any] = {
 }
 
 
-def test_the_contract_is_version_4_with_its_secrets_and_deploy_time_values() -> None:
-    assert CONTRACT_VERSION == 4
-    assert {"pbsHosts", "headscalePreauthKey"} == SECRET_OUTPUTS
+def test_the_contract_is_version_5_with_its_secrets_and_deploy_time_values() -> None:
+    assert CONTRACT_VERSION == 5
+    assert {"pbsHosts", "apiHosts", "headscalePreauthKey"} == SECRET_OUTPUTS
     assert {"pbsFingerprint", "headscalePreauthKey"} == DEPLOY_TIME_OUTPUTS
     assert set(SECRET_OUTPUTS | DEPLOY_TIME_OUTPUTS) <= set(CONTRACT_OUTPUTS)
     assert "pbsUsername" not in CONTRACT_OUTPUTS and "pbsPassword" not in CONTRACT_OUTPUTS
@@ -54,26 +57,28 @@ def test_good_contract_parses_and_hides_the_secrets() -> None:
     contract = parse_contract(GOOD, core_stack="core")
     assert str(contract.api_management_address) == "10.99.0.10"
     assert contract.pbs_fingerprint == FINGERPRINT
-    assert "s3cret-value" not in repr(contract)
+    assert "s3cret-value" not in repr(contract) and "api-s3cret" not in repr(contract)
     assert "0123456789abcdef" not in repr(contract)
     assert contract.core_vmids == frozenset({100, 101})
 
 
-def test_a_runtime_stack_picks_its_own_pbs_login() -> None:
+def test_a_runtime_stack_picks_its_own_node_and_logins() -> None:
     contract = parse_contract(GOOD, core_stack="core")
-    host = contract.pbs_host("runtime", core_stack="core")
-    assert (host.username, host.namespace) == ("zlh-runtime@pbs", "runtime")
-    assert host.password.get_secret_value() == "s3cret-value"
+    host, pbs, api = contract.host("runtime", core_stack="core")
+    assert (host.node, host.endpoint) == ("zlh-runtime", "https://zlh-runtime.zerolaghub.net:8006/")
+    assert (pbs.username, pbs.namespace) == ("zlh-runtime@pbs", "runtime")
+    assert pbs.password.get_secret_value() == "s3cret-value"
+    assert (api.username, api.password.get_secret_value()) == ("zpack-api@pve", "api-s3cret")
 
 
-def test_a_runtime_stack_without_a_pbs_login_is_refused_naming_the_key() -> None:
+def test_a_runtime_stack_the_core_does_not_know_is_refused_naming_the_key() -> None:
     contract = parse_contract(GOOD, core_stack="acme/zlh-infra/core")
     with pytest.raises(ContractError) as raised:
-        contract.pbs_host("runtime-2", core_stack="acme/zlh-infra/core")
+        contract.host("runtime-2", core_stack="acme/zlh-infra/core")
     assert str(raised.value) == (
-        "core stack 'acme/zlh-infra/core' has no Proxmox Backup Server user for stack "
-        "'runtime-2' (it has: runtime): add zlh-infra:pbs.runtimeHosts.runtime-2 to the "
-        "core stack and run `pulumi up` on it first"
+        "core stack 'acme/zlh-infra/core' knows no runtime host for stack 'runtime-2' (it "
+        "knows: runtime): add zlh-infra:runtimeHosts.runtime-2 to the core stack and run "
+        "`pulumi up` on it first"
     )
 
 
@@ -107,11 +112,10 @@ def test_other_contract_version_is_refused() -> None:
     [
         ("apiManagementAddress", "api.internal"),
         ("pbsFingerprint", "AB:CD"),
-        (
-            "pbsHosts",
-            {"runtime": {"node": "n", "username": "root@pam", "password": "x", "namespace": "r"}},
-        ),
-        ("pbsHosts", {"runtime": {"username": "zlh-r@pbs", "password": "x", "namespace": "r"}}),
+        ("pbsHosts", {"runtime": {"username": "root@pam", "password": "x", "namespace": "r"}}),
+        ("apiHosts", {"runtime": {"username": "zpack-api@pam", "password": "x"}}),
+        ("apiHosts", {"runtime": {"username": "zpack-api@pve", "password": ""}}),
+        ("runtimeHosts", {"runtime": {"node": "zlh-runtime", "endpoint": "http://x:8006/"}}),
     ],
 )
 def test_wrong_output_type_names_the_output(output: str, value: Any) -> None:

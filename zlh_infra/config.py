@@ -17,6 +17,7 @@ from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from pydantic import (
@@ -51,7 +52,12 @@ from zlh_infra.platform.catalogue import (
     ServiceSpec,
 )
 from zlh_infra.platform.topology import StackRole, UnknownStackError, stack_role
-from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
+from zlh_infra.platform.vmids import (
+    DEFAULT_SCHEME,
+    VmidRole,
+    fleet_owner_problem,
+    fleet_split,
+)
 from zlh_infra.services.paper import heap_mb as paper_heap_mb
 from zlh_infra.services.values import is_ipv4_port
 
@@ -161,6 +167,14 @@ class _Model(BaseModel):
     )
 
 
+def _https_url(value: str) -> str:
+    _no_user_info(value)
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"{value!r} must be an https:// URL with a host name")
+    return value
+
+
 class ProxmoxHost(_Model):
     """How the stack reaches its Proxmox VE node's API (and its shell, for in-guest steps)."""
 
@@ -194,11 +208,7 @@ class ProxmoxHost(_Model):
     @field_validator("endpoint")
     @classmethod
     def _https(cls, value: str) -> str:
-        _no_user_info(value)
-        parts = urlsplit(value)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError(f"{value!r} must be an https:// URL with a host name")
-        return value
+        return _https_url(value)
 
     @property
     def endpoint_host(self) -> str:
@@ -335,17 +345,6 @@ class PbsHostUser(_Model):
     )
 
 
-class RuntimeHost(PbsHostUser):
-    """One runtime stack as the core stack knows it: its node, its PBS user and namespace."""
-
-    node: GuestName = Field(
-        description=(
-            "the runtime stack's Proxmox node: the only node that stack may deploy to (it "
-            "refuses any other), so two stacks never manage one host's VMIDs and addresses"
-        )
-    )
-
-
 class Pbs(_Model):
     datastore: str = Field(
         default="zlh",
@@ -369,13 +368,6 @@ class Pbs(_Model):
         default=PbsHostUser(user="zlh-core@pbs", namespace="core"),
         description="the core host's PBS user and namespace",
     )
-    runtime_hosts: dict[str, RuntimeHost] = Field(
-        default={},
-        description=(
-            "per runtime stack (its name: runtime, runtime-<x>), its node and the PBS user and "
-            "namespace its host backs up as; a runtime stack without an entry refuses to deploy"
-        ),
-    )
     retention: PbsRetention = Field(
         default=PbsRetention(), description="what the datastore's prune job keeps"
     )
@@ -397,27 +389,6 @@ class Pbs(_Model):
 
     def problems(self) -> list[str]:
         found = []
-        for stack in self.runtime_hosts:
-            try:
-                role = stack_role(stack)
-            except UnknownStackError:
-                role = None
-            if role is not StackRole.RUNTIME or "/" in stack:
-                found.append(
-                    f"pbs.runtimeHosts.{stack}: not a runtime stack name (runtime or runtime-<x>)"
-                )
-        hosts = [("pbs.coreUser", self.core_user)] + [
-            (f"pbs.runtimeHosts.{stack}", host) for stack, host in self.runtime_hosts.items()
-        ]
-        found += _duplicates("user", ((f"{key}.user", h.user) for key, h in hosts))
-        found += _duplicates("namespace", ((f"{key}.namespace", h.namespace) for key, h in hosts))
-        found += _duplicates(
-            "node",
-            (
-                (f"pbs.runtimeHosts.{stack}.node", host.node)
-                for stack, host in sorted(self.runtime_hosts.items())
-            ),
-        )
         retention = self.retention
         counts = [
             retention.keep_last,
@@ -972,6 +943,46 @@ class _StackConfig(_Model):
         return found
 
 
+def _pem_certificate(value: str) -> str:
+    try:
+        x509.load_pem_x509_certificate(value.encode("utf-8"))
+    except ValueError:
+        raise ValueError(
+            "must be one PEM certificate (-----BEGIN CERTIFICATE----- ...), e.g. the node's "
+            "/etc/pve/pve-root-ca.pem"
+        ) from None
+    return value
+
+
+class RuntimeHost(_Model):
+    """One runtime stack as the core stack knows it: its node, its API, its backups."""
+
+    node: GuestName = Field(
+        description=(
+            "the runtime stack's Proxmox node: the only node that stack may deploy to (it "
+            "refuses any other), so two stacks never manage one host's VMIDs and addresses"
+        )
+    )
+    endpoint: Annotated[str, AfterValidator(_https_url)] = Field(
+        description=(
+            "HTTPS URL of the node's API, as zpack-api reaches it to make servers (the runtime "
+            "stack refuses another endpoint)"
+        )
+    )
+    ca_certificate: Annotated[str, AfterValidator(_pem_certificate)] | None = Field(
+        default=None,
+        description=(
+            "PEM of the CA that signed the node's API certificate (its "
+            "/etc/pve/pve-root-ca.pem), which zpack-api trusts; unset, the system's CAs"
+        ),
+    )
+    pbs: PbsHostUser = Field(description="the PBS user and namespace the host backs up as")
+
+    @property
+    def endpoint_host(self) -> str:
+        return urlsplit(self.endpoint).hostname or ""
+
+
 class CoreStackConfig(_StackConfig):
     """``Pulumi.core.yaml``: the control plane on the core host."""
 
@@ -989,9 +1000,16 @@ class CoreStackConfig(_StackConfig):
     )
     headscale: Headscale = Field(description="Headscale, the dev VPN's control server, on zlh-ctl")
     dns: Dns = Field(default=Dns(), description="Technitium DNS on zlh-dns")
+    runtime_hosts: dict[str, RuntimeHost] = Field(
+        default={},
+        description=(
+            "per runtime stack (its name: runtime, runtime-<x>), its node, API endpoint and PBS "
+            "user; a runtime stack without an entry refuses to deploy"
+        ),
+    )
 
     def problems(self) -> list[str]:
-        found = super().problems()
+        found = super().problems() + self._runtime_host_problems()
         router = self.guests.get("zlh-router")
         if router is not None and router.lan_address not in (None, self.network.lan.gateway):
             found.append("guests.zlh-router.lanAddress: must equal network.lan.gateway")
@@ -1003,6 +1021,37 @@ class CoreStackConfig(_StackConfig):
                 "would shadow the control server's name"
             )
         return found + self._monitoring_problems()
+
+    def _runtime_host_problems(self) -> list[str]:
+        found = []
+        for stack, host in self.runtime_hosts.items():
+            try:
+                role = stack_role(stack)
+            except UnknownStackError:
+                role = None
+            if role is not StackRole.RUNTIME or "/" in stack:
+                found.append(
+                    f"runtimeHosts.{stack}: not a runtime stack name (runtime or runtime-<x>)"
+                )
+            if host.endpoint_host.lower() in {
+                self.proxmox.endpoint_host.lower(),
+                self.proxmox.shell_address.lower(),
+            }:
+                found.append(f"runtimeHosts.{stack}.endpoint: {host.endpoint} is the core host's")
+        hosts = [("pbs.coreUser", self.pbs.core_user)] + [
+            (f"runtimeHosts.{stack}.pbs", host.pbs) for stack, host in self.runtime_hosts.items()
+        ]
+        found += _duplicates("user", ((f"{key}.user", h.user) for key, h in hosts))
+        found += _duplicates("namespace", ((f"{key}.namespace", h.namespace) for key, h in hosts))
+        for field in ("node", "endpoint"):
+            found += _duplicates(
+                field,
+                (
+                    (f"runtimeHosts.{stack}.{field}", getattr(host, field))
+                    for stack, host in sorted(self.runtime_hosts.items())
+                ),
+            )
+        return found
 
     def _monitoring_problems(self) -> list[str]:
         """Nodes and fleets as zlh-monitor and zlh-back reach them: on the management network."""
@@ -1048,8 +1097,8 @@ class CoreStackConfig(_StackConfig):
                         "addresses of its own"
                     )
             blocks.append((first, last, key))
-        for stack, host in self.pbs.runtime_hosts.items():
-            key = f"pbs.runtimeHosts.{stack}.node"
+        for stack, host in self.runtime_hosts.items():
+            key = f"runtimeHosts.{stack}.node"
             if host.node == self.proxmox.node:
                 found.append(f"{key}: {host.node} is this core stack's node")
                 continue
@@ -1085,7 +1134,12 @@ class FleetGuest(Size):
     """A game or dev container, declared in the runtime stack's config."""
 
     name: GuestName = Field(description="container and host name")
-    vmid: Vmid = Field(description="VMID in the game (1000-1099) or dev (1100-1199) range")
+    vmid: Vmid = Field(
+        description=(
+            "VMID in the declared part of the game (1000-1019) or dev (1100-1119) range; the "
+            "rest of each range is zpack-api's"
+        )
+    )
     template: str = Field(description="name of a declared template of the same kind")
 
 
@@ -1201,17 +1255,22 @@ class RuntimeStackConfig(_StackConfig):
             ("games", self.games, VmidRole.GAME),
             ("devs", self.devs, VmidRole.DEV),
         ):
-            vmid_range = DEFAULT_SCHEME.range_of(role)
-            if len(fleet) > vmid_range.size:
+            declared = fleet_split(role).declared
+            if len(fleet) > declared.size:
                 found.append(
-                    f"{kind}: {len(fleet)} {role} containers do not fit the {role} range "
-                    f"{vmid_range.describe()} ({vmid_range.size} VMIDs)"
+                    f"{kind}: {len(fleet)} {role} containers do not fit the declared part "
+                    f"{declared.describe()} of the {role} range ({declared.size} VMIDs; the rest "
+                    "is zpack-api's)"
                 )
             found += _duplicates(
                 "name", ((f"{kind}[{i}].name", g.name) for i, g in enumerate(fleet))
             )
             for index, guest in enumerate(fleet):
-                found += _role_problem(f"{kind}[{index}].vmid", guest.vmid, role)
+                role_problems = _role_problem(f"{kind}[{index}].vmid", guest.vmid, role)
+                found += role_problems
+                owner = fleet_owner_problem(guest.vmid, declared=True)
+                if owner and not role_problems:
+                    found.append(f"{kind}[{index}].vmid: {owner}")
                 chosen = self.templates.get(guest.template)
                 if chosen is None:
                     found.append(
@@ -1273,12 +1332,18 @@ class RuntimeStackConfig(_StackConfig):
                 f"core stack's management network {contract.management_cidr}"
             )
         try:
-            pbs_host = contract.pbs_host(stack, core_stack=core_stack)
+            host, _pbs, _api = contract.host(stack, core_stack=core_stack)
         except ContractError as error:
             problems.append(str(error))
         else:
             if not on_core_node:  # refused above; once is enough
-                problems += self.refuse_other_node(pbs_host.node, stack=stack)
+                problems += self.refuse_other_node(host.node, stack=stack)
+            if urlsplit(host.endpoint)[:2] != urlsplit(self.proxmox.endpoint)[:2]:
+                problems.append(
+                    f"proxmox.endpoint: {self.proxmox.endpoint} is not the endpoint the core "
+                    f"stack gives zpack-api for stack {stack} (runtimeHosts.{stack}.endpoint: "
+                    f"{host.endpoint}); make the two agree"
+                )
         return problems
 
     def refuse_core_addresses(self, core: Mapping[IPv4Address, str]) -> list[str]:
@@ -1342,7 +1407,7 @@ class RuntimeStackConfig(_StackConfig):
             return []
         return [
             f"proxmox.node: the core stack assigns stack {stack} to node {node} "
-            f"(pbs.runtimeHosts.{stack}.node), not {self.proxmox.node}: two stacks on one node "
+            f"(runtimeHosts.{stack}.node), not {self.proxmox.node}: two stacks on one node "
             "would manage the same VMIDs and addresses; make the two agree"
         ]
 

@@ -15,22 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 #: Bump when a field is added, removed or changes meaning; a runtime stack refuses
 #: a core stack that exports another version.
-CONTRACT_VERSION = 4
+CONTRACT_VERSION = 5
 
 
 class ContractError(ValueError):
     """The core stack's outputs do not fit the contract this program expects."""
 
 
-class PbsHost(BaseModel):
-    """One runtime stack's node, its PBS login and the namespace that is its own."""
-
+class _Login(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    node: str = Field(min_length=1)
-    username: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}@pbs$")
     password: SecretStr
-    namespace: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
 
     @field_validator("password")
     @classmethod
@@ -38,6 +33,28 @@ class PbsHost(BaseModel):
         if not value.get_secret_value():
             raise ValueError("must not be empty")
         return value
+
+
+class PbsHost(_Login):
+    """One runtime stack's PBS login and the namespace that is its own."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}@pbs$")
+    namespace: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
+
+
+class ApiHost(_Login):
+    """zpack-api's Proxmox login on one runtime host, which that host's stack creates."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}@pve$")
+
+
+class RuntimeHost(BaseModel):
+    """One runtime stack's node and API endpoint, as the core stack's config names them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    node: str = Field(min_length=1)
+    endpoint: str = Field(pattern=r"^https://")
 
 
 class CoreContract(BaseModel):
@@ -60,8 +77,12 @@ class CoreContract(BaseModel):
     pbs_fingerprint: str | None = Field(
         default=None, alias="pbsFingerprint", pattern=r"^([0-9a-f]{2}:){31}[0-9a-f]{2}$"
     )
+    #: Per runtime stack name: its node and endpoint (the core's runtimeHosts).
+    runtime_hosts: dict[str, RuntimeHost] = Field(alias="runtimeHosts")
     #: Per runtime stack name: its PBS user, password and namespace.
     pbs_hosts: dict[str, PbsHost] = Field(alias="pbsHosts")
+    #: Per runtime stack name: the login its stack gives zpack-api on its node.
+    api_hosts: dict[str, ApiHost] = Field(alias="apiHosts")
     headscale_url: str = Field(alias="headscaleUrl", pattern=r"^https://")
     #: The dev containers' reusable pre-auth key, read from zlh-ctl while the core deploys.
     headscale_preauth_key: SecretStr | None = Field(default=None, alias="headscalePreauthKey")
@@ -77,17 +98,21 @@ class CoreContract(BaseModel):
             raise ValueError("must not be empty")
         return value
 
-    def pbs_host(self, stack: str, *, core_stack: str) -> PbsHost:
-        """The PBS login of runtime stack ``stack``; refused when the core has none for it."""
-        host = self.pbs_hosts.get(stack)
-        if host is None:
-            known = ", ".join(sorted(self.pbs_hosts)) or "none"
+    def host(self, stack: str, *, core_stack: str) -> tuple[RuntimeHost, PbsHost, ApiHost]:
+        """What the core stack holds for runtime stack ``stack``; refused when it has nothing."""
+        found = (
+            self.runtime_hosts.get(stack),
+            self.pbs_hosts.get(stack),
+            self.api_hosts.get(stack),
+        )
+        if found[0] is None or found[1] is None or found[2] is None:
+            known = ", ".join(sorted(self.runtime_hosts)) or "none"
             raise ContractError(
-                f"core stack {core_stack!r} has no Proxmox Backup Server user for stack "
-                f"{stack!r} (it has: {known}): add zlh-infra:pbs.runtimeHosts.{stack} to the "
-                "core stack and run `pulumi up` on it first"
+                f"core stack {core_stack!r} knows no runtime host for stack {stack!r} (it "
+                f"knows: {known}): add zlh-infra:runtimeHosts.{stack} to the core stack and "
+                "run `pulumi up` on it first"
             )
-        return host
+        return found[0], found[1], found[2]
 
 
 #: Output names, in the order the core stack exports them.
@@ -95,7 +120,7 @@ CONTRACT_OUTPUTS: tuple[str, ...] = tuple(
     field.alias or name for name, field in CoreContract.model_fields.items()
 )
 #: Outputs that the core stack exports as secrets.
-SECRET_OUTPUTS: frozenset[str] = frozenset({"pbsHosts", "headscalePreauthKey"})
+SECRET_OUTPUTS: frozenset[str] = frozenset({"pbsHosts", "apiHosts", "headscalePreauthKey"})
 #: Outputs the core stack reads from its guests while it deploys (zlh-back's certificate,
 #: zlh-ctl's pre-auth key). A core stack that was previewed, not deployed, has them
 #: unknown; a core stack in the ``routers`` bootstrap stage does not export them yet.

@@ -7,9 +7,9 @@ runtime layers. Nothing here reads from a runtime stack.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
 import pulumi
@@ -46,7 +46,9 @@ from zlh_infra.layers.host import Host, HostArgs
 from zlh_infra.layers.runtime import FleetMember, Runtime, RuntimeArgs
 from zlh_infra.layers.site import Site
 from zlh_infra.layers.vendor import not_known
+from zlh_infra.platform.api_identity import FleetSegment, FleetSpec, FleetTemplate
 from zlh_infra.platform.catalogue import EDGE_SERVICES, RUNTIME_SERVICES, Network
+from zlh_infra.platform.fleet_firewall import fleet_ipsets
 from zlh_infra.platform.proxy_config import GameServer, HttpRoute
 from zlh_infra.platform.topology import StackRole, UnknownStackError, short_stack, stack_role
 from zlh_infra.platform.vmids import VmidRole
@@ -154,6 +156,7 @@ def _host(
     providers: list[pulumi.ProviderResource],
     *,
     monitor_address: IPv4Address,
+    fleet_sets: Mapping[str, Sequence[IPv4Network | IPv6Network]] | None = None,
 ) -> Host:
     return Host(
         f"{stack}-host",
@@ -164,6 +167,8 @@ def _host(
             router_iso=config.router_iso,
             admin_sources=config.proxmox.admin_sources,
             monitor_address=str(monitor_address),
+            fleet_sets=fleet_sets or {},
+            management_bridge=config.network.management.bridge,
         ),
         pulumi.ResourceOptions(providers=providers),
     )
@@ -206,6 +211,7 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
             acme_credentials=config.acme_dns_credentials,
             headscale=config.headscale,
             dns=config.dns,
+            runtime_hosts=config.runtime_hosts,
         ),
         pulumi.ResourceOptions(providers=providers),
     )
@@ -220,7 +226,9 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
         "pbsServer": control_plane.pbs_server,
         "pbsDatastore": control_plane.pbs_datastore,
         "pbsFingerprint": control_plane.pbs_fingerprint,
+        "runtimeHosts": control_plane.runtime_hosts,
         "pbsHosts": control_plane.pbs_hosts,
+        "apiHosts": control_plane.api_hosts,
         "headscaleUrl": control_plane.headscale_url,
         "headscalePreauthKey": control_plane.headscale_preauth_key,
         "coreVmids": control_plane.vmids,
@@ -300,6 +308,29 @@ def fleet_members(config: RuntimeStackConfig) -> list[FleetMember]:
     ]
 
 
+def fleet_spec(stack: str, config: RuntimeStackConfig, site: Site) -> FleetSpec:
+    """What zpack-api gives a container it makes on this host: the declared fleet's shape."""
+    return FleetSpec(
+        node=config.proxmox.node,
+        stack=short_stack(stack),
+        lan=FleetSegment(
+            config.network.lan.bridge, config.network.lan.cidr, config.network.lan.gateway
+        ),
+        management=FleetSegment(config.network.management.bridge, config.network.management.cidr),
+        fleet_offset=config.network.fleet_offset,
+        templates=tuple(
+            FleetTemplate(
+                template.vmid,
+                VmidRole.GAME if template.kind == "game" else VmidRole.DEV,
+                tuple(template.ports),
+            )
+            for _name, template in sorted(config.templates.items())
+        ),
+        addresses=site.addresses,
+        storage=config.storage.datastore,
+    )
+
+
 def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) -> Runtime:
     contract = core.contract
     problems = config.refuse_contract(
@@ -313,10 +344,20 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
             ],
             stack=stack,
         )
-    pbs_host = contract.pbs_host(short_stack(stack), core_stack=config.core_stack)
+    _host_entry, pbs_host, api_host = contract.host(
+        short_stack(stack), core_stack=config.core_stack
+    )
 
     providers = _providers(stack, config)
-    host = _host(stack, config, providers, monitor_address=contract.monitor_management_address)
+    host = _host(
+        stack,
+        config,
+        providers,
+        monitor_address=contract.monitor_management_address,
+        fleet_sets=fleet_ipsets(
+            api=contract.api_management_address, monitor=contract.monitor_management_address
+        ),
+    )
     router = str(config.network.lan.gateway)
     site = _site(
         stack,
@@ -353,6 +394,8 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
             vendor=config.vendor,
             paper=config.paper,
             pbs_host=pbs_host,
+            api_login=api_host,
+            fleet_sets=host.fleet_sets,
             pbs_fingerprint=core.pbs_fingerprint,
             headscale_preauth_key=core.headscale_preauth_key,
             edge_backups=[
@@ -395,6 +438,8 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
     )
     pulumi.export("node", config.proxmox.node)
     pulumi.export("coreStack", config.core_stack)
+    # What zpack-api gives a container it makes here (docs/fleet.md).
+    pulumi.export("fleetSpec", fleet_spec(stack, config, site).export())
     pulumi.export(
         "fleet",
         {

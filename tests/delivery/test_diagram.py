@@ -85,7 +85,7 @@ def test_the_contract_agent_path_routes_and_backups(diagram: str) -> None:
         'runtime_zlh_velocity -->|"Minecraft TCP 25565"| runtime_game',
         'runtime_zlh_zpack_proxy -->|"*.ide.zerolaghub.com (2 routes)"| runtime_dev',
         'core_node -.->|"backup *-*-* 02:30, 6 guests<br/>PBS datastore zlh"| core_zlh_back',
-        'runtime_node -.->|"backup *-*-* 03:30, 7 guests<br/>PBS datastore zlh"| core_zlh_back',
+        'runtime_node -.->|"backup *-*-* 03:30, 11 guests<br/>PBS datastore zlh"| core_zlh_back',
     ]
     assert 'management_network{{"management network<br/>10.99.0.0/22"}}' in diagram
 

@@ -7,14 +7,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zlh_infra.platform.vmids import (
+    DECLARED_FLEET_VMIDS,
     DEFAULT_RANGES,
     DEFAULT_SCHEME,
+    FLEET_ROLES,
     PROXMOX_MAX_VMID,
+    VmidOwner,
     VmidRange,
     VmidRangeExhaustedError,
     VmidRole,
     VmidScheme,
     VmidSchemeError,
+    api_vmids,
+    fleet_owner_problem,
+    fleet_part_of,
+    fleet_split,
+    next_api_vmid,
     scheme_problems,
 )
 
@@ -122,3 +130,113 @@ def test_scheme_problems_name_each_rule() -> None:
 
 def test_from_bounds_round_trips() -> None:
     assert VmidScheme.from_bounds(DEFAULT_SCHEME.to_bounds()) == DEFAULT_SCHEME
+
+
+# --- the fleet ranges' two owners ---------------------------------------------------
+
+fleet_roles = st.sampled_from(list(FLEET_ROLES))
+
+
+def test_each_fleet_range_starts_with_the_declared_part() -> None:
+    game, dev = fleet_split(VmidRole.GAME), fleet_split(VmidRole.DEV)
+    assert (game.declared.describe(), game.api.describe()) == ("1000-1019", "1020-1099")
+    assert (dev.declared.describe(), dev.api.describe()) == ("1100-1119", "1120-1199")
+    assert game.declared.size == DECLARED_FLEET_VMIDS and game.api.size == 80
+    assert game.part(VmidOwner.API) is game.api
+    assert api_vmids() == (*range(1020, 1100), *range(1120, 1200))
+
+
+@given(fleet_roles, st.integers(min_value=90, max_value=1300))
+def test_a_fleet_vmid_lies_in_exactly_one_part(role: VmidRole, vmid: int) -> None:
+    split = fleet_split(role)
+    holders = [part for part in (split.declared, split.api) if vmid in part]
+    assert len(holders) == (1 if vmid in DEFAULT_SCHEME.range_of(role) else 0)
+    part = fleet_part_of(vmid)
+    if vmid in DEFAULT_SCHEME.range_of(role):
+        assert part == holders[0]
+        assert (vmid in api_vmids()) is (part.owner is VmidOwner.API)
+
+
+@given(st.integers(min_value=2, max_value=60), st.integers(min_value=1, max_value=59))
+def test_a_split_follows_the_configured_range(size: int, declared: int) -> None:
+    scheme = VmidScheme.from_bounds({**DEFAULT_SCHEME.to_bounds(), "game": (1200, 1200 + size - 1)})
+    if declared >= size:
+        with pytest.raises(VmidSchemeError, match="cannot hold"):
+            fleet_split(VmidRole.GAME, scheme, declared)
+        return
+    split = fleet_split(VmidRole.GAME, scheme, declared)
+    assert split.declared.first == 1200 and split.api.last == 1200 + size - 1
+    assert split.declared.last + 1 == split.api.first
+    assert split.declared.size == declared
+
+
+def test_splits_are_refused_for_other_roles_and_small_ranges() -> None:
+    with pytest.raises(VmidSchemeError, match=r"^role template is not a fleet role \(game, dev\)"):
+        fleet_split(VmidRole.BASE_TEMPLATE)
+    small = VmidScheme.from_bounds({**DEFAULT_SCHEME.to_bounds(), "dev": (1100, 1110)})
+    with pytest.raises(VmidSchemeError) as error:
+        fleet_split(VmidRole.DEV, small)
+    assert str(error.value) == (
+        "the dev range 1100-1110 has 11 VMIDs: it cannot hold 20 declared ones and at least "
+        "one for zpack-api"
+    )
+
+
+@given(
+    fleet_roles,
+    st.sets(st.integers(1000, 1199), max_size=120),
+    st.sets(st.integers(1000, 1199), max_size=200),
+)
+def test_the_api_takes_the_lowest_free_granted_vmid_of_its_part(
+    role: VmidRole, in_use: set[int], granted: set[int]
+) -> None:
+    part = fleet_split(role).api
+    usable = sorted(v for v in part.vmids() if v in granted and v not in in_use)
+    if not usable:
+        with pytest.raises(VmidRangeExhaustedError, match="no VMID left in zpack-api's part"):
+            next_api_vmid(role, in_use=in_use, allocatable=granted)
+        return
+    assert next_api_vmid(role, in_use=in_use, allocatable=granted) == usable[0]
+
+
+def test_a_destroyed_vmid_is_skipped_until_granted_again() -> None:
+    granted = set(range(1020, 1100)) - {1020}
+    assert next_api_vmid(VmidRole.GAME, in_use={1021}, allocatable=granted) == 1022
+    # 1100 is granted but in the declared part; 1199 is free and granted.
+    assert next_api_vmid(VmidRole.DEV, in_use=range(1120, 1199), allocatable={1199, 1100}) == 1199
+    with pytest.raises(VmidRangeExhaustedError) as exhausted:
+        next_api_vmid(VmidRole.DEV, in_use=range(1120, 1200), allocatable=range(1000, 1200))
+    assert str(exhausted.value) == (
+        "no VMID left in zpack-api's part 1120-1199 of the dev range: each is in use, or was "
+        "destroyed and is not granted again yet (the runtime stack grants it again on its "
+        "next `pulumi up --refresh`)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("vmid", "declared", "problem"),
+    [
+        (1000, True, None),
+        (1019, True, None),
+        (1020, False, None),
+        (1199, False, None),
+        (150, True, None),
+        (1500, False, None),
+        (
+            1020,
+            True,
+            "VMID 1020 is in zpack-api's part 1020-1099 of the game range; a declared game "
+            "server takes a VMID of 1000-1019",
+        ),
+        (
+            1119,
+            False,
+            "VMID 1119 is in the part 1100-1119 of the dev range that only the runtime "
+            "stack's config declares; zpack-api takes VMIDs of 1120-1199",
+        ),
+    ],
+)
+def test_a_fleet_guest_in_the_other_owners_part_is_named(
+    vmid: int, declared: bool, problem: str | None
+) -> None:
+    assert fleet_owner_problem(vmid, declared=declared) == problem

@@ -126,6 +126,7 @@ def test_the_policies() -> None:
         "zlh-required-tags",
         "zlh-stateful-protected",
         "zlh-runtime-self-sufficient",
+        "zlh-api-identity",
         "zlh-secret-inputs",
     ]
     for policy in pack.POLICIES:

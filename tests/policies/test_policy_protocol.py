@@ -216,6 +216,7 @@ def test_unknown_values_make_advisories_not_failures() -> None:
         ("zlh-tenant-egress", "advisory", cannot("zlh-tenant-egress"), root),
         ("zlh-stateful-protected", "advisory", cannot("zlh-stateful-protected"), root),
         ("zlh-runtime-self-sufficient", "advisory", cannot("zlh-runtime-self-sufficient"), root),
+        ("zlh-api-identity", "advisory", cannot("zlh-api-identity"), root),
     ]
     assert not has_mandatory_violation(report.diagnostics)
 

@@ -129,10 +129,16 @@ def test_runtime_uses_the_core_runs_actual_exports(
     assert agent_sources(run_runtime(core, outputs=moved)) == {"10.99.0.77/32"}
 
 
-def test_runtime_backs_up_every_game_and_dev_container(runtime: StackRecording) -> None:
-    job = of_type(runtime, "proxmoxve:backup/job:Job")[0]
-    fleet = {str(v) for v in by_vmid(runtime) if 1000 <= v <= 1199}
-    assert fleet <= set(job.inputs["vmids"])
+def test_runtime_backs_up_its_fleet_by_pool_so_api_made_servers_are_in_it(
+    runtime: StackRecording,
+) -> None:
+    jobs = {j.inputs["resourceId"]: j.inputs for j in of_type(runtime, "proxmoxve:backup/job:Job")}
+    fleet_job = jobs["zlh-pbs-fleet"]
+    assert fleet_job["pool"] == "zlh-runtime" and not fleet_job.get("vmids")
+    fleet = [g for g in by_vmid(runtime).values() if 1000 <= int(g.inputs["vmId"]) <= 1199]
+    assert fleet and all(g.inputs["poolId"] == "zlh-runtime" for g in fleet)
+    # The edge's stateful guests sit in another pool: their own job names them.
+    assert jobs["zlh-pbs-edge"]["vmids"] == ["311"]
 
 
 @pytest.mark.parametrize(
@@ -245,7 +251,11 @@ def test_runtime_refuses_the_core_node(core: StackRecording) -> None:
             "endpoint",
             "https://zlh-core.zerolaghub.net:8006/",
             "zlh-infra:proxmox.endpoint: zlh-core.zerolaghub.net is how the core stack reaches "
-            "the core host; a runtime stack's API calls and in-guest steps must never reach it",
+            "the core host; a runtime stack's API calls and in-guest steps must never reach it\n"
+            "  - zlh-infra:proxmox.endpoint: https://zlh-core.zerolaghub.net:8006/ is not the "
+            "endpoint the core stack gives zpack-api for stack runtime "
+            "(runtimeHosts.runtime.endpoint: https://zlh-runtime.zerolaghub.net:8006/); make "
+            "the two agree",
         ),
         (
             "sshAddress",
@@ -286,7 +296,7 @@ def second_runtime_host() -> dict[str, Any]:
         "adminSources": ["192.0.2.0/24"],
     }
     config["network"]["fleetOffset"] = 512
-    config["games"] = [{"name": "mc-hub-2", "vmid": 1050, "template": "minecraft-paper"}]
+    config["games"] = [{"name": "mc-hub-2", "vmid": 1010, "template": "minecraft-paper"}]
     config["devs"] = []
     return config
 
@@ -297,19 +307,19 @@ def test_a_runtime_stack_the_core_has_no_pbs_user_for_is_refused(core: StackReco
         "stack 'runtime-2': invalid configuration:\n  - zlh-infra:proxmox.node: the core "
         "stack's monitoring.fleets has no block for zlh-runtime-2, so zlh-monitor would not "
         "find its guests: add zlh-infra:monitoring.fleets.zlh-runtime-2: 10.99.2.0 to the core "
-        "stack and run `pulumi up` on it first\n  - core stack 'core' has no Proxmox Backup "
-        "Server user for stack 'runtime-2' (it has: runtime): add "
-        "zlh-infra:pbs.runtimeHosts.runtime-2 to the core stack and run `pulumi up` on it first"
+        "stack and run `pulumi up` on it first\n  - core stack 'core' knows no runtime host "
+        "for stack 'runtime-2' (it knows: runtime): add zlh-infra:runtimeHosts.runtime-2 to "
+        "the core stack and run `pulumi up` on it first"
     ]
     assert [r.type for r in recording.resources if r.custom] == []
 
 
 def core_with_second_runtime_host() -> dict[str, Any]:
     core_config = shipped("core")
-    core_config["pbs"]["runtimeHosts"]["runtime-2"] = {
+    core_config["runtimeHosts"]["runtime-2"] = {
         "node": "zlh-runtime-2",
-        "user": "zlh-runtime-2@pbs",
-        "namespace": "runtime-2",
+        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
+        "pbs": {"user": "zlh-runtime-2@pbs", "namespace": "runtime-2"},
     }
     core_config["monitoring"]["fleets"]["zlh-runtime-2"] = "10.99.2.0"
     core_config["monitoring"]["proxmoxNodes"]["zlh-runtime-2"] = "10.99.0.4"
@@ -322,8 +332,11 @@ def test_a_runtime_stack_file_copied_to_a_second_stack_is_refused() -> None:
     recording = run_runtime(core, shipped("runtime"), stack="runtime-2")
     assert config_errors(recording) == [
         "stack 'runtime-2': invalid configuration:\n  - zlh-infra:proxmox.node: the core stack "
-        "assigns stack runtime-2 to node zlh-runtime-2 (pbs.runtimeHosts.runtime-2.node), not "
+        "assigns stack runtime-2 to node zlh-runtime-2 (runtimeHosts.runtime-2.node), not "
         "zlh-runtime: two stacks on one node would manage the same VMIDs and addresses; make "
+        "the two agree\n  - zlh-infra:proxmox.endpoint: https://zlh-runtime.zerolaghub.net:8006/ "
+        "is not the endpoint the core stack gives zpack-api for stack runtime-2 "
+        "(runtimeHosts.runtime-2.endpoint: https://zlh-runtime-2.zerolaghub.net:8006/); make "
         "the two agree"
     ]
     assert [r.type for r in recording.resources if r.custom] == []

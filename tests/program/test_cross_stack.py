@@ -47,7 +47,7 @@ TAMPERING: dict[str, st.SearchStrategy[Any]] = {
     "runtime block": OFFSETS,
     "runtime node address": MANAGEMENT,
     "runtime offset": OFFSETS,
-    "game vmid": st.sampled_from([100, 104, 150, 1000, 1001, 1050, 1099]),
+    "game vmid": st.sampled_from([100, 104, 150, 1000, 1001, 1019, 1050, 1099]),
     "second host copied": st.just(True),
     "second offset": OFFSETS,
     "second block": OFFSETS,
@@ -72,14 +72,21 @@ def contract_of(core: CoreStackConfig) -> CoreContract:
             "monitorManagementAddress": str(guests["zlh-monitor"].management_address),
             "pbsServer": str(guests["zlh-back"].management_address),
             "pbsDatastore": core.pbs.datastore,
+            "runtimeHosts": {
+                stack: {"node": host.node, "endpoint": host.endpoint}
+                for stack, host in core.runtime_hosts.items()
+            },
             "pbsHosts": {
                 stack: {
-                    "node": host.node,
-                    "username": host.user,
+                    "username": host.pbs.user,
                     "password": "generated",
-                    "namespace": host.namespace,
+                    "namespace": host.pbs.namespace,
                 }
-                for stack, host in core.pbs.runtime_hosts.items()
+                for stack, host in core.runtime_hosts.items()
+            },
+            "apiHosts": {
+                stack: {"username": "zpack-api@pve", "password": "generated"}
+                for stack in core.runtime_hosts
             },
             "headscaleUrl": f"https://{core.domains.headscale}",
             "coreVmids": sorted(vmid for _key, vmid in core.all_vmids()),
@@ -131,11 +138,11 @@ def platforms(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     if "second block" in value:
         core["monitoring"]["fleets"]["zlh-runtime-2"] = _address(value["second block"])
     if "second node in core" in value:
-        core["pbs"]["runtimeHosts"]["runtime-2"]["node"] = value["second node in core"]
+        core["runtimeHosts"]["runtime-2"]["node"] = value["second node in core"]
     if "second node" in value:
         second["proxmox"]["node"] = value["second node"]
     if "second namespace" in value:
-        core["pbs"]["runtimeHosts"]["runtime-2"]["namespace"] = value["second namespace"]
+        core["runtimeHosts"]["runtime-2"]["pbs"]["namespace"] = value["second namespace"]
     if "second node address" in value:
         core["monitoring"]["proxmoxNodes"]["zlh-runtime-2"] = value["second node address"]
     return core, stacks
@@ -144,10 +151,10 @@ def platforms(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, dict[str, Any]
 def compliant_platform() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The shipped core and runtime stacks, and a second runtime host added by the runbook."""
     core = shipped("core")
-    core["pbs"]["runtimeHosts"]["runtime-2"] = {
+    core["runtimeHosts"]["runtime-2"] = {
         "node": "zlh-runtime-2",
-        "user": "zlh-runtime-2@pbs",
-        "namespace": "runtime-2",
+        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
+        "pbs": {"user": "zlh-runtime-2@pbs", "namespace": "runtime-2"},
     }
     core["monitoring"]["fleets"]["zlh-runtime-2"] = "10.99.2.0"
     core["monitoring"]["proxmoxNodes"]["zlh-runtime-2"] = "10.99.0.4"
@@ -235,7 +242,7 @@ def test_the_contract_derived_here_is_what_the_core_stack_exports(core: StackRec
         pending=DEPLOY_TIME_OUTPUTS,
     )
     derived = contract_of(accepted_core(shipped("core")) or pytest.fail("shipped core refused"))
-    besides = {"pbs_hosts", "pbs_fingerprint", "headscale_preauth_key"}
+    besides = {"pbs_hosts", "api_hosts", "pbs_fingerprint", "headscale_preauth_key"}
     assert derived.model_dump(exclude=besides) == exported.model_dump(exclude=besides)
     assert {s: h.model_dump(exclude={"password"}) for s, h in derived.pbs_hosts.items()} == {
         s: h.model_dump(exclude={"password"}) for s, h in exported.pbs_hosts.items()

@@ -15,14 +15,16 @@ from tests.stack_configs import engine_config, shipped
 from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
 from zlh_infra.platform.firewall_state import read_firewall
 from zlh_infra.platform.reachability import AddressSet, exposure
+from zlh_infra.platform.vmids import VmidRole, fleet_split
 from zlh_infra.preview.recording import StackRecording
 from zlh_infra.preview.runner import load_program, run_stack, secret_exports
 
 
 @st.composite
 def fleets(draw: st.DrawFn) -> dict[str, Any]:
-    games = draw(st.sets(st.integers(1000, 1099), max_size=12))
-    devs = draw(st.sets(st.integers(1100, 1199), max_size=12))
+    # VMIDs of the declared parts: the rest of each range is zpack-api's.
+    games = draw(st.sets(st.sampled_from(fleet_split(VmidRole.GAME).declared.vmids()), max_size=12))
+    devs = draw(st.sets(st.sampled_from(fleet_split(VmidRole.DEV).declared.vmids()), max_size=12))
     return {
         "games": [
             {"name": f"game-{v}", "vmid": v, "template": "minecraft-paper"} for v in sorted(games)

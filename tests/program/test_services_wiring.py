@@ -348,7 +348,6 @@ def test_each_host_backs_up_as_its_own_pbs_user_into_its_own_namespace(
     exported = rpc.unwrap_rpc_secret(core.outputs["pbsHosts"])
     assert exported == {
         "runtime": {
-            "node": "zlh-runtime",
             "username": "zlh-runtime@pbs",
             "password": runtime_password,
             "namespace": "runtime",

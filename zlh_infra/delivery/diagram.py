@@ -335,6 +335,7 @@ def _velocity_servers(content: str) -> list[tuple[str, str]]:
 
 
 def _backup_edges(platform: _Platform) -> list[Edge]:
+    """Per host and PBS storage, the guests its jobs take: by VMID, or every pool member."""
     edges = []
     for recording in platform.recordings:
         storages = {
@@ -342,17 +343,28 @@ def _backup_edges(platform: _Platform) -> list[Edge]:
             for r in recording.resources
             if r.type == PBS_STORAGE_TYPE
         }
+        pools: dict[str, set[str]] = {}
+        for resource in recording.resources:
+            if resource.type in GUEST_TYPES and resource.inputs.get("poolId"):
+                vmid = display(resource.inputs.get("vmId"))
+                pools.setdefault(str(resource.inputs["poolId"]), set()).add(vmid)
+        taken: dict[tuple[str, str], set[str]] = {}
         for job in (r for r in recording.resources if r.type == BACKUP_JOB_TYPE):
-            storage = storages.get(str(job.inputs.get("storage")))
-            if storage is None:
+            storage_id = str(job.inputs.get("storage"))
+            if storage_id not in storages:
                 continue
+            vmids = job.inputs.get("vmids")
+            guests = {str(v) for v in vmids} if isinstance(vmids, list) else set()
+            guests |= pools.get(str(job.inputs.get("pool")), set())
+            key = (storage_id, display(job.inputs.get("schedule")))
+            taken.setdefault(key, set()).update(guests)
+        for (storage_id, schedule), guests in sorted(taken.items()):
+            storage = storages[storage_id]
             target = platform.by_address.get(_ip(display(storage.inputs.get("server"))))
             if target is None:
                 continue
-            vmids = job.inputs.get("vmids")
-            count = len(vmids) if isinstance(vmids, list) else 0
             label = (
-                f"backup {display(job.inputs.get('schedule'))}, {count} guests<br/>"
+                f"backup {schedule}, {len(guests)} guests<br/>"
                 f"PBS datastore {display(storage.inputs.get('datastore'))}"
             )
             edges.append(Edge(3, _node_id(recording.stack, "node"), target, label, "-.->"))

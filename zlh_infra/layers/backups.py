@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_proxmoxve as proxmox
 
 from zlh_infra.config import Backup
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What one backup job takes: a pool (every member, made by Pulumi or not) or VMIDs."""
+
+    name: str
+    pool: pulumi.Input[str] | None = None
+    vmids: Sequence[int] = ()
 
 
 def backup_to_pbs(
@@ -21,11 +31,11 @@ def backup_to_pbs(
     username: pulumi.Input[str],
     password: pulumi.Input[str],
     fingerprint: pulumi.Input[str],
-    vmids: Sequence[int],
+    selections: Sequence[Selection],
     policy: Backup,
     depends_on: Sequence[pulumi.Resource] = (),
-) -> proxmox.backup.Job:
-    """A PBS storage on ``node`` and a job backing up ``vmids`` to it on a schedule.
+) -> list[proxmox.backup.Job]:
+    """A PBS storage on ``node`` and a job per selection backing it up on a schedule.
 
     The storage writes into the host's own ``namespace`` of the datastore, as the host's
     own user, and pins the server's certificate by its ``fingerprint``.
@@ -44,20 +54,25 @@ def backup_to_pbs(
         contents=["backup"],
         opts=child,
     )
-    return proxmox.backup.Job(
-        f"{name}-job",
-        resource_id=name,
-        node=node,
-        storage=storage.resource_id,
-        vmids=[str(vmid) for vmid in sorted(vmids)],
-        schedule=policy.schedule,
-        mode="snapshot",
-        compress="zstd",
-        enabled=True,
-        prune_backups={
-            "keep-daily": str(policy.keep_daily),
-            "keep-weekly": str(policy.keep_weekly),
-            "keep-monthly": str(policy.keep_monthly),
-        },
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
+    return [
+        proxmox.backup.Job(
+            f"{name}-{selection.name}",
+            resource_id=f"{name}-{selection.name}",
+            node=node,
+            storage=storage.resource_id,
+            pool=selection.pool,
+            vmids=[str(vmid) for vmid in sorted(selection.vmids)] or None,
+            schedule=policy.schedule,
+            mode="snapshot",
+            compress="zstd",
+            enabled=True,
+            prune_backups={
+                "keep-daily": str(policy.keep_daily),
+                "keep-weekly": str(policy.keep_weekly),
+                "keep-monthly": str(policy.keep_monthly),
+            },
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        for selection in selections
+        if selection.pool is not None or selection.vmids
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -23,13 +24,15 @@ from zlh_infra.config import (
     Monitoring,
     Pbs,
     Releases,
+    RuntimeHost,
     ServiceGuest,
 )
-from zlh_infra.layers.backups import backup_to_pbs
+from zlh_infra.layers.backups import Selection, backup_to_pbs
 from zlh_infra.layers.guest import LxcGuest, VmGuest, pool
 from zlh_infra.layers.guest_steps import converge_service, read_from_guest, write_guest_file
 from zlh_infra.layers.site import Site, service_guest
 from zlh_infra.layers.vendor import artifact, read_value, traefik_answers, traefik_plan
+from zlh_infra.platform import api_identity
 from zlh_infra.platform.catalogue import (
     AGENT_PORT,
     CONTROL_PLANE_SERVICES,
@@ -54,7 +57,7 @@ from zlh_infra.services import (
     traefik,
     vendor,
 )
-from zlh_infra.services.plan import ServicePlan
+from zlh_infra.services.plan import GuestFile, ServicePlan
 
 API_PORT = 8080
 PORTAL_PORT = 3000
@@ -78,6 +81,13 @@ class ControlPlaneArgs:
     acme_credentials: Mapping[str, SecretStr] | None
     headscale: Headscale
     dns: Dns
+    #: Per runtime stack: its node, API endpoint, CA and PBS user.
+    runtime_hosts: Mapping[str, RuntimeHost]
+
+
+def _ca_file(stack: str) -> str:
+    """Where zpack-api finds the CA of runtime stack ``stack``'s node."""
+    return f"/etc/zpack-api/proxmox-ca/{stack}.pem"
 
 
 def _repository(name: str, repository: AptRepository) -> vendor.AptRepository:
@@ -119,8 +129,12 @@ class ControlPlane(pulumi.ComponentResource):
     pbs_datastore: str
     #: Read from zlh-back once PBS is configured (None in the routers stage).
     pbs_fingerprint: pulumi.Output[str] | None
+    #: Per runtime stack: its node and endpoint.
+    runtime_hosts: dict[str, dict[str, str]]
     #: Per runtime stack: its PBS username, password and namespace (secret).
     pbs_hosts: pulumi.Output[dict[str, dict[str, str]]]
+    #: Per runtime stack: zpack-api's Proxmox username and password there (secret).
+    api_hosts: pulumi.Output[dict[str, dict[str, str]]]
     headscale_url: str
     #: The dev containers' reusable pre-auth key, read from zlh-ctl (None in the routers stage).
     headscale_preauth_key: pulumi.Output[str] | None
@@ -140,30 +154,50 @@ class ControlPlane(pulumi.ComponentResource):
             for service, spec in CONTROL_PLANE_SERVICES.items()
             if site.converge or spec.kind is GuestKind.VM
         }
-        # One PBS user per host, each with a password of its own (the runtime hosts' are
-        # exported in the contract, each host picking its own).
+        # One PBS user per host, each with a password of its own, and per runtime host
+        # zpack-api's Proxmox password there: the runtime hosts' are exported in the
+        # contract (secret), each host picking its own.
+        child = pulumi.ResourceOptions(parent=self)
         self._pbs_passwords = {
             host: random.RandomPassword(
-                f"{name}-pbs-{host}-password",
-                length=40,
-                special=False,
-                opts=pulumi.ResourceOptions(parent=self),
+                f"{name}-pbs-{host}-password", length=40, special=False, opts=child
             )
-            for host in ["core", *sorted(args.pbs.runtime_hosts)]
+            for host in ["core", *sorted(args.runtime_hosts)]
         }
-        runtime_hosts = sorted(args.pbs.runtime_hosts.items())
+        self._api_passwords = {
+            host: random.RandomPassword(
+                f"{name}-zpack-api-{host}-password",
+                length=api_identity.PASSWORD_LENGTH,
+                special=False,
+                opts=child,
+            )
+            for host in sorted(args.runtime_hosts)
+        }
+        runtime_hosts = sorted(args.runtime_hosts.items())
+        self.runtime_hosts = {
+            stack: {"node": host.node, "endpoint": host.endpoint} for stack, host in runtime_hosts
+        }
         self.pbs_hosts = pulumi.Output.secret(
             pulumi.Output.all(
                 *(self._pbs_passwords[stack].result for stack, _ in runtime_hosts)
             ).apply(
                 lambda passwords: {
                     stack: {
-                        "node": host.node,
-                        "username": host.user,
+                        "username": host.pbs.user,
                         "password": password,
-                        "namespace": host.namespace,
+                        "namespace": host.pbs.namespace,
                     }
                     for (stack, host), password in zip(runtime_hosts, passwords, strict=True)
+                }
+            )
+        )
+        self.api_hosts = pulumi.Output.secret(
+            pulumi.Output.all(
+                *(self._api_passwords[stack].result for stack, _ in runtime_hosts)
+            ).apply(
+                lambda passwords: {
+                    stack: {"username": api_identity.USER_ID, "password": password}
+                    for (stack, _host), password in zip(runtime_hosts, passwords, strict=True)
                 }
             )
         )
@@ -186,7 +220,9 @@ class ControlPlane(pulumi.ComponentResource):
                 "pbsServer": self.pbs_server,
                 "pbsDatastore": self.pbs_datastore,
                 "pbsFingerprint": self.pbs_fingerprint,
+                "runtimeHosts": self.runtime_hosts,
                 "pbsHosts": self.pbs_hosts,
+                "apiHosts": self.api_hosts,
                 "headscaleUrl": self.headscale_url,
                 "headscalePreauthKey": self.headscale_preauth_key,
                 "vmids": self.vmids,
@@ -247,7 +283,7 @@ class ControlPlane(pulumi.ComponentResource):
             username=core.user,
             password=self._pbs_passwords["core"].result,
             fingerprint=self.pbs_fingerprint,
-            vmids=stateful,
+            selections=[Selection("job", vmids=stateful)],
             policy=args.backup,
             depends_on=[vendor_steps["zlh-back"], vendor_steps["zlh-back-fingerprint"]],
         )
@@ -360,7 +396,10 @@ class ControlPlane(pulumi.ComponentResource):
         )
 
         pbs_config = args.pbs
-        users = [("core", pbs_config.core_user), *sorted(pbs_config.runtime_hosts.items())]
+        users = [
+            ("core", pbs_config.core_user),
+            *((stack, host.pbs) for stack, host in sorted(args.runtime_hosts.items())),
+        ]
         found["zlh-back"] = step(
             "zlh-back",
             "pbs",
@@ -452,7 +491,30 @@ class ControlPlane(pulumi.ComponentResource):
                     "AGENT_PORT": str(AGENT_PORT),
                     "PUBLIC_URL": f"https://{args.domains.api}",
                     "PORTAL_URL": f"https://{args.domains.portal}",
+                    # Each runtime host as the core's config names it, never read from
+                    # a runtime stack; the fleet's rules are zlh_infra.platform.api_identity's.
+                    "PROXMOX_HOSTS": json.dumps(
+                        [
+                            {
+                                "stack": stack,
+                                "node": host.node,
+                                "endpoint": host.endpoint,
+                                "user": api_identity.USER_ID,
+                                "password": password,
+                                "caFile": _ca_file(stack) if host.ca_certificate else None,
+                            }
+                            for (stack, host), password in zip(
+                                sorted(args.runtime_hosts.items()), secrets[2:], strict=True
+                            )
+                        ],
+                        sort_keys=True,
+                    ),
                 },
+                extra_files=[
+                    GuestFile(_ca_file(stack), host.ca_certificate, mode=0o644)
+                    for stack, host in sorted(args.runtime_hosts.items())
+                    if host.ca_certificate
+                ],
             )
 
         portal_release = args.releases.zpack_portal
@@ -487,9 +549,11 @@ class ControlPlane(pulumi.ComponentResource):
                     guest="zlh-redis", listen=address("zlh-redis"), password=password
                 )
             ),
-            "zpack-api": pulumi.Output.all(db_password.result, redis_password.result).apply(
-                api_plan
-            ),
+            "zpack-api": pulumi.Output.all(
+                db_password.result,
+                redis_password.result,
+                *(self._api_passwords[stack].result for stack in sorted(args.runtime_hosts)),
+            ).apply(api_plan),
             "zpack-portal": node_release.plan(
                 name="zpack-portal",
                 guest="zpack-portal",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pulumi
 import pulumi_proxmoxve as proxmox
 
 from zlh_infra.config import Download
+from zlh_infra.platform.fleet_firewall import API_IPSET
 from zlh_infra.platform.host_firewall import (
     ADMIN_IPSET,
     LOCAL_NETWORK,
@@ -28,6 +29,11 @@ class HostArgs:
     admin_sources: Sequence[IPv4Network]
     #: zlh-monitor's management address: it scrapes the node's own exporter.
     monitor_address: pulumi.Input[str]
+    #: A runtime node's fleet IP sets (``fleet_firewall.fleet_ipsets``), which its own rules
+    #: (zpack-api on the API) and the fleet's security groups name; none on the core node.
+    fleet_sets: Mapping[str, Sequence[IPv4Network | IPv6Network]] = field(default_factory=dict)
+    #: The management network's bridge, the only way zpack-api reaches a runtime node.
+    management_bridge: str = ""
 
 
 class Host(pulumi.ComponentResource):
@@ -36,6 +42,8 @@ class Host(pulumi.ComponentResource):
     os_template_file_id: pulumi.Output[str]
     router_iso_file_id: pulumi.Output[str]
     firewall: proxmox.cluster.FirewallLegacy
+    #: The fleet IP sets (runtime nodes), which the fleet's security groups depend on.
+    fleet_sets: list[proxmox.firewall.IpsetLegacy]
 
     def __init__(
         self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None
@@ -64,6 +72,17 @@ class Host(pulumi.ComponentResource):
             comment="standalone node: no cluster network for the built-in rules to admit",
             opts=child,
         )
+        self.fleet_sets = [
+            proxmox.firewall.IpsetLegacy(
+                f"{set_name}-ipset",
+                name=set_name,
+                comment="named by the fleet's security groups and the node's rules",
+                cidrs=[proxmox.firewall.IpsetLegacyCidrArgs(name=str(n)) for n in networks],
+                opts=child,
+            )
+            for set_name, networks in args.fleet_sets.items()
+        ]
+        api_ipset = API_IPSET if API_IPSET in args.fleet_sets else None
         node_firewall = proxmox.node.FirewallLegacy(
             f"{name}-node-firewall", node_name=args.node, enabled=True, opts=child
         )
@@ -78,12 +97,19 @@ class Host(pulumi.ComponentResource):
                         proto=rule.proto,
                         dport=str(rule.dport),
                         source=rule.source,
+                        iface=rule.iface or None,
                         comment=rule.comment,
                     )
-                    for rule in host_rules(IPv4Address(monitor))
+                    for rule in host_rules(
+                        IPv4Address(monitor),
+                        api_ipset=api_ipset,
+                        management_bridge=args.management_bridge,
+                    )
                 ]
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[admins, node_firewall]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[admins, node_firewall, *self.fleet_sets]
+            ),
         )
         # Guest rules apply only while the datacenter firewall is on; its input policy is
         # the nodes' own.

@@ -19,8 +19,9 @@ from zlh_infra.config import (
     ServiceGuest,
     Template,
 )
-from zlh_infra.contract import CoreContract, PbsHost
-from zlh_infra.layers.backups import backup_to_pbs
+from zlh_infra.contract import ApiHost, CoreContract, PbsHost
+from zlh_infra.layers.api_access import ApiAccess, ApiAccessArgs
+from zlh_infra.layers.backups import Selection, backup_to_pbs
 from zlh_infra.layers.guest import GuestArgs, LxcGuest, VmGuest, pool, rule_args
 from zlh_infra.layers.guest_steps import (
     converge_service,
@@ -30,12 +31,18 @@ from zlh_infra.layers.guest_steps import (
 )
 from zlh_infra.layers.site import Site, service_guest
 from zlh_infra.layers.vendor import artifact, read_value
+from zlh_infra.platform.api_identity import (
+    BACKUP_STORAGE,
+    FLEET_POOL,
+    FLEET_STARTUP_ORDER,
+    IdentityInputs,
+)
 from zlh_infra.platform.catalogue import (
     RUNTIME_SERVICES,
     Ingress,
     Network,
 )
-from zlh_infra.platform.fleet_firewall import FLEET_GROUPS, fleet_group_rules, fleet_ipsets
+from zlh_infra.platform.fleet_firewall import FLEET_GROUPS, fleet_group_rules
 from zlh_infra.platform.topology import Layer, guest_tags
 from zlh_infra.platform.vmids import VmidRole
 from zlh_infra.services import agent, artifacts, build, code_server, node_exporter, paper
@@ -48,7 +55,6 @@ from zlh_infra.services.plan import (
 from zlh_infra.services.vendor import Vendored
 
 #: Fleet containers start after the host's services (Proxmox start order).
-FLEET_STARTUP_ORDER = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,10 @@ class RuntimeArgs:
     paper: Paper
     #: This host's PBS login, picked from the contract by the stack's name.
     pbs_host: PbsHost
+    #: zpack-api's login on this host, from the contract: the user this stack creates.
+    api_login: ApiHost
+    #: The host's fleet IP sets, which the fleet's security groups name.
+    fleet_sets: Sequence[pulumi.Resource]
     #: Deploy-time contract values (unknown while previewing against a core preview).
     pbs_fingerprint: pulumi.Input[str]
     headscale_preauth_key: pulumi.Input[str]
@@ -103,7 +113,7 @@ class Runtime(pulumi.ComponentResource):
         super().__init__("zlh:runtime:Runtime", name, None, opts)
         site = args.site
         child = pulumi.ResourceOptions(parent=self)
-        layer_pool = pool(self, "zlh-runtime", "ZeroLagHub runtime: customer workloads")
+        layer_pool = pool(self, FLEET_POOL, "ZeroLagHub runtime: customer workloads")
 
         artifacts_guest = args.guests["zlh-artifacts"]
         assert artifacts_guest.lan_address is not None  # required by the config
@@ -118,7 +128,9 @@ class Runtime(pulumi.ComponentResource):
             self.guests, self.fleet, self.vmids = {}, {}, []
             self.register_outputs({"vmids": self.vmids})
             return
-        fleet_groups = _fleet_firewall(self, site, artifact_store=artifacts_guest.lan_address)
+        fleet_groups = _fleet_firewall(
+            self, site, artifact_store=artifacts_guest.lan_address, ipsets=args.fleet_sets
+        )
         self.guests = {
             service: service_guest(
                 self, site, spec, args.guests[service], pool_id=layer_pool.pool_id
@@ -312,27 +324,40 @@ class Runtime(pulumi.ComponentResource):
                 depends_on=[managed, self.vendor_store],
             )
 
-        backed_up = [
-            *(m.guest.vmid for m in args.fleet),
-            *(args.guests[name].vmid for name, spec in RUNTIME_SERVICES.items() if spec.stateful),
-            *args.edge_backups,
-        ]
-        if backed_up:
-            contract = args.contract
-            backup_to_pbs(
-                "zlh-pbs",
-                parent=self,
-                node=site.node,
-                server=str(contract.pbs_server),
-                datastore=contract.pbs_datastore,
-                namespace=args.pbs_host.namespace,
-                username=args.pbs_host.username,
-                password=pulumi.Output.secret(args.pbs_host.password.get_secret_value()),
-                fingerprint=args.pbs_fingerprint,
-                vmids=backed_up,
-                policy=args.backup,
-                depends_on=list(self.fleet.values()),
-            )
+        # The fleet by its pool, so a container zpack-api makes is backed up from its first
+        # night; the edge's stateful guests (another pool) by VMID.
+        contract = args.contract
+        backup_to_pbs(
+            BACKUP_STORAGE,
+            parent=self,
+            node=site.node,
+            server=str(contract.pbs_server),
+            datastore=contract.pbs_datastore,
+            namespace=args.pbs_host.namespace,
+            username=args.pbs_host.username,
+            password=pulumi.Output.secret(args.pbs_host.password.get_secret_value()),
+            fingerprint=args.pbs_fingerprint,
+            selections=[
+                Selection("fleet", pool=layer_pool.pool_id),
+                Selection("edge", vmids=args.edge_backups),
+            ],
+            policy=args.backup,
+            depends_on=list(self.fleet.values()),
+        )
+        ApiAccess(
+            "zpack-api-access",
+            ApiAccessArgs(
+                login=args.api_login,
+                inputs=IdentityInputs(
+                    template_vmids=tuple(sorted(t.vmid for t in args.templates.values())),
+                    storages=(site.datastore, BACKUP_STORAGE),
+                    bridges=(site.lan.bridge, site.management.bridge),
+                    pool=FLEET_POOL,
+                    core_vmids=contract.core_vmids,
+                ),
+            ),
+            child,
+        )
 
         self.vmids = sorted(
             [args.base_image.vmid]
@@ -517,23 +542,14 @@ class Runtime(pulumi.ComponentResource):
 
 
 def _fleet_firewall(
-    parent: pulumi.ComponentResource, site: Site, *, artifact_store: IPv4Address
+    parent: pulumi.ComponentResource,
+    site: Site,
+    *,
+    artifact_store: IPv4Address,
+    ipsets: Sequence[pulumi.Resource],
 ) -> list[tuple[proxmox.cluster.firewall.security.GroupLegacy, str]]:
-    """The host's fleet security groups, each with the NIC a container attaches it on."""
-    sets = fleet_ipsets(
-        api=site.addresses[("core:zpack-api", Network.MANAGEMENT)],
-        monitor=site.addresses[("core:zlh-monitor", Network.MANAGEMENT)],
-    )
-    ipsets = [
-        proxmox.firewall.IpsetLegacy(
-            f"{set_name}-ipset",
-            name=set_name,
-            comment="named by the fleet's security groups",
-            cidrs=[proxmox.firewall.IpsetLegacyCidrArgs(name=str(n)) for n in networks],
-            opts=pulumi.ResourceOptions(parent=parent),
-        )
-        for set_name, networks in sets.items()
-    ]
+    """The host's fleet security groups, each with the NIC a container attaches it on;
+    ``ipsets``: the host's fleet IP sets they name."""
     router = IPv4Address(site.gateway.address)
     rules = fleet_group_rules(router=router, artifact_store=artifact_store)
     return [
@@ -546,7 +562,7 @@ def _fleet_firewall(
                     rule_args(rule, proxmox.cluster.firewall.security.GroupLegacyRuleArgs)
                     for rule in rules[group]
                 ],
-                opts=pulumi.ResourceOptions(parent=parent, depends_on=ipsets),
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=list(ipsets)),
             ),
             iface,
         )

@@ -47,16 +47,35 @@ MANAGEMENT_PORTS: tuple[tuple[int, int], ...] = (
 _ANY_IFACE = "node"
 
 
-def host_rules(monitor: IPv4Address) -> list[FirewallRule]:
-    """The node's inbound ACCEPTs, in order; the datacenter's DROP decides the rest."""
+def host_rules(
+    monitor: IPv4Address, *, api_ipset: str | None = None, management_bridge: str = ""
+) -> list[FirewallRule]:
+    """The node's inbound ACCEPTs, in order; the datacenter's DROP decides the rest.
+
+    ``api_ipset``: on a runtime node, the IP set holding zpack-api's address, which makes
+    the fleet's containers through the node's API, over ``management_bridge`` only.
+    """
     admins = f"+{ADMIN_IPSET}"
-    return [
+    rules = [
         FirewallRule("ACCEPT", "tcp", API_PORT, "", admins, "Proxmox API from the operators"),
         FirewallRule("ACCEPT", "tcp", SSH_PORT, "", admins, "SSH from the operators"),
         FirewallRule(
             "ACCEPT", "tcp", METRICS_PORT, "", f"{monitor}/32", "node exporter from zlh-monitor"
         ),
     ]
+    if api_ipset is not None:
+        rules.insert(
+            1,
+            FirewallRule(
+                "ACCEPT",
+                "tcp",
+                API_PORT,
+                management_bridge,
+                f"+{api_ipset}",
+                "Proxmox API for zpack-api",
+            ),
+        )
+    return rules
 
 
 def node_reachable_from(

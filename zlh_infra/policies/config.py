@@ -636,17 +636,26 @@ DEFAULT_GUEST_NETWORKS: tuple[str, ...] = ("10.10.0.0/24", "10.20.0.0/22", "10.9
 @dataclass(frozen=True, slots=True)
 class HostFirewallConfig:
     guest_networks: tuple[IPv4Network, ...]
+    management_bridge: str
 
 
 HOST_FIREWALL = ConfigSpec(
     properties={
         "guestNetworks": _string_list_schema(
             "networks guests (tenants included) have addresses on: none may reach a node's "
-            "API, SSH or consoles",
+            "API, SSH or consoles but zpack-api's (the IP set zlh-api) on the API",
             DEFAULT_GUEST_NETWORKS,
         ),
+        "managementBridge": {
+            "type": "string",
+            "minLength": 1,
+            "description": "the management network's bridge, where zpack-api reaches a node",
+            "default": DEFAULT_MANAGEMENT_BRIDGE,
+        },
     },
-    parse_values=lambda r: HostFirewallConfig(_networks(r, "guestNetworks")),
+    parse_values=lambda r: HostFirewallConfig(
+        _networks(r, "guestNetworks"), r.string("managementBridge")
+    ),
 )
 
 

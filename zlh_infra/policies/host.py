@@ -14,15 +14,19 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network
 
-from zlh_infra.platform.firewall_state import owner_vmid, read_firewall, rules_of
-from zlh_infra.platform.host_firewall import MANAGEMENT_PORTS, node_reachable_from
+from zlh_infra.platform.firewall_state import GuestView, owner_vmid, read_firewall, rules_of
+from zlh_infra.platform.fleet_firewall import API_IPSET
+from zlh_infra.platform.host_firewall import API_PORT, MANAGEMENT_PORTS, node_reachable_from
 from zlh_infra.platform.reachability import (
     TCP,
     AddressSet,
     FirewallReadError,
     HostFirewall,
     Rule,
+    authentic,
     read_rule,
+    read_source,
+    resolve_source,
 )
 from zlh_infra.platform.type_tokens import DATACENTER_FIREWALL, FIREWALL_RULES, NODE_FIREWALL
 from zlh_infra.policies.config import HostFirewallConfig
@@ -112,11 +116,12 @@ def check_host_firewall(
         enabled, policy = _datacenter(resources, findings)
         triples = [(r.type, r.name, r.props) for r in resources]
         try:
-            host, _guests = read_firewall(triples)
+            host, views = read_firewall(triples)
+            host = dataclasses.replace(host, enabled=enabled)
+            platform = _platform_api_sources(host, views, config.management_bridge)
         except FirewallReadError as error:
             findings.add(f"the datacenter's firewall objects cannot be read: {error}.")
             return findings
-        host = dataclasses.replace(host, enabled=enabled)
         switches: Mapping[str, list[Resource]] = {
             node: [r for r in resources if r.type == NODE_FIREWALL and node_of(r) == node]
             for node in nodes
@@ -142,7 +147,9 @@ def check_host_firewall(
             rules = _node_rules(resources, node, findings)
             if rules is None:
                 continue
-            _check_exposure(findings, config.guest_networks, node, host, node_on, policy, rules)
+            _check_exposure(
+                findings, config.guest_networks, node, host, node_on, policy, rules, platform
+            )
     return findings
 
 
@@ -154,6 +161,7 @@ def _check_exposure(
     node_on: bool,
     policy: str,
     rules: list[Rule],
+    platform: AddressSet,
 ) -> None:
     guests = AddressSet.of(*guest_networks)
     for low, _high in MANAGEMENT_PORTS:
@@ -174,8 +182,29 @@ def _check_exposure(
                 f"node {node}: {_PORT_NAMES[low]} is open to every address; admit only the "
                 "operators' networks (the management IP set, proxmox.adminSources)."
             )
-        elif sources & guests:
+            continue
+        loose = sources & guests
+        if low == API_PORT:
+            loose -= platform
+        if loose:
             findings.add(
-                f"node {node}: {_PORT_NAMES[low]} is open to {sources & guests}, where guests "
+                f"node {node}: {_PORT_NAMES[low]} is open to {loose}, where guests "
                 "(tenants included) are; admit only the operators' own networks."
             )
+
+
+def _platform_api_sources(
+    host: HostFirewall, views: Mapping[int, GuestView], bridge: str
+) -> AddressSet:
+    """zpack-api on the API: the IP set ``zlh-api``, where no guest on the management
+    ``bridge`` can send from it (``zlh-agent-port`` holds that set to zpack-api's address)."""
+    if API_IPSET not in host.ipsets:
+        return AddressSet()
+    members = resolve_source(host, read_source(f"+{API_IPSET}"))
+    senders = [
+        sender
+        for view in views.values()
+        for sender in view.senders(host)
+        if sender.bridge == bridge
+    ]
+    return authentic(senders, members, proto=TCP, port=API_PORT)

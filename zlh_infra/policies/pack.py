@@ -32,6 +32,7 @@ from pulumi_policy.proxy import UnknownValueError
 from zlh_infra.platform.topology import StackRole
 from zlh_infra.policies import config as cfg
 from zlh_infra.policies.agent import check_agent_port
+from zlh_infra.policies.api_identity import API_IDENTITY, check_api_identity
 from zlh_infra.policies.config import ConfigSpec, PolicyConfigError
 from zlh_infra.policies.egress import check_tenant_egress
 from zlh_infra.policies.host import check_host_firewall
@@ -357,6 +358,18 @@ tenant_egress = stack_policy(
     severity=Severity.CRITICAL,
 )
 
+api_identity = stack_policy(
+    name="zlh-api-identity",
+    description=(
+        "zpack-api's Proxmox identity on a runtime host can create, configure, start, stop, "
+        "back up and destroy containers of its own VMIDs, from the fleet's templates, on the "
+        "fleet's storage and bridges, and nothing more."
+    ),
+    spec=API_IDENTITY,
+    check=check_api_identity,
+    severity=Severity.CRITICAL,
+)
+
 #: In the order the pack lists them.
 POLICIES = [
     vmid_range,
@@ -371,5 +384,6 @@ POLICIES = [
     required_tags,
     stateful_protected,
     runtime_self_sufficient,
+    api_identity,
     secret_inputs,
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -89,6 +89,7 @@ def plan(
     listen: IPv4Address,
     port: int,
     environment: Mapping[str, str],
+    extra_files: Sequence[GuestFile] = (),
 ) -> ServicePlan:
     """``environment`` may hold secrets: it lands in ``/etc/<name>/env``, mode 0600."""
     return ServicePlan(
@@ -100,6 +101,7 @@ def plan(
         files=(
             GuestFile(f"/etc/{name}/env", systemd_environment(environment), mode=0o600),
             GuestFile(f"/etc/systemd/system/{name}.service", _unit(name, description)),
+            *extra_files,
         ),
         converge=fetch_release(name, release),
         units=(f"{name}.service",),
