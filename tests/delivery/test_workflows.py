@@ -192,6 +192,7 @@ def test_the_real_preview_runs_per_stack_with_policies_and_an_edited_comment(
         "command": "preview",
         "stack-name": "${{ matrix.stack }}",
         "policyPacks": "policy",
+        "policyPackConfigs": "policy-config.json",
         "comment-on-pr": True,
         "edit-pr-comment": True,
         "comment-on-summary": True,
@@ -326,7 +327,12 @@ def test_each_stack_deploys_alone_behind_its_environment_with_policies(
     assert job["concurrency"] == {"group": f"deploy-{stack}", "cancel-in-progress": False}
     assert job["environment"] == f"production-{stack}"
     [pulumi] = steps_using(job, "pulumi/actions")
-    assert pulumi["with"] == {"command": "up", "stack-name": stack, "policyPacks": "policy"}
+    assert pulumi["with"] == {
+        "command": "up",
+        "stack-name": stack,
+        "policyPacks": "policy",
+        "policyPackConfigs": "policy-config.json",
+    }
     assert pulumi["env"] == {
         "PULUMI_ACCESS_TOKEN": "${{ secrets.PULUMI_ACCESS_TOKEN }}",
         "PROXMOX_VE_API_TOKEN": f"${{{{ secrets.PROXMOX_{stack.upper()}_API_TOKEN }}}}",
@@ -349,3 +355,20 @@ def test_jobs_that_reach_the_nodes_run_on_the_operators_runner(path: Path) -> No
             assert job["runs-on"] == ["self-hosted", "zlh-deploy"], name
         else:
             assert job["runs-on"] == "ubuntu-latest", name
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_every_pulumi_run_gets_the_pack_config_derived_from_the_stack_files(path: Path) -> None:
+    """The pack's addresses and nodes have one owner, the stack files, in CI as offline."""
+    for name, job in load(path)["jobs"].items():
+        steps = job.get("steps", [])
+        for index, entry in enumerate(steps):
+            if not str(entry.get("uses", "")).startswith("pulumi/actions@"):
+                continue
+            config = entry["with"]["policyPackConfigs"]
+            writers = [
+                s.get("run", "")
+                for s in steps[:index]
+                if "zlh_infra policy-config" in s.get("run", "")
+            ]
+            assert any(f"--output {config}" in run for run in writers), name

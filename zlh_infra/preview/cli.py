@@ -14,10 +14,12 @@ import argparse
 import concurrent.futures
 import contextlib
 import importlib
+import json
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zlh_infra.platform.topology import is_stack_name
 from zlh_infra.preview.recording import Diagnostic, RecordedResource, StackRecording
@@ -27,6 +29,7 @@ from zlh_infra.preview.stack_files import (
     StackFileError,
     find_project_file,
     load_project,
+    stack_files_in,
 )
 
 if TYPE_CHECKING:  # both load the Pulumi SDKs, which `--help` and usage errors do not need
@@ -55,6 +58,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "zlh_infra.delivery.plan_diff",
     "zlh_infra.delivery.diagram",
     "zlh_infra.delivery.routers",
+    "zlh_infra.preview.derived_policy_config",
     "zlh_infra.audit.cli",
     "zlh_infra.lab.cli",
 )
@@ -100,12 +104,39 @@ class PolicyPackObserver:
     mandatory policy error: a policy gate that could not look must not pass.
     """
 
-    def __init__(self, pack_dir: Path, config_file: Path | None, project: str) -> None:
+    def __init__(
+        self,
+        pack_dir: Path,
+        config_file: Path | None,
+        project: str,
+        derived: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.pack_dir = pack_dir
         self.config_file = config_file
         self.project = project
+        #: Per stack, the pack's config derived from the stack files (``config_file`` wins).
+        self.derived = dict(derived or {})
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
         self._pending: list[concurrent.futures.Future[None]] = []
+        self._scratch = tempfile.TemporaryDirectory(prefix="zlh-policy-config-")
+
+    def _config_file(self, stack: str) -> Path | None:
+        derived = self.derived.get(stack)
+        if not derived:
+            return self.config_file
+        given: Any = {}
+        if self.config_file is not None:
+            try:
+                given = json.loads(self.config_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return self.config_file  # the session reports the file as it is
+            if not isinstance(given, dict):
+                return self.config_file
+        path = Path(self._scratch.name) / f"{stack.replace('/', '_')}.json"
+        from zlh_infra.preview.derived_policy_config import merged
+
+        path.write_text(json.dumps(merged(derived, given)), encoding="utf-8")
+        return path
 
     def __call__(self, stack: str, config: Mapping[str, str]) -> StackObserver:
         from zlh_infra.preview.policy_engine import PolicySession
@@ -116,7 +147,7 @@ class PolicyPackObserver:
                 stack=stack,
                 project=self.project,
                 stack_config=config,
-                policy_config_file=self.config_file,
+                policy_config_file=self._config_file(stack),
                 # The deadline covers the program's run too: the pack starts with it.
                 timeout=_POLICY_TIMEOUT,
             )
@@ -144,6 +175,7 @@ class PolicyPackObserver:
         for future in self._pending:
             future.result()
         self._pool.shutdown()
+        self._scratch.cleanup()
 
 
 _POLICY_TIMEOUT = 600.0
@@ -282,17 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stack_files(root: Path, overrides: Sequence[tuple[str, Path]]) -> dict[str, Path]:
-    """Every ``Pulumi.<stack>.yaml`` in the project root, then the overrides."""
-    files: dict[str, Path] = {}
-    for path in sorted(root.glob("Pulumi.*.y*ml")):
-        stack = path.name.split(".", 1)[1].rsplit(".", 1)[0]
-        if path.suffix in (".yaml", ".yml") and is_stack_name(stack):
-            files.setdefault(stack, path)
-    files.update(dict(overrides))
-    return files
-
-
 def _stacks(choice: str, files: dict[str, Path]) -> list[str]:
     if choice != "all":
         return [choice]
@@ -315,7 +336,7 @@ def preview(
     project_file = find_project_file(root)
     if project_file is None:
         raise StackFileError(f"no {' or '.join(PROJECT_FILE_NAMES)} in {root}")
-    files = _stack_files(root, args.stack_file)
+    files = stack_files_in(root, args.stack_file)
     stacks = _stacks(args.stack, files)
     missing = [stack for stack in stacks if stack not in files]
     if missing:
@@ -335,7 +356,15 @@ def preview(
         if not args.no_policy:
             pack = args.policy_pack or root / DEFAULT_POLICY_PACK
             project = load_project(project_file).name
-            observer = PolicyPackObserver(pack, args.policy_pack_config, project)
+            from zlh_infra.preview.derived_policy_config import derive, load_configs
+
+            configs = load_configs(root, files)
+            observer = PolicyPackObserver(
+                pack,
+                args.policy_pack_config,
+                project,
+                derived={stack: derive(stack, configs) for stack in stacks},
+            )
     try:
         # The program's prints must not end up inside JSON or Markdown on stdout.
         with contextlib.redirect_stdout(sys.stderr):

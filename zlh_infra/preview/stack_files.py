@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from zlh_infra.platform.topology import is_stack_name
 
 #: What a ``secure:`` value reads as offline. Recognisable on purpose: never a real secret.
 PLACEHOLDER_SECRET = "offline-placeholder-secret"
@@ -336,3 +339,14 @@ def load_stack_file(
         placeholder_keys=frozenset(placeholders),
         settings=settings,
     )
+
+
+def stack_files_in(root: Path, overrides: Sequence[tuple[str, Path]] = ()) -> dict[str, Path]:
+    """Every ``Pulumi.<stack>.yaml`` in the project root, then the overrides."""
+    files: dict[str, Path] = {}
+    for path in sorted(root.glob("Pulumi.*.y*ml")):
+        stack = path.name.split(".", 1)[1].rsplit(".", 1)[0]
+        if path.suffix in (".yaml", ".yml") and is_stack_name(stack):
+            files.setdefault(stack, path)
+    files.update(dict(overrides))
+    return files
