@@ -23,12 +23,6 @@ class StackRole(StrEnum):
     RUNTIME = "runtime"
 
 
-#: The layers each kind of stack holds.
-LAYERS_OF: dict[StackRole, tuple[Layer, ...]] = {
-    StackRole.CORE: (Layer.CONTROL_PLANE,),
-    StackRole.RUNTIME: (Layer.EDGE, Layer.RUNTIME),
-}
-
 _RUNTIME_STACK = re.compile(r"^runtime(-[a-z0-9][a-z0-9-]*)?$")
 
 

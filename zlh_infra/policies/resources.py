@@ -142,11 +142,6 @@ def layer_of_type(type_token: str) -> Layer | None:
         return None
 
 
-def component_layers(urn: str) -> list[Layer]:
-    """The layers of the program's layer components a resource sits in, by its URN."""
-    return [layer for token in type_chain(urn) if (layer := layer_of_type(token)) is not None]
-
-
 def current_stack(urn: str | None = None) -> str:
     """The stack under analysis: what the engine passed in PULUMI_STACK, else the URN's."""
     stack = os.environ.get("PULUMI_STACK", "").strip()
