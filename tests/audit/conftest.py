@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakepve.certs import make_cert  # type: ignore[import-untyped]
@@ -78,6 +80,30 @@ class Platform:
     def stop(self) -> None:
         for host in self.hosts.values():
             host.stop()
+
+
+# --- reading a JSON report ----------------------------------------------------------------
+
+
+def findings(result: Result) -> list[dict[str, Any]]:
+    document = json.loads(result.out)
+    assert document["complete"] is True
+    found: list[dict[str, Any]] = document["findings"]
+    return found
+
+
+def errors(result: Result) -> list[tuple[str | None, str]]:
+    return [(f["guest"], f["rule"]) for f in findings(result) if f["severity"] == "error"]
+
+
+def problems(result: Result, guest: str | None, rule_name: str) -> list[str]:
+    return [f["problem"] for f in findings(result) if (f["guest"], f["rule"]) == (guest, rule_name)]
+
+
+def only(result: Result, guest: str | None, rule_name: str) -> dict[str, Any]:
+    matching = [f for f in findings(result) if f["guest"] == guest and f["rule"] == rule_name]
+    assert len(matching) == 1, findings(result)
+    return matching[0]
 
 
 @pytest.fixture

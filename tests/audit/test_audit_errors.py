@@ -80,16 +80,46 @@ def test_wrong_token_is_refused(platform: Platform, monkeypatch: pytest.MonkeyPa
 
 def test_missing_privileges_are_named(platform: Platform) -> None:
     hosts = platform.start()
-    # A token that may see guests, but not the datacenter (firewall, backup jobs) or pools.
-    hosts["runtime"].pve.acl = {TOKEN_ID: [("/vms", {"VM.Audit"})]}
+    # A token that may see guests, but not the datacenter (firewall, backup jobs), pools,
+    # the node's own firewall or (on the runtime host) the ACLs and users.
+    for host in hosts.values():
+        host.pve.acl = {TOKEN_ID: [("/vms", {"VM.Audit"})]}
+    result = platform.audit()
+    lacks = (
+        f"API token {TOKEN_ID} lacks Sys.Audit on /, Pool.Audit on /pool, Datastore.Audit on "
+        "/storage, Sys.Audit on /nodes/{node}{identity}, so the host's guests, firewall, backup "
+        "jobs and (on a runtime host) zpack-api's identity cannot all be read; grant it the "
+        f"read-only role PVEAuditor on /: pveum acl modify / --tokens '{TOKEN_ID}' --roles "
+        "PVEAuditor"
+    )
+    assert_failed(
+        result,
+        f"stack core (https://127.0.0.1:{hosts['core'].pve.port}/): "
+        + lacks.format(node="zlh-core", identity=""),
+        f"stack runtime (https://127.0.0.1:{hosts['runtime'].pve.port}/): "
+        + lacks.format(
+            node="zlh-runtime", identity=", Sys.Audit on /access, Sys.Audit on /access/groups"
+        ),
+    )
+
+
+def test_no_access_below_a_grant_is_named(platform: Platform) -> None:
+    hosts = platform.start()
+    # PVEAuditor on /, but NoAccess on /access: Proxmox would list no ACL entry and no
+    # user, and zpack-api's identity would look like it had none.
+    hosts["runtime"].pve.no_access = {"/access"}
     result = platform.audit()
     assert_failed(
         result,
-        f"API token {TOKEN_ID} lacks Sys.Audit on /, Pool.Audit on /pool, Datastore.Audit on "
-        "/storage, so the host's guests, firewall and backup jobs cannot all be read; grant it "
-        "the read-only role PVEAuditor on /: "
-        f"pveum acl modify / --tokens '{TOKEN_ID}' --roles PVEAuditor",
+        f"stack runtime (https://127.0.0.1:{hosts['runtime'].pve.port}/): API token "
+        f"{TOKEN_ID} lacks Sys.Audit on /access, Sys.Audit on /access/groups, so the host's "
+        "guests, firewall, backup jobs and (on a runtime host) zpack-api's identity cannot all "
+        "be read",
     )
+    assert "stack core" not in result.err
+    # Nothing but the privileges was asked of that host.
+    asked = {path for _, path, _ in hosts["runtime"].pve.requests}
+    assert "/api2/json/access/acl" not in asked
 
 
 def test_forbidden_request(platform: Platform) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.audit.conftest import Platform, Result
+from tests.audit.conftest import Platform, errors, findings, only, problems
 from tests.audit.fakehosts import (
     API_ADDRESS,
     MANAGEMENT_CIDR,
@@ -20,27 +20,32 @@ from tests.audit.fakehosts import (
     Nic,
     firewall_options,
     fleet_guest,
+    literal_fleet_rules,
     rule,
 )
 from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
 from zlh_infra.platform.vmids import VmidRole
 
-
-def findings(result: Result) -> list[dict[str, Any]]:
-    document = json.loads(result.out)
-    assert document["complete"] is True
-    found: list[dict[str, Any]] = document["findings"]
-    return found
+#: The runtime host's game and dev containers, in VMID order.
+FLEET = ("mc-survival", "mc-creative", "mc-skyblock", "dev-alice", "dev-bob")
 
 
-def errors(result: Result) -> list[tuple[str | None, str]]:
-    return [(f["guest"], f["rule"]) for f in findings(result) if f["severity"] == "error"]
-
-
-def only(result: Result, guest: str, rule_name: str) -> dict[str, Any]:
-    matching = [f for f in findings(result) if f["guest"] == guest and f["rule"] == rule_name]
-    assert len(matching) == 1, findings(result)
-    return matching[0]
+#: The evaluator's port classes of a fleet NIC that calls out unfiltered: TCP and UDP
+#: around the ports the fleet's groups name (DNS, zlh-artifacts), and other protocols.
+PORT_CLASS_NAMES = (
+    *(f"{proto} {ports}" for proto in ("TCP", "UDP") for ports in
+      ("1-52", "53", "54-8079", "8080", "8081-65535")),
+    "non-TCP/UDP",
+)  # fmt: skip
+PORT_CLASSES = len(PORT_CLASS_NAMES)
+PRIVATE = (
+    "10.0.0.0/8, 100.64.0.0/10, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, fc00::/7, fe80::/10"
+)
+PLATFORM = "private addresses of the platform (its LAN, the other networks, the nodes)"
+API_OPEN_TO_THE_API_ADDRESS = (
+    f"node zlh-runtime: the API (8006) is open to {API_ADDRESS}/32, where guests (tenants "
+    "included) are"
+)
 
 
 def test_compliant_platform_passes_with_only_get_requests(platform: Platform) -> None:
@@ -53,11 +58,24 @@ def test_compliant_platform_passes_with_only_get_requests(platform: Platform) ->
         ("core", "zlh-core", 10),
         ("runtime", "zlh-runtime", 13),
     ]
-    # The audit read the guests' firewall, the datacenter's and the backup jobs.
+    # The audit read the guests' firewall, the datacenter's, the node's, the backup jobs
+    # and, on the runtime host only, zpack-api's identity.
     paths = {path for _, path, _ in platform.hosts["runtime"].pve.requests}
-    assert "/api2/json/cluster/backup" in paths
-    assert "/api2/json/cluster/firewall/groups/zlh-agent-path" in paths
-    assert "/api2/json/nodes/zlh-runtime/lxc/1000/firewall/rules" in paths
+    assert {
+        "/api2/json/cluster/backup",
+        "/api2/json/cluster/firewall/groups/zlh-fleet-mgmt",
+        "/api2/json/cluster/firewall/groups/zlh-fleet-lan",
+        "/api2/json/cluster/firewall/rules",
+        "/api2/json/nodes/zlh-runtime/firewall/options",
+        "/api2/json/nodes/zlh-runtime/firewall/rules",
+        "/api2/json/nodes/zlh-runtime/lxc/1000/firewall/rules",
+        "/api2/json/access/roles",
+        "/api2/json/access/acl",
+        "/api2/json/access/users/zpack-api@pve",
+    } <= paths
+    core_paths = {path for _, path, _ in platform.hosts["core"].pve.requests}
+    assert "/api2/json/nodes/zlh-core/firewall/rules" in core_paths
+    assert not any(path.startswith("/api2/json/access/acl") for path in core_paths)
 
 
 def test_text_report_of_a_compliant_platform(platform: Platform) -> None:
@@ -85,7 +103,6 @@ def test_vmid_outside_its_role_range(platform: Platform) -> None:
 
 def test_api_made_container_in_no_range_is_held_to_the_rules(platform: Platform) -> None:
     stray = fleet_guest(1250, "mc-stray", VmidRole.GAME)
-    stray.tags = ["role-game", "svc-game", "zlh"]
     platform.runtime.guests.append(stray)
     platform.runtime.backup_jobs[0]["vmid"] += ",1250"
     result = platform.audit("--format", "json")
@@ -97,27 +114,38 @@ def test_api_made_container_in_no_range_is_held_to_the_rules(platform: Platform)
 
 
 def test_runtime_guest_on_the_core_node(platform: Platform) -> None:
-    # The platform API put a game container on the core host.
-    platform.core.guests.append(fleet_guest(1050, "mc-misplaced", VmidRole.GAME, stack="runtime"))
+    # The platform API put a game container on the core host, as it would on a runtime
+    # host: its gateway and resolver are the runtime LAN's router.
+    misplaced = fleet_guest(1050, "mc-misplaced", VmidRole.GAME, stack="runtime")
+    misplaced.rules = literal_fleet_rules(VmidRole.GAME)
+    platform.core.guests.append(misplaced)
     platform.core.backup_jobs[0]["vmid"] += ",1050"
     result = platform.audit("--format", "json")
     assert result.code == 1
-    assert errors(result) == [("mc-misplaced", "zlh-control-plane-independent")] * 4
+    assert errors(result) == [("mc-misplaced", "zlh-control-plane-independent")] * 6
     problems = [
         f["problem"] for f in findings(result) if f["rule"] == "zlh-control-plane-independent"
     ]
+    outside = (
+        "10.20.0.1 is outside the core host's networks (policy config coreNetworks: "
+        "10.10.0.0/24), so the control plane would route or resolve through another host"
+    )
     assert sorted(problems) == [
+        f"a DNS resolver {outside}",
         "mc-misplaced (VMID 1050) has VMID 1050, in the game range 1000-1099 of the runtime hosts",
         "mc-misplaced (VMID 1050) is tagged layer-runtime",
         "mc-misplaced (VMID 1050) is tagged role-game, a role of the runtime hosts",
         "mc-misplaced (VMID 1050) is tagged svc-game, an edge/runtime service (policy config "
         "runtimeServices)",
+        f"the gateway of NIC 0 {outside}",
     ]
 
 
 def test_untagged_game_container_on_the_core_node_shows_by_its_vmid(platform: Platform) -> None:
     guest = fleet_guest(1051, "hand-made", VmidRole.GAME)
     guest.tags = []
+    guest.rules = literal_fleet_rules(VmidRole.GAME)
+    guest.nics[0].gateway, guest.nameserver = "10.10.0.1", "10.10.0.1"
     platform.core.guests.append(guest)
     platform.core.backup_jobs[0]["vmid"] += ",1051"
     result = platform.audit("--format", "json")
@@ -147,13 +175,14 @@ def test_control_plane_guest_on_a_runtime_node(platform: Platform) -> None:
 
 
 def test_agent_port_open_to_all(platform: Platform) -> None:
-    platform.runtime.guest(1001).rules.insert(0, rule(AGENT_PORT, iface="net1"))
+    # After the fleet's security groups, which accept only zpack-api's IP set.
+    platform.runtime.guest(1001).rules.insert(2, rule(AGENT_PORT, iface="net1"))
     result = platform.audit("--format", "json")
     assert result.code == 1
     assert errors(result) == [("mc-creative", "zlh-agent-port")]
     finding = only(result, "mc-creative", "zlh-agent-port")
     assert finding["problem"] == (
-        "firewall rules mc-creative of container 1001: rule 0 accepts TCP 18888 from any source"
+        "firewall rules mc-creative of container 1001: rule 2 accepts TCP 18888 from any source"
     )
     assert finding["fix"] == (
         "Only zpack-api's management address 10.99.0.10 may reach zlh-agent: set its source to "
@@ -162,56 +191,81 @@ def test_agent_port_open_to_all(platform: Platform) -> None:
 
 
 def test_agent_port_open_through_a_security_group(platform: Platform) -> None:
-    # The group's IP set grew to the whole management network.
-    platform.runtime.ipsets["zpack-api"] = [MANAGEMENT_CIDR]
+    # zpack-api's IP set grew to the whole management network.
+    platform.runtime.ipsets["zlh-api"] = [MANAGEMENT_CIDR]
     result = platform.audit("--format", "json")
-    assert errors(result) == [(None, "zlh-agent-port"), ("mc-survival", "zlh-agent-port")]
-    group, guest = (f for f in findings(result) if f["rule"] == "zlh-agent-port")
-    # The names the operator wrote are shown with what they stand for.
+    assert errors(result) == [
+        (None, "zlh-agent-port"),
+        (None, "zlh-host-firewall"),
+        *((guest, "zlh-agent-port") for guest in FLEET),
+    ]
+    group, *guests = (f for f in findings(result) if f["rule"] == "zlh-agent-port")
+    # The names the program wrote are shown with what they stand for.
     assert (group["stack"], group["node"], group["problem"]) == (
         "runtime",
         "zlh-runtime",
-        "security group zlh-agent-path: rule 0 accepts TCP 18888 from source +zpack-api "
-        "(= 10.99.0.0/22)",
+        "security group zlh-fleet-mgmt: rule 0 (zlh-agent from zpack-api) accepts TCP 18888 "
+        "from source +zlh-api (= 10.99.0.0/22)",
     )
-    assert guest["problem"] == "its management NIC net1 is reachable on TCP 18888 from 10.99.0.0/22"
+    assert {f["problem"] for f in guests} == {
+        "its management NIC net1 is reachable on TCP 18888 from 10.99.0.0/22"
+    }
+    # The node's API admits the set too: the fleet's own management addresses are in it.
+    assert only(result, None, "zlh-host-firewall")["problem"] == (
+        "node zlh-runtime: the API (8006) is open to 10.99.1.0/31, 10.99.1.2/32, 10.99.1.100/31, "
+        "where guests (tenants included) are"
+    )
 
 
 def test_ip_set_exclusion_is_honoured(platform: Platform) -> None:
     # A /30 around the API with its other three addresses excluded (nomatch): only the API.
-    platform.runtime.ipsets["zpack-api"] = ["10.99.0.8/30", "!10.99.0.8", "!10.99.0.9"]
-    platform.runtime.ipsets["zpack-api"].append("!10.99.0.11")
+    platform.runtime.ipsets["zlh-api"] = ["10.99.0.8/30", "!10.99.0.8", "!10.99.0.9"]
+    platform.runtime.ipsets["zlh-api"].append("!10.99.0.11")
     assert platform.audit("--format", "json").code == 0
-    entries = platform.hosts["runtime"].pve.firewall_config("cluster")["ipset"]["zpack-api"]
+    entries = platform.hosts["runtime"].pve.firewall_config("cluster")["ipset"]["zlh-api"]
     entries[:] = [entry for entry in entries if entry["cidr"] != "10.99.0.11"]
     result = platform.audit("--format", "json")
     assert [f["problem"] for f in findings(result)] == [
-        "security group zlh-agent-path: rule 0 accepts TCP 18888 from source +zpack-api "
-        "(= 10.99.0.10/31)",
-        "its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/31",
+        "security group zlh-fleet-mgmt: rule 0 (zlh-agent from zpack-api) accepts TCP 18888 "
+        "from source +zlh-api (= 10.99.0.10/31)",
+        *["its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/31"] * len(FLEET),
     ]
 
 
 def test_api_cannot_reach_the_agent(platform: Platform) -> None:
-    dev = platform.runtime.guest(1101)
-    dev.rules = [r for r in dev.rules if r.get("dport") != str(AGENT_PORT)]
+    # The fleet's management group lost its agent rule: no container answers zpack-api.
+    group = platform.runtime.groups["zlh-fleet-mgmt"]
+    group[:] = [r for r in group if r.get("dport") != str(AGENT_PORT)]
     result = platform.audit("--format", "json")
-    assert errors(result) == [("dev-bob", "zlh-agent-port")]
-    assert only(result, "dev-bob", "zlh-agent-port")["problem"] == (
+    assert errors(result) == [(guest, "zlh-agent-port") for guest in FLEET]
+    assert {f["problem"] for f in findings(result)} == {
         "zpack-api (10.99.0.10) cannot reach zlh-agent (TCP 18888) on net1 (vmbr2), so the "
         "platform cannot manage this container"
-    )
+    }
 
 
 def test_firewall_off(platform: Platform) -> None:
     platform.runtime.guest(1002).options = firewall_options() | {"enable": 0}
     result = platform.audit("--format", "json")
     assert result.code == 1
-    assert errors(result) == [("mc-skyblock", "zlh-agent-port")]
+    # Unfiltered, it reaches the agents and the node's API as zpack-api, and calls out
+    # anywhere on both NICs (one finding per port class).
+    assert errors(result) == [
+        (None, "zlh-host-firewall"),
+        ("mc-skyblock", "zlh-agent-port"),
+        *[("mc-skyblock", "zlh-tenant-egress")] * 2 * PORT_CLASSES,
+    ]
     finding = only(result, "mc-skyblock", "zlh-agent-port")
     assert (finding["problem"], finding["fix"]) == (
         "firewall options lxc/1002 leave its firewall disabled",
         "Set enabled=true.",
+    )
+    assert only(result, None, "zlh-host-firewall")["problem"] == API_OPEN_TO_THE_API_ADDRESS
+    egress = problems(result, "mc-skyblock", "zlh-tenant-egress")
+    assert f"net0 may open TCP 54-8079 connections to {PRIVATE}, {PLATFORM}" in egress
+    assert (
+        "net1 on the management bridge may open TCP 8081-65535 connections to 0.0.0.0/0, ::/0"
+        in egress
     )
 
 
@@ -219,11 +273,19 @@ def test_nic_without_firewall_flag(platform: Platform) -> None:
     alice = platform.runtime.guest(1100)
     alice.nics[1] = Nic("vmbr2", alice.nics[1].address, firewall=False)
     result = platform.audit("--format", "json")
-    assert errors(result) == [("dev-alice", "zlh-agent-port")]
+    assert errors(result) == [
+        (None, "zlh-host-firewall"),
+        ("dev-alice", "zlh-agent-port"),
+        *[("dev-alice", "zlh-tenant-egress")] * PORT_CLASSES,
+    ]
     assert only(result, "dev-alice", "zlh-agent-port")["problem"] == (
         "its management NIC net1 on vmbr2 has firewall=false, so its firewall rules do not apply "
         "there"
     )
+    assert only(result, None, "zlh-host-firewall")["problem"] == API_OPEN_TO_THE_API_ADDRESS
+    assert {
+        p.split(" connections")[0] for p in problems(result, "dev-alice", "zlh-tenant-egress")
+    } == {f"net1 on the management bridge may open {ports}" for ports in PORT_CLASS_NAMES}
 
 
 def test_datacenter_firewall_off(platform: Platform) -> None:
@@ -231,16 +293,33 @@ def test_datacenter_firewall_off(platform: Platform) -> None:
     result = platform.audit("--format", "json")
     host_level = [f for f in findings(result) if f["guest"] is None]
     assert [(f["rule"], f["stack"], f["node"]) for f in host_level] == [
-        ("zlh-agent-port", "runtime", "zlh-runtime")
+        ("zlh-agent-port", "runtime", "zlh-runtime"),
+        *[("zlh-host-firewall", "runtime", "zlh-runtime")] * 6,
     ]
     assert host_level[0]["problem"].startswith(
         "the stack has 5 game/dev container(s) but its datacenter firewall on node zlh-runtime "
         "is not enabled"
     )
+    assert [(f["problem"], f["fix"]) for f in host_level[1:3]] == [
+        (
+            "/etc/pve/firewall/cluster.fw does not enable the datacenter firewall, so neither the "
+            "nodes nor any guest is filtered",
+            "Set enabled: true.",
+        ),
+        (
+            "node zlh-runtime: SPICE (3128) is open to every address",
+            "Admit only the operators' networks (the management IP set, proxmox.adminSources).",
+        ),
+    ]
+    # Nothing filters what a tenant sends either.
+    for guest in FLEET:
+        assert len(problems(result, guest, "zlh-tenant-egress")) == 2 * PORT_CLASSES
 
 
 def test_metrics_port_open_to_the_whole_management_network(platform: Platform) -> None:
-    platform.runtime.guest(1100).rules[1] = rule(METRICS_PORT, iface="net1", source=MANAGEMENT_CIDR)
+    platform.runtime.guest(1100).rules.append(
+        rule(METRICS_PORT, iface="net1", source=MANAGEMENT_CIDR)
+    )
     result = platform.audit("--format", "json")
     assert errors(result) == [("dev-alice", "zlh-agent-port")]
     finding = only(result, "dev-alice", "zlh-agent-port")
@@ -264,33 +343,32 @@ def test_ssh_open_on_the_management_nic(platform: Platform) -> None:
 def test_rule_naming_a_guest_alias_then_the_alias_goes(platform: Platform) -> None:
     creative = platform.runtime.guest(1001)
     creative.aliases = {"api": API_ADDRESS}
-    creative.rules[0] = rule(AGENT_PORT, iface="net1", source="api")
+    creative.rules.insert(2, rule(AGENT_PORT, iface="net1", source="api"))
     assert platform.audit("--format", "json").code == 0
     # Proxmox accepts the rule only while the alias exists; then someone removes the alias.
     platform.hosts["runtime"].pve.firewall_config("ct", vmid=1001)["aliases"].clear()
     result = platform.audit("--format", "json")
     assert errors(result) == [("mc-creative", "zlh-agent-port")]
     assert only(result, "mc-creative", "zlh-agent-port")["problem"] == (
-        "firewall rules mc-creative of container 1001: rule 0 accepts TCP 18888 from source api, "
+        "firewall rules mc-creative of container 1001: rule 2 accepts TCP 18888 from source api, "
         "which names no alias or IP set on the host"
     )
 
 
 def test_not_backed_up(platform: Platform) -> None:
     # A game container the platform API created and never added to the backup job.
-    guest = fleet_guest(1003, "mc-new", VmidRole.GAME)
-    guest.tags = ["role-game", "svc-game", "zlh"]
+    guest = fleet_guest(1023, "mc-new", VmidRole.GAME)
     platform.runtime.guests.append(guest)
     result = platform.audit("--format", "json")
     assert result.code == 1
     assert errors(result) == [("mc-new", "zlh-stateful-protected")]
     finding = only(result, "mc-new", "zlh-stateful-protected")
     assert (finding["problem"], finding["fix"]) == (
-        "mc-new (VMID 1003) holds data but no enabled backup job of stack runtime includes it",
+        "mc-new (VMID 1023) holds data but no enabled backup job of stack runtime includes it",
         "Add its VMID to the host's backup job to Proxmox Backup Server.",
     )
     assert only(result, "mc-new", "unmanaged")["problem"] == (
-        "not managed by Pulumi (VMID 1003 is not among the VMIDs Pulumi.runtime.yaml declares); "
+        "not managed by Pulumi (VMID 1023 is not among the VMIDs Pulumi.runtime.yaml declares); "
         "as a game/dev container (VMID in the game range 1000-1099) it is held to the platform's "
         "rules all the same"
     )
@@ -311,9 +389,7 @@ def test_backup_job_disabled(platform: Platform) -> None:
 
 
 def test_backup_job_by_pool_covers_api_made_containers(platform: Platform) -> None:
-    guest = fleet_guest(1004, "mc-pooled", VmidRole.GAME)
-    guest.tags = ["role-game", "svc-game", "zlh"]
-    platform.runtime.guests.append(guest)
+    platform.runtime.guests.append(fleet_guest(1024, "mc-pooled", VmidRole.GAME))
     platform.runtime.backup_jobs = [
         {
             "id": "zlh-pbs",
@@ -428,15 +504,36 @@ def test_icmp_on_the_management_nic(platform: Platform) -> None:
     )
 
 
-def test_a_second_management_nic_behind_the_firewall(platform: Platform) -> None:
-    platform.runtime.guest(1000).nics[2] = Nic("vmbr2", "10.99.3.0/22")
+#: What a second management NIC needs that the fleet's group gives net1: no way out.
+DROP_OUT_NET2 = {"type": "out", "action": "DROP", "iface": "net2", "enable": 1}
+
+
+def test_a_second_management_nic_calls_out_until_its_outbound_is_dropped(
+    platform: Platform,
+) -> None:
+    survival = platform.runtime.guest(1000)
+    survival.nics[2] = Nic("vmbr2", "10.99.3.0/22")
+    result = platform.audit("--format", "json")
+    # Its inbound DROP covers it; its outbound is open: the group drops net1's only.
+    assert errors(result) == [("mc-survival", "zlh-tenant-egress")] * PORT_CLASSES
+    assert {
+        p.split(" connections")[0] for p in problems(result, "mc-survival", "zlh-tenant-egress")
+    } == {f"net2 on the management bridge may open {ports}" for ports in PORT_CLASS_NAMES}
+    assert {f["fix"] for f in findings(result) if f["rule"] == "zlh-tenant-egress"} == {
+        "A tenant answers zpack-api and the monitor there and calls out to nothing: drop all "
+        "outbound on it."
+    }
+    # The fix: the host's file gets a DROP of everything out on net2.
+    platform.hosts["runtime"].pve.firewall_config("ct", vmid=1000)["rules"].append(
+        dict(DROP_OUT_NET2)
+    )
     assert platform.audit("--format", "json").code == 0
 
 
 def test_a_second_management_nic(platform: Platform) -> None:
     survival = platform.runtime.guest(1000)
     survival.nics[2] = Nic("vmbr2", "10.99.3.0/22")
-    survival.rules.append(rule(22, iface="net2", source=MANAGEMENT_CIDR))
+    survival.rules += [DROP_OUT_NET2, rule(22, iface="net2", source=MANAGEMENT_CIDR)]
     result = platform.audit("--format", "json")
     assert errors(result) == [("mc-survival", "zlh-agent-port")]
     assert only(result, "mc-survival", "zlh-agent-port")["problem"] == (
@@ -445,13 +542,18 @@ def test_a_second_management_nic(platform: Platform) -> None:
 
 
 def test_an_ipv6_address_in_the_apis_ip_set(platform: Platform) -> None:
-    platform.runtime.ipsets["zpack-api"].append("fd00::10")
+    platform.runtime.ipsets["zlh-api"].append("fd00::10")
     result = platform.audit("--format", "json")
-    assert errors(result) == [(None, "zlh-agent-port"), ("mc-survival", "zlh-agent-port")]
+    # No guest network holds it: the node's API is not in question, every agent is.
+    assert errors(result) == [
+        (None, "zlh-agent-port"),
+        *((guest, "zlh-agent-port") for guest in FLEET),
+    ]
     assert [f["problem"] for f in findings(result)] == [
-        "security group zlh-agent-path: rule 0 accepts TCP 18888 from source +zpack-api "
-        "(= 10.99.0.10/32,fd00::10/128)",
-        "its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/32, fd00::10/128",
+        "security group zlh-fleet-mgmt: rule 0 (zlh-agent from zpack-api) accepts TCP 18888 "
+        "from source +zlh-api (= 10.99.0.10/32,fd00::10/128)",
+        *["its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/32, fd00::10/128"]
+        * len(FLEET),
     ]
 
 
@@ -459,15 +561,27 @@ def test_a_value_the_reader_cannot_read_is_a_finding(platform: Platform) -> None
     assert platform.audit("--format", "json").code == 0
     # What the API would not take from a client, but a host's file may still hold.
     rules = platform.hosts["runtime"].pve.firewall_config("ct", vmid=1001)["rules"]
-    next(r for r in rules if r.get("dport") == str(METRICS_PORT))["dport"] = "9100:"
+    next(r for r in rules if r.get("dport") == "25565")["dport"] = "25565:"
     result = platform.audit("--format", "json")
-    assert errors(result) == [("mc-creative", "zlh-agent-port")]
+    # Neither what reaches it nor where it may connect can be told.
+    assert errors(result) == [
+        ("mc-creative", "zlh-agent-port"),
+        ("mc-creative", "zlh-tenant-egress"),
+    ]
+    unreadable = (
+        "dport '25565:' is not a port number (0-65535), a port range (low:high) or a "
+        "comma-separated list of them"
+    )
     finding = only(result, "mc-creative", "zlh-agent-port")
     assert (finding["problem"], finding["fix"]) == (
-        "firewall rules mc-creative of container 1001: rule 1 (metrics) cannot be judged: dport "
-        "'9100:' is not a port number (0-65535), a port range (low:high) or a comma-separated "
-        "list of them",
+        f"firewall rules mc-creative of container 1001: rule 2 (workload) cannot be judged: "
+        f"{unreadable}",
         "Correct the value, so the checks can tell what it lets in.",
+    )
+    finding = only(result, "mc-creative", "zlh-tenant-egress")
+    assert (finding["problem"], finding["fix"]) == (
+        unreadable,
+        "Correct it, so where it may connect can be told.",
     )
 
 
@@ -501,8 +615,10 @@ def test_a_hand_made_container_on_the_management_network(platform: Platform) -> 
     scratch.options = None
     platform.runtime.guests.append(scratch)
     result = platform.audit("--format", "json")
-    # Whoever made it: it undoes every agent's firewall.
-    assert errors(result) == [("scratch", "zlh-agent-port")]
+    # Whoever made it: it undoes every agent's firewall, and zpack-api's way to the node's
+    # API is no longer zpack-api's alone.
+    assert errors(result) == [(None, "zlh-host-firewall"), ("scratch", "zlh-agent-port")]
+    assert only(result, None, "zlh-host-firewall")["problem"] == API_OPEN_TO_THE_API_ADDRESS
     assert (only(result, "scratch", "zlh-agent-port")["problem"]) == (
         f"its NIC net0 on the management bridge vmbr2 can send from {SPOOFED}, because its "
         "firewall options lxc/160 leave its firewall disabled, and Proxmox filters what a guest "
@@ -521,24 +637,23 @@ def test_a_hand_made_container_that_sends_from_its_own_address(platform: Platfor
 
 
 def test_an_api_made_container_without_the_filter_options(platform: Platform) -> None:
-    guest = fleet_guest(1003, "mc-new", VmidRole.GAME)
-    guest.tags = ["role-game", "svc-game", "zlh"]
+    guest = fleet_guest(1023, "mc-new", VmidRole.GAME)
     guest.options = {"enable": 1, "policy_in": "DROP", "macfilter": 0}
     platform.runtime.guests.append(guest)
-    platform.runtime.backup_jobs[0]["vmid"] += ",1003"
+    platform.runtime.backup_jobs[0]["vmid"] += ",1023"
     result = platform.audit("--format", "json")
-    assert errors(result) == [("mc-new", "zlh-agent-port")] * 2
+    assert errors(result) == [(None, "zlh-host-firewall"), *[("mc-new", "zlh-agent-port")] * 2]
     assert [
         (f["problem"], f["fix"]) for f in findings(result) if f["rule"] == "zlh-agent-port"
     ] == [
         (
-            "firewall options lxc/1003 leave ipfilter unset, so the guest can send from any "
+            "firewall options lxc/1023 leave ipfilter unset, so the guest can send from any "
             f"address, zpack-api's management address {API_ADDRESS} among them, and reach every "
             "zlh-agent as zpack-api",
             "Set ipfilter=true, so Proxmox lets it send from its configured addresses only.",
         ),
         (
-            "firewall options lxc/1003 turn macfilter off, so the guest can send with another "
+            "firewall options lxc/1023 turn macfilter off, so the guest can send with another "
             "guest's MAC address and receive what the bridge delivers to that guest",
             "Set macfilter=true.",
         ),
@@ -549,7 +664,7 @@ def test_an_ipfilter_ip_set_that_admits_the_management_network(platform: Platfor
     build = platform.runtime.guest(151)
     build.ipsets = {"ipfilter-net1": [MANAGEMENT_CIDR]}
     result = platform.audit("--format", "json")
-    assert errors(result) == [("zlh-build", "zlh-agent-port")]
+    assert errors(result) == [(None, "zlh-host-firewall"), ("zlh-build", "zlh-agent-port")]
     finding = only(result, "zlh-build", "zlh-agent-port")
     assert (finding["problem"], finding["fix"]) == (
         f"its NIC net1 on the management bridge vmbr2 can send from {SPOOFED}, because its IP "
@@ -571,7 +686,8 @@ def test_the_core_datacenter_firewall_off(platform: Platform) -> None:
     result = platform.audit("--format", "json")
     host_level = [f for f in findings(result) if f["guest"] is None]
     assert [(f["rule"], f["stack"], f["node"]) for f in host_level] == [
-        ("zlh-agent-port", "core", "zlh-core")
+        ("zlh-agent-port", "core", "zlh-core"),
+        *[("zlh-host-firewall", "core", "zlh-core")] * 6,
     ]
     assert (host_level[0]["problem"], host_level[0]["fix"]) == (
         "datacenter firewall on node zlh-core is not enabled, so Proxmox filters nothing a "

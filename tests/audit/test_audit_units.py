@@ -2,38 +2,50 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from zlh_infra.audit.client import REQUIRED_PRIVILEGES, GuestRecord, HostSnapshot, _holds
+from zlh_infra.audit.client import (
+    REQUIRED_PRIVILEGES,
+    GuestRecord,
+    HostSnapshot,
+    holds,
+    required_privileges,
+)
 from zlh_infra.audit.convert import (
+    CLUSTER_FW,
     AbsentNic,
     backup_job_resource,
     firewall_triples,
     guest_options_props,
     guest_props,
     guest_resource,
+    host_firewall_resources,
+    host_fw,
     nics,
     options_props,
     property_string,
     rule_props,
     split_tags,
 )
-from zlh_infra.audit.rules import literal_source, split_message
+from zlh_infra.audit.rules import RULE_API_SERVERS, audit, literal_source, split_message
 from zlh_infra.audit.targets import (
     ApiToken,
     AuditOptions,
+    AuditPlan,
     AuditUsageError,
     HostTarget,
     discover_stack_files,
     resolve,
 )
-from zlh_infra.platform.firewall_state import read_firewall
+from zlh_infra.platform.firewall_state import DATACENTER, RULES, read_firewall
 from zlh_infra.platform.reachability import AddressSet, FirewallReadError, reachable_from
 from zlh_infra.platform.topology import StackRole
+from zlh_infra.platform.type_tokens import NODE_FIREWALL
 from zlh_infra.policies.resources import CONTAINER, VM, nics_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -338,13 +350,15 @@ def test_split_message() -> None:
     )
 
 
-def test_privilege_paths_propagate_from_above() -> None:
-    on_root = {"/": {"Sys.Audit": 1, "VM.Audit": 1, "Pool.Audit": 1, "Datastore.Audit": 1}}
-    assert all(_holds(on_root, path, privilege) for path, privilege in REQUIRED_PRIVILEGES)
-    on_vms = {"/vms": {"VM.Audit": 1}}
-    assert _holds(on_vms, "/vms", "VM.Audit")
-    assert not _holds(on_vms, "/", "Sys.Audit")
-    assert not _holds({"/vms/100": {"VM.Audit": 1}}, "/vms", "VM.Audit")
+def test_a_privilege_is_held_where_the_paths_answer_lists_it() -> None:
+    # GET /access/permissions?path=/vms with PVEAuditor on /, propagated.
+    assert holds({"/vms": {"VM.Audit": 1, "Sys.Audit": 1}}, "/vms", "VM.Audit")
+    # Set on the path without propagating further: still held there.
+    assert holds({"/": {"Sys.Audit": 0}}, "/", "Sys.Audit")
+    # NoAccess below a grant, or nothing granted: Proxmox answers without the path.
+    assert not holds({}, "/access", "Sys.Audit")
+    assert not holds({"/vms": {"VM.Audit": 1}}, "/vms", "Sys.Audit")
+    assert not holds({"/": {"Sys.Audit": 1}}, "/vms", "Sys.Audit")
 
 
 def test_token_parsing() -> None:
@@ -402,3 +416,149 @@ def test_stack_file_discovery(tmp_path: Path) -> None:
     for name in ("Pulumi.core.yaml", "Pulumi.runtime-eu.yml", "Pulumi.staging.yaml", "Pulumi.yaml"):
         (tmp_path / name).write_text("config: {}\n")
     assert sorted(discover_stack_files(tmp_path)) == ["core", "runtime-eu"]
+
+
+# --- the node's firewall, tenants' resolvers, zpack-api's servers -------------------------
+
+
+def test_gateway_and_resolvers_in_the_providers_shape() -> None:
+    guest = container(
+        nameserver="10.20.0.1 1.1.1.1",
+        searchdomain="runtime.zlh.internal",
+        net0="name=eth0,bridge=vmbr1,firewall=1,gw=10.20.0.1,ip=10.20.1.0/22",
+        net1="name=eth1,bridge=vmbr2,firewall=1,ip=10.99.1.0/22",
+    )
+    initialization = guest_props(guest)["initialization"]
+    assert initialization["ipConfigs"] == [
+        {"ipv4": {"address": "10.20.1.0/22", "gateway": "10.20.0.1"}},
+        {"ipv4": {"address": "10.99.1.0/22"}},
+    ]
+    assert initialization["dns"] == {
+        "servers": ["10.20.0.1", "1.1.1.1"],
+        "domain": "runtime.zlh.internal",
+    }
+    vm = GuestRecord(
+        kind="qemu",
+        vmid=310,
+        node="zlh-runtime",
+        name="router",
+        template=False,
+        pool=None,
+        config={
+            "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr1",
+            "ipconfig0": "ip=dhcp,gw=10.20.0.1",
+        },
+        firewall_options={},
+        firewall_rules=[],
+        aliases=[],
+        ipsets={},
+    )
+    assert guest_props(vm)["initialization"] == {
+        "ipConfigs": [{"ipv4": {"address": "dhcp", "gateway": "10.20.0.1"}}]
+    }
+
+
+@pytest.mark.parametrize(
+    ("datacenter", "node", "policy", "node_on"),
+    [
+        # pve-firewall: the input policy is DROP unless set, a node's firewall on unless 0.
+        ({"enable": 1}, {}, "DROP", True),
+        ({"enable": 1, "policy_in": "ACCEPT"}, {"enable": 1}, "ACCEPT", True),
+        ({"enable": 1, "policy_in": "REJECT"}, {"enable": 0}, "REJECT", False),
+        # A value it cannot read counts as off, so it is reported.
+        ({"enable": 1}, {"enable": "yes"}, "DROP", False),
+    ],
+)
+def test_datacenter_and_node_firewall_read_as_proxmox_applies_them(
+    datacenter: dict[str, Any], node: dict[str, Any], policy: str, node_on: bool
+) -> None:
+    found = host_firewall_resources(
+        snapshot(
+            firewall_options=datacenter,
+            node_firewall_options=node,
+            cluster_rules=[{"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22"}],
+            node_rules=[{"type": "in", "action": "DROP", "iface": "vmbr2", "enable": 1}],
+        )
+    )
+    by_name = {(r.type, r.name): r.props for r in found}
+    assert by_name[(DATACENTER, CLUSTER_FW)]["inputPolicy"] == policy
+    assert by_name[(NODE_FIREWALL, host_fw("zlh-runtime"))] == {
+        "nodeName": "zlh-runtime",
+        "enabled": node_on,
+    }
+    # The datacenter's rules name no node (every node's), the node's rules name it.
+    assert by_name[(RULES, CLUSTER_FW)] == {
+        "rules": [
+            {"type": "in", "action": "ACCEPT", "enabled": True, "proto": "tcp", "dport": "22"}
+        ]
+    }
+    assert by_name[(RULES, host_fw("zlh-runtime"))]["nodeName"] == "zlh-runtime"
+
+
+def test_split_message_finds_the_remedy_after_the_last_colon_a_verb_follows() -> None:
+    assert split_message("/x/host.fw disables node n's firewall: set enabled: true.", "") == (
+        "/x/host.fw disables node n's firewall",
+        "Set enabled: true.",
+    )
+    assert split_message("a: its rules do not start with X: reference them first.", "a") == (
+        "its rules do not start with X",
+        "Reference them first.",
+    )
+
+
+def test_privileges_asked_of_a_runtime_host_and_of_the_core() -> None:
+    core = dataclasses.replace(TARGET, stack="core", role=StackRole.CORE, node="zlh-core")
+    assert required_privileges(core) == (*REQUIRED_PRIVILEGES, ("/nodes/zlh-core", "Sys.Audit"))
+    assert required_privileges(TARGET) == (
+        *REQUIRED_PRIVILEGES,
+        ("/nodes/zlh-runtime", "Sys.Audit"),
+        ("/access", "Sys.Audit"),
+        ("/access/groups", "Sys.Audit"),
+    )
+
+
+def test_a_declared_server_in_zpack_apis_part() -> None:
+    # The stack's config refuses it; a host may still hold one (an older stack file).
+    target = dataclasses.replace(
+        TARGET, recorded={1030: "games[0].vmid"}, stack_file=REPO / "Pulumi.runtime.yaml"
+    )
+    guest = container(
+        1030,
+        hostname="mc-declared",
+        tags="layer-runtime;role-game;stack-runtime;svc-game;zlh",
+        net0="name=eth0,bridge=vmbr1,firewall=1,ip=10.20.1.30/22",
+    )
+    plan = AuditPlan(
+        targets=(target,),
+        api_address=IPv4Address("10.99.0.10"),
+        monitor_address=IPv4Address("10.99.0.20"),
+        timeout=1,
+    )
+    found = audit(
+        [HostSnapshot(target=target, version="9.0", nodes=["zlh-runtime"], guests=[guest])], plan
+    )
+    assert [(f.vmid, f.problem, f.fix) for f in found if f.rule == RULE_API_SERVERS] == [
+        (
+            1030,
+            "VMID 1030 is in zpack-api's part 1020-1099 of the game range: a declared game server "
+            "takes a VMID of 1000-1019",
+            "Give it a VMID of the declared part 1000-1019 in Pulumi.runtime.yaml (a VMID cannot "
+            "change in place: back it up, restore it under the new VMID, then remove the old one).",
+        )
+    ]
+
+
+def test_what_the_stack_files_say_of_the_fleet_and_the_networks() -> None:
+    plan = resolve(
+        AuditOptions(), root=REPO, environ={"PROXMOX_VE_API_TOKEN": "audit@pve!zlh=s3cret"}
+    )
+    core, runtime = plan.targets[:2]
+    assert (runtime.templates, runtime.datastore, runtime.lan_bridge) == (
+        (210, 220),
+        "local-lvm",
+        "vmbr1",
+    )
+    assert core.templates is None
+    assert [str(n) for n in plan.guest_networks] == ["10.10.0.0/24", "10.99.0.0/22", "10.20.0.0/22"]
+    assert plan.core_vmids == frozenset(core.recorded)
+    assert {100, 2001} <= plan.core_vmids

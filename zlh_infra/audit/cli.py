@@ -98,10 +98,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=textwrap.fill(
             "Read each host's Proxmox VE API (GET requests only) and check every guest "
             "against the policy pack's rules: VMID ranges and uniqueness across hosts, "
-            "placement, the zlh-agent firewall (evaluated on the real firewall state), and "
-            "protection and backup jobs of stateful guests. Hosts, nodes and the guests "
-            "Pulumi manages come from the stack files; the API token from "
-            f"${TOKEN_ENV} (or --token-env).",
+            "placement, the zlh-agent firewall, the nodes' own firewall and the tenants' "
+            "egress (evaluated on the real firewall state), protection and backup jobs of "
+            "stateful guests, the servers zpack-api made and its Proxmox identity. Hosts, "
+            "nodes and the guests Pulumi manages come from the stack files; the API token "
+            f"from ${TOKEN_ENV} (or --token-env).",
             88,
         ),
         epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,

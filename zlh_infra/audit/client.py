@@ -5,8 +5,9 @@ one that breaks a rule. So any failure (host unreachable, TLS, token refused, a
 privilege missing, an unexpected answer) stops the read of that host with a
 :class:`HostReadError`, and the caller reports no findings at all.
 
-Listing endpoints (``/cluster/resources``, ``/pools``) silently leave out what the
-token may not see, so the token's privileges are checked before anything is read.
+Listing endpoints (``/cluster/resources``, ``/pools``, ``/access/acl``,
+``/access/users``) silently leave out what the token may not see, so the token's
+privileges are checked before anything is read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from zlh_infra.audit.targets import HostTarget
+from zlh_infra.platform.api_identity import USER_ID
+from zlh_infra.platform.topology import StackRole
 
 #: What the audit reads, as (ACL path, privilege): PVEAuditor on / grants all of them.
 REQUIRED_PRIVILEGES: tuple[tuple[str, str], ...] = (
@@ -27,7 +30,21 @@ REQUIRED_PRIVILEGES: tuple[tuple[str, str], ...] = (
     ("/pool", "Pool.Audit"),  # pools and their members (backup jobs may select by pool)
     ("/storage", "Datastore.Audit"),  # the storages backup jobs write to
 )
+#: What a runtime host adds, for zpack-api's identity: without Sys.Audit there,
+#: ``/access/acl`` and ``/access/users`` answer with less than the host holds.
+IDENTITY_PRIVILEGES: tuple[tuple[str, str], ...] = (
+    ("/access", "Sys.Audit"),  # every ACL entry
+    ("/access/groups", "Sys.Audit"),  # every user, and zpack-api's groups and tokens
+)
 GuestKind = Literal["lxc", "qemu"]
+
+
+def required_privileges(target: HostTarget) -> tuple[tuple[str, str], ...]:
+    """Every (ACL path, privilege) the audit of ``target`` reads with."""
+    found = (*REQUIRED_PRIVILEGES, (f"/nodes/{target.node}", "Sys.Audit"))  # the node's firewall
+    if target.role is StackRole.RUNTIME:
+        found += IDENTITY_PRIVILEGES
+    return found
 
 
 class HostReadError(Exception):
@@ -37,7 +54,7 @@ class HostReadError(Exception):
 class Api(Protocol):
     """The one call the audit makes: a GET of an API path (``nodes/pve/lxc``)."""
 
-    def get(self, path: str, **params: Any) -> Any: ...
+    def get(self, path: str, /, **params: Any) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -58,6 +75,16 @@ class GuestRecord:
 
 
 @dataclass(slots=True)
+class IdentityRecord:
+    """zpack-api's identity as a runtime host holds it: every role and ACL entry of the
+    host, and the user (None when the host has no such user)."""
+
+    roles: list[dict[str, Any]]
+    acls: list[dict[str, Any]]
+    user: dict[str, Any] | None
+
+
+@dataclass(slots=True)
 class HostSnapshot:
     """Everything the rules need from one host, read in one go."""
 
@@ -74,6 +101,13 @@ class HostSnapshot:
     backup_jobs: list[dict[str, Any]] = field(default_factory=list)
     #: storage.cfg's entries (``storage``, ``type``, ...): where a job's backups go.
     storages: list[dict[str, Any]] = field(default_factory=list)
+    #: The datacenter's own rules (cluster.fw), which apply to every node's traffic.
+    cluster_rules: list[dict[str, Any]] = field(default_factory=list)
+    #: The node's firewall options and rules (host.fw).
+    node_firewall_options: dict[str, Any] = field(default_factory=dict)
+    node_rules: list[dict[str, Any]] = field(default_factory=list)
+    #: zpack-api's identity; read on runtime hosts only.
+    identity: IdentityRecord | None = None
 
 
 def connect(target: HostTarget, timeout: float) -> Api:
@@ -103,7 +137,7 @@ class _ProxmoxerApi:
         self._api = api
         self._quiet = quiet
 
-    def get(self, path: str, **params: Any) -> Any:
+    def get(self, path: str, /, **params: Any) -> Any:
         if not self._quiet:
             return self._api.get(path, **params)
         # Unverified TLS was asked for and warned about once; not again for every request.
@@ -125,7 +159,7 @@ class _Reader:
 
     def read(self) -> HostSnapshot:
         version = self._dict("version")
-        self._check_privileges(self._dict("access/permissions"))
+        self._check_privileges()
         nodes = self._nodes()
         snapshot = HostSnapshot(
             target=self.target, version=str(version.get("version") or "?"), nodes=nodes
@@ -153,7 +187,22 @@ class _Reader:
                 }
         snapshot.backup_jobs = self._list("cluster/backup")
         snapshot.storages = self._list("storage")
+        snapshot.cluster_rules = self._list("cluster/firewall/rules")
+        node = self.target.node
+        snapshot.node_firewall_options = self._dict(f"nodes/{node}/firewall/options")
+        snapshot.node_rules = self._list(f"nodes/{node}/firewall/rules")
+        if self.target.role is StackRole.RUNTIME:
+            snapshot.identity = self._identity()
         return snapshot
+
+    def _identity(self) -> IdentityRecord:
+        roles = self._list("access/roles")
+        acls = self._list("access/acl")
+        # The user's own answer fails for a user that does not exist: look it up first.
+        users = self._list("access/users")
+        present = any(str(user.get("userid") or "") == USER_ID for user in users)
+        user = self._dict(f"access/users/{USER_ID}") if present else None
+        return IdentityRecord(roles=roles, acls=acls, user=user)
 
     def _nodes(self) -> list[str]:
         nodes = {str(n.get("node")): str(n.get("status") or "") for n in self._list("nodes")}
@@ -168,17 +217,24 @@ class _Reader:
             raise HostReadError(f"{self.target.label}: node {node} is {nodes[node]}")
         return sorted(nodes)
 
-    def _check_privileges(self, permissions: Mapping[str, Any]) -> None:
+    def _check_privileges(self) -> None:
+        # Asked path by path: Proxmox then answers what the token holds there, with
+        # propagation and NoAccess below a grant already applied.
+        held: dict[str, Mapping[str, Any]] = {}
+        for path, _ in required_privileges(self.target):
+            if path not in held:
+                held[path] = self._dict("access/permissions", path=path)
         missing = [
             f"{privilege} on {path}"
-            for path, privilege in REQUIRED_PRIVILEGES
-            if not _holds(permissions, path, privilege)
+            for path, privilege in required_privileges(self.target)
+            if not holds(held[path], path, privilege)
         ]
         if missing:
             token = self.target.token.token_id
             raise HostReadError(
                 f"{self.target.label}: API token {token} lacks {', '.join(missing)}, so the "
-                "host's guests, firewall and backup jobs cannot all be read; grant it the "
+                "host's guests, firewall, backup jobs and (on a runtime host) zpack-api's "
+                "identity cannot all be read; grant it the "
                 f"read-only role PVEAuditor on /: pveum acl modify / --tokens '{token}' "
                 "--roles PVEAuditor"
             )
@@ -213,7 +269,7 @@ class _Reader:
                 sets[name] = self._list(f"{base}/ipset/{name}")
         return sets
 
-    def _dict(self, path: str, **params: Any) -> dict[str, Any]:
+    def _dict(self, path: str, /, **params: Any) -> dict[str, Any]:
         data = self._get(path, **params)
         if data is None:
             return {}
@@ -221,7 +277,7 @@ class _Reader:
             raise self._unexpected(path, data)
         return data
 
-    def _list(self, path: str, **params: Any) -> list[dict[str, Any]]:
+    def _list(self, path: str, /, **params: Any) -> list[dict[str, Any]]:
         data = self._get(path, **params)
         if data is None:
             return []
@@ -237,7 +293,7 @@ class _Reader:
             "a Proxmox VE API, not a proxy page?)"
         )
 
-    def _get(self, path: str, **params: Any) -> Any:
+    def _get(self, path: str, /, **params: Any) -> Any:
         try:
             return self.api.get(path, **params)
         except Exception as error:  # turned into one message naming the host, never a traceback
@@ -339,14 +395,15 @@ def _reason(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _holds(permissions: Mapping[str, Any], path: str, privilege: str) -> bool:
-    """Whether the token holds ``privilege`` on ``path`` or on an ACL path above it."""
-    for granted, privileges in permissions.items():
-        if not isinstance(privileges, Mapping) or not flag(privileges.get(privilege)):
-            continue
-        if granted == "/" or path == granted or path.startswith(granted.rstrip("/") + "/"):
-            return True
-    return False
+def holds(answer: Mapping[str, Any], path: str, privilege: str) -> bool:
+    """Whether ``GET /access/permissions?path=<path>`` says the token holds ``privilege``.
+
+    The answer maps the path to its privileges, each to whether it propagates further:
+    a privilege listed is held on the path itself, whatever its flag
+    (pve-access-control ``RPCEnvironment::permissions``).
+    """
+    privileges = answer.get(path)
+    return isinstance(privileges, Mapping) and privileges.get(privilege) is not None
 
 
 def as_int(value: object) -> int | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from zlh_infra.audit.client import GuestRecord, HostSnapshot, as_int, flag
 from zlh_infra.platform import firewall_state as fs
+from zlh_infra.platform.type_tokens import NODE_FIREWALL
 from zlh_infra.policies.resilience import BACKUP_JOB, PBS_STORAGE
 from zlh_infra.policies.resources import CONTAINER, VM, Resource
 
@@ -49,6 +50,7 @@ class LiveNic:
     firewall: bool
     address: str | None
     address6: str | None = None
+    gateway: str | None = None
 
     @property
     def iface(self) -> str:
@@ -77,6 +79,7 @@ def nics(guest: GuestRecord) -> list[LiveNic]:
                 firewall=flag(props.get("firewall")),
                 address=addresses.get("ip") or None,
                 address6=addresses.get("ip6") or None,
+                gateway=addresses.get("gw") or None,
             )
         )
     return sorted(found, key=lambda nic: nic.index)
@@ -134,7 +137,20 @@ def _ip_configs(guest: GuestRecord) -> list[dict[str, Any]]:
         for family, address in (("ipv4", nic.address), ("ipv6", nic.address6)):
             if address:
                 configs[nic.index][family] = {"address": address}
+        if nic.gateway:
+            configs[nic.index].setdefault("ipv4", {})["gateway"] = nic.gateway
     return configs
+
+
+def _dns(guest: GuestRecord) -> dict[str, Any] | None:
+    """``initialization.dns``: ``nameserver`` (space separated) and ``searchdomain``."""
+    servers = str(guest.config.get("nameserver") or "").split()
+    if not servers:
+        return None
+    dns: dict[str, Any] = {"servers": servers}
+    if guest.config.get("searchdomain"):
+        dns["domain"] = str(guest.config["searchdomain"])
+    return dns
 
 
 def guest_props(guest: GuestRecord) -> dict[str, Any]:
@@ -150,6 +166,8 @@ def guest_props(guest: GuestRecord) -> dict[str, Any]:
         "description": str(config.get("description") or ""),
         "initialization": {"ipConfigs": addresses},
     }
+    if (dns := _dns(guest)) is not None:
+        props["initialization"]["dns"] = dns
     if guest.pool:
         props["poolId"] = guest.pool
     if guest.kind == "lxc":
@@ -272,6 +290,56 @@ def datacenter_resource(snapshot: HostSnapshot) -> Resource:
         name=f"on node {snapshot.target.node}",
         props=options_props(snapshot.firewall_options),
     )
+
+
+#: Where Proxmox keeps the datacenter's and a node's firewall: how findings name them.
+CLUSTER_FW = "/etc/pve/firewall/cluster.fw"
+
+
+def host_fw(node: str) -> str:
+    return f"/etc/pve/nodes/{node}/host.fw"
+
+
+def host_firewall_resources(snapshot: HostSnapshot) -> list[Resource]:
+    """The datacenter's options and rules and the node's, as the provider's inputs.
+
+    Read as pve-firewall applies them: the datacenter's input policy is DROP unless set,
+    and the node's firewall is on unless ``enable`` is 0 (a value that is neither 0 nor 1
+    counts as off, so it is reported).
+    """
+    stack, node = snapshot.target.stack, snapshot.target.node
+    options = options_props(snapshot.firewall_options)
+    options["inputPolicy"] = str(snapshot.firewall_options.get("policy_in") or "DROP")
+    node_enable = snapshot.node_firewall_options.get("enable")
+    return [
+        Resource(
+            urn=f"pve:{stack}/cluster/firewall/options",
+            type=fs.DATACENTER,
+            name=CLUSTER_FW,
+            props=options,
+        ),
+        Resource(
+            urn=f"pve:{stack}/cluster/firewall/rules",
+            type=fs.RULES,
+            name=CLUSTER_FW,
+            props={"rules": [rule_props(rule) for rule in snapshot.cluster_rules]},
+        ),
+        Resource(
+            urn=f"pve:{stack}/nodes/{node}/firewall/options",
+            type=NODE_FIREWALL,
+            name=host_fw(node),
+            props={
+                "nodeName": node,
+                "enabled": node_enable is None or _option_flag(node_enable) is True,
+            },
+        ),
+        Resource(
+            urn=f"pve:{stack}/nodes/{node}/firewall/rules",
+            type=fs.RULES,
+            name=host_fw(node),
+            props={"nodeName": node, "rules": [rule_props(rule) for rule in snapshot.node_rules]},
+        ),
+    ]
 
 
 def group_resource(snapshot: HostSnapshot, name: str) -> Resource:

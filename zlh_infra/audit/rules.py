@@ -2,11 +2,14 @@
 
 The rules are the policy pack's own checks (``zlh_infra.policies``), run on the live
 guests, firewall and backup jobs converted to the provider's property shape, so a
-rule has one definition for ``pulumi preview`` and for the audit. The agent path is
-proved by the pack's check with the firewall reachability evaluator on the host's
-real firewall state. The audit adds what only a live host shows: VMIDs unique across
-hosts, game/dev containers the platform API made, and whether zpack-api can still
-reach each agent.
+rule has one definition for ``pulumi preview`` and for the audit. The agent path, the
+nodes' own firewall and the tenants' egress are proved by the pack's checks with the
+firewall reachability evaluator on the host's real firewall state, and zpack-api's
+Proxmox identity by the validator the pack runs on the stack's declaration. The audit
+adds what only a live host shows: VMIDs unique across hosts, game/dev containers the
+platform API made (in zpack-api's VMIDs, its pool, with the platform's tags), whether
+zpack-api can still reach each agent, and the ACL entries Proxmox removed when it
+destroyed a server.
 
 Which guests the rules cover: those Pulumi manages (tagged ``zlh`` and among the
 stack's recorded VMIDs), and every game or dev container whoever made it, since the
@@ -21,25 +24,47 @@ Adapters, where a check reads what a live host does not hold as the program writ
   and what it stands for, or that it names nothing on the host;
 - a game/dev container without a role tag gets the role of its VMID range, so the
   stateful check sees it as the pack's VMID fallback for the fleet does;
-- Pulumi's ``protect`` option is not on a host: the audit judges Proxmox protection only.
+- Pulumi's ``protect`` option is not on a host: the audit judges Proxmox protection only;
+- the host firewall check judges the nodes guests run on; the audit hands it the
+  audited node as a placeholder guest, so a node without guests is judged too, and it
+  names the datacenter's and the node's firewall by their files (``cluster.fw``,
+  ``host.fw``) instead of provider types.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from zlh_infra.audit.client import GuestRecord, HostSnapshot
+from zlh_infra.audit.client import GuestRecord, HostSnapshot, IdentityRecord
 from zlh_infra.audit.convert import (
     backup_job_resource,
     firewall_resources,
     guest_resource,
+    host_firewall_resources,
     pbs_storage_resources,
 )
 from zlh_infra.audit.targets import AuditPlan
 from zlh_infra.platform import firewall_state as fs
+from zlh_infra.platform.api_identity import (
+    BACKUP_STORAGE,
+    FLEET_POOL,
+    FLEET_ROLE,
+    ROLES,
+    USER_ID,
+    AclEntry,
+    ApiIdentityError,
+    IdentityInputs,
+    acl_entries,
+    acls_from_proxmox,
+    check_identity,
+    identity_acls,
+    missing_acls,
+    roles_from_proxmox,
+)
 from zlh_infra.platform.firewall_state import GuestView, read_firewall
 from zlh_infra.platform.reachability import (
     FirewallReadError,
@@ -50,11 +75,19 @@ from zlh_infra.platform.reachability import (
     reachable_from,
     read_source,
 )
-from zlh_infra.platform.topology import PLATFORM_TAG, TAG_PREFIX_ROLE, StackRole
-from zlh_infra.platform.vmids import DEFAULT_SCHEME
+from zlh_infra.platform.topology import PLATFORM_TAG, TAG_PREFIX_ROLE, Layer, StackRole, guest_tags
+from zlh_infra.platform.vmids import (
+    DEFAULT_SCHEME,
+    FLEET_ROLES,
+    VmidRole,
+    fleet_owner_problem,
+    fleet_split,
+)
 from zlh_infra.policies import config as cfg
 from zlh_infra.policies import pack
 from zlh_infra.policies.agent import check_agent_port, is_fleet
+from zlh_infra.policies.egress import check_tenant_egress
+from zlh_infra.policies.host import check_host_firewall
 from zlh_infra.policies.placement import (
     check_control_plane_independent,
     check_placement,
@@ -72,7 +105,11 @@ RULE_PLACEMENT = pack.guest_placement.name
 RULE_INDEPENDENT = pack.control_plane_independent.name
 RULE_ISOLATION = pack.runtime_isolation.name
 RULE_AGENT = pack.agent_port.name
+RULE_HOST = pack.host_firewall.name
+RULE_EGRESS = pack.tenant_egress.name
 RULE_STATEFUL = pack.stateful_protected.name
+RULE_API_SERVERS = "zlh-api-servers"
+RULE_IDENTITY = pack.api_identity.name
 RULE_UNMANAGED = "unmanaged"
 RULE_MISSING = "missing"
 
@@ -85,8 +122,16 @@ RULES: dict[str, str] = {
     RULE_ISOLATION: pack.runtime_isolation.description,
     RULE_AGENT: pack.agent_port.description
     + " On a live host also: zpack-api can reach every agent.",
+    RULE_HOST: pack.host_firewall.description,
+    RULE_EGRESS: pack.tenant_egress.description,
     RULE_STATEFUL: "Every guest that holds data has Proxmox protection on and is in an "
     "enabled backup job of its host.",
+    RULE_API_SERVERS: "Every game and dev container's VMID is in its owner's part of the range "
+    "(the stack's for a declared one, zpack-api's otherwise), and each one zpack-api made "
+    f"is in pool {FLEET_POOL} with the platform's tags.",
+    RULE_IDENTITY: pack.api_identity.description
+    + " On a live host also: the ACL entries Proxmox removed with a destroyed server "
+    "(information).",
     RULE_UNMANAGED: "A guest Pulumi does not manage (information).",
     RULE_MISSING: "A guest the stack declares but the host does not have (information).",
 }
@@ -171,7 +216,11 @@ def audit(snapshots: Sequence[HostSnapshot], plan: AuditPlan) -> list[Finding]:
         on_host = [g for g in scoped if g.snapshot is snapshot]
         hosted = [g for g in guests if g.snapshot is snapshot]
         findings += _agent_path(snapshot, hosted, plan, agent_configs[snapshot.target.stack])
+        findings += _host_firewall(snapshot, hosted, plan)
+        findings += _egress(snapshot, hosted)
         findings += _stateful(snapshot, on_host, stateful_config)
+        findings += _api_servers(snapshot, on_host)
+        findings += _identity(snapshot, plan)
     return sorted(findings, key=_order(snapshots))
 
 
@@ -471,6 +520,286 @@ def _stateful(
     return _from_findings(found, RULE_STATEFUL, by_urn, host=snapshot)
 
 
+# --- the nodes' own firewall -----------------------------------------------------------
+
+
+def _host_firewall(
+    snapshot: HostSnapshot, hosted: Sequence[LiveGuest], plan: AuditPlan
+) -> list[Finding]:
+    """The pack's host firewall check on the datacenter's and the node's live firewall.
+
+    It sees every guest of the host (what each can send from decides whether zpack-api's
+    IP set may reach a runtime node's API) and, as a placeholder guest, the node itself.
+    """
+    target = snapshot.target
+    config = cfg.HOST_FIREWALL.parse(
+        RULE_HOST,
+        {
+            "guestNetworks": [str(network) for network in plan.guest_networks],
+            "managementBridge": target.management_bridge,
+        },
+    )
+    node = Resource(
+        urn=f"pve:{target.stack}/nodes/{target.node}",
+        type=fs.CONTAINER,
+        name=f"node {target.node}",
+        props={"nodeName": target.node},
+    )
+    own = host_firewall_resources(snapshot)
+    resources = [
+        node,
+        *(
+            r
+            for r in firewall_resources(snapshot, [g.record for g in hosted])
+            if r.type != fs.DATACENTER
+        ),
+        *own,
+    ]
+    found = check_host_firewall(resources, config, target.stack)
+    findings = []
+    for violation in found.violations:
+        message = violation.message
+        for resource in own:
+            message = message.replace(f"{resource.name} ({resource.type})", resource.name)
+        problem, fix = split_message(message, "")
+        findings.append(
+            Finding("error", RULE_HOST, target.stack, target.node, None, None, problem, fix)
+        )
+    return findings
+
+
+# --- tenant egress -------------------------------------------------------------------
+
+
+def _egress(snapshot: HostSnapshot, hosted: Sequence[LiveGuest]) -> list[Finding]:
+    """The pack's egress check on every game and dev container of the host (it judges
+    runtime hosts only), with the host's security groups and IP sets."""
+    resources = firewall_resources(snapshot, [g.record for g in hosted])
+    config = cfg.EGRESS.parse(RULE_EGRESS, {"managementBridge": snapshot.target.management_bridge})
+    found = check_tenant_egress(resources, config, snapshot.target.stack)
+    by_urn = {guest.resource.urn: guest for guest in hosted}
+    return _from_findings(found, RULE_EGRESS, by_urn, host=snapshot)
+
+
+# --- the servers zpack-api makes -------------------------------------------------------
+
+
+def _fleet_role(guest: LiveGuest) -> VmidRole | None:
+    """A fleet container's role: its VMID range's, else its role tag's."""
+    role = DEFAULT_SCHEME.role_of(guest.record.vmid)
+    if role in FLEET_ROLES:
+        return role
+    tagged = [r for r in FLEET_ROLES if r.value in role_tags(guest.resource)]
+    return tagged[0] if tagged else None
+
+
+def _api_servers(snapshot: HostSnapshot, on_host: Sequence[LiveGuest]) -> list[Finding]:
+    """On a runtime host: each game/dev container's VMID in its owner's part, and each one
+    no stack file declares (zpack-api's) in the fleet's pool with the platform's tags.
+
+    Its firewall, protection and backup job are the other rules' (the fleet is in their
+    scope whoever made it).
+    """
+    target = snapshot.target
+    if target.role is not StackRole.RUNTIME:
+        return []
+    findings = []
+    where = target.stack_file.name if target.stack_file else f"stack {target.stack}'s file"
+    for guest in on_host:
+        if not guest.fleet or guest.record.template:
+            continue
+        vmid = guest.record.vmid
+        declared = vmid in target.recorded
+        problem = fleet_owner_problem(vmid, declared=declared)
+        role = _fleet_role(guest)
+        if problem is not None and role is not None:
+            split = fleet_split(role)
+            if declared:
+                fix = (
+                    f"Give it a VMID of the declared part {split.declared.describe()} in "
+                    f"{where} (a VMID cannot change in place: back it up, restore it under "
+                    "the new VMID, then remove the old one)."
+                )
+            else:
+                fix = (
+                    f"If zpack-api made it, back it up and restore it under a free VMID of "
+                    f"{split.api.describe()}, and find out why it took this one; if it is "
+                    f"one of the platform's own servers, declare it in {where}."
+                )
+            findings.append(guest.finding(RULE_API_SERVERS, problem.replace("; ", ": ", 1), fix))
+        if declared:
+            continue
+        what = f"not declared in {where}, so it is zpack-api's (or made by hand)"
+        if guest.record.pool != FLEET_POOL:
+            pool = f"pool {guest.record.pool}" if guest.record.pool else "no pool"
+            findings.append(
+                guest.finding(
+                    RULE_API_SERVERS,
+                    f"{what}, but in {pool}; zpack-api's servers join pool {FLEET_POOL}, the "
+                    "pool the host's backup job selects",
+                    f"Add it to the pool: pveum pool modify {FLEET_POOL} --vms {vmid}.",
+                )
+            )
+        if role is not None:
+            expected = guest_tags(
+                layer=Layer.RUNTIME, role=role, stack=target.stack, service=role.value
+            )
+            tags = tags_of(guest.resource)
+            absent = [tag for tag in expected if tag not in tags]
+            wanted = sorted({*expected, *tags})
+            if absent:
+                findings.append(
+                    guest.finding(
+                        RULE_API_SERVERS,
+                        f"{what}, but it lacks the tag(s) {', '.join(absent)}; a server "
+                        f"zpack-api makes carries a declared {role} server's tags "
+                        f"({', '.join(expected)})",
+                        f"Set them: pct set {vmid} --tags '{';'.join(wanted)}'.",
+                    )
+                )
+    return findings
+
+
+# --- zpack-api's identity ------------------------------------------------------------
+
+
+def _identity(snapshot: HostSnapshot, plan: AuditPlan) -> list[Finding]:
+    """zpack-api's roles and ACL entries on a runtime host, judged by the pack's validator;
+    the entries it lacks are information."""
+    target = snapshot.target
+    record = snapshot.identity
+    if target.role is not StackRole.RUNTIME or record is None:
+        return []
+
+    def finding(problem: str, fix: str, severity: Severity = "error") -> Finding:
+        return Finding(severity, RULE_IDENTITY, target.stack, target.node, None, None, problem, fix)
+
+    refresh = f"pulumi up --refresh -s {target.stack}"
+    if record.user is None:
+        return [
+            finding(
+                f"the host has no user {USER_ID}, so zpack-api cannot make servers on it",
+                f"Run `{refresh}`: the runtime stack creates the user, its roles and its ACL "
+                "entries.",
+                "info",
+            )
+        ]
+    templates = target.templates
+    if templates is None:  # no stack file: the host's template-range guests
+        template_range = DEFAULT_SCHEME.range_of(VmidRole.BASE_TEMPLATE)
+        templates = tuple(sorted(g.vmid for g in snapshot.guests if g.vmid in template_range))
+    try:
+        inputs = IdentityInputs(
+            template_vmids=templates,
+            storages=(target.datastore, BACKUP_STORAGE),
+            bridges=(target.lan_bridge, target.management_bridge),
+            pool=FLEET_POOL,
+            core_vmids=plan.core_vmids,
+        )
+        roles = roles_from_proxmox(record.roles)
+        acls = acls_from_proxmox(record.acls, origin=target.label)
+        groups = _user_groups(record)
+        tokens = _user_tokens(record)
+    except ApiIdentityError as error:
+        return [
+            finding(
+                f"zpack-api's identity cannot be judged: {error}",
+                "Correct it, so what zpack-api may do can be told.",
+            )
+        ]
+    mine = identity_acls(acls, USER_ID, groups)
+    fix = (
+        "Remove what it names (Datacenter > Permissions, or pveum); "
+        f"`{refresh}` then sets exactly the roles and ACL entries the runtime stack declares."
+    )
+    findings = [finding(item.message, fix) for item in check_identity(roles, mine, inputs)]
+    findings += [
+        finding(
+            f"{USER_ID} has an API token {name}; zpack-api logs in with the password the core "
+            "stack hands over, and a token made on the runtime host is a second credential",
+            f"Remove it: pveum user token remove {USER_ID} {name}.",
+        )
+        for name in tokens
+    ]
+    findings += _missing_acls(missing_acls(mine, inputs), inputs, refresh, finding)
+    return findings
+
+
+def _user_groups(record: IdentityRecord) -> list[str]:
+    """The user's groups: a list (its own answer) or a comma-separated string (the list's)."""
+    value = (record.user or {}).get("groups")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [group for group in value.split(",") if group]
+    if isinstance(value, list) and all(isinstance(group, str) for group in value):
+        return list(value)
+    raise ApiIdentityError(f"user {USER_ID}: groups {value!r} is not a list of group ids")
+
+
+def _user_tokens(record: IdentityRecord) -> list[str]:
+    """The user's API token ids: its own answer keys them (the list's answer lists them)."""
+    value = (record.user or {}).get("tokens")
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return sorted(str(name) for name in value)
+    if isinstance(value, list) and all(
+        isinstance(token, Mapping) and isinstance(token.get("tokenid"), str) for token in value
+    ):
+        return sorted(str(token["tokenid"]) for token in value)
+    raise ApiIdentityError(f"user {USER_ID}: tokens {value!r} is not a map of token ids")
+
+
+def _missing_acls(
+    missing: Sequence[AclEntry],
+    inputs: IdentityInputs,
+    refresh: str,
+    finding: Callable[..., Finding],
+) -> list[Finding]:
+    """One information finding for the spent grants on fleet VMIDs, one for the rest."""
+    total = len(acl_entries(inputs))
+    fleet = [acl for acl in missing if acl.role_id == FLEET_ROLE.role_id]
+    other = [acl for acl in missing if acl.role_id != FLEET_ROLE.role_id]
+    found = []
+    if fleet:
+        vmids = [int(acl.path.rsplit("/", 1)[1]) for acl in fleet]
+        found.append(
+            finding(
+                f"{USER_ID} holds no {FLEET_ROLE.role_id} entry on VMID(s) {_spans(vmids)} "
+                f"({len(fleet)} of its {total} ACL entries): Proxmox removes a VMID's entries "
+                "when it destroys the guest, so these are destroyed servers' spent grants, and "
+                "zpack-api cannot take those VMIDs again until they are granted again",
+                f"Once the old servers' backups are pruned or kept on purpose, run `{refresh}`, "
+                "which grants them again.",
+                "info",
+            )
+        )
+    if other:
+        what = {role.role_id: role.what for role in ROLES}
+        found.append(
+            finding(
+                f"{USER_ID} lacks its ACL entries on "
+                + ", ".join(f"{acl.path} ({what[acl.role_id]}, {acl.role_id})" for acl in other)
+                + ", so zpack-api cannot make servers that need them",
+                f"Run `{refresh}`, which grants them again.",
+                "info",
+            )
+        )
+    return found
+
+
+def _spans(numbers: Iterable[int]) -> str:
+    """``[1020, 1021, 1022, 1030]`` -> ``1020-1022, 1030``."""
+    spans: list[list[int]] = []
+    for number in sorted(set(numbers)):
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ", ".join(f"{low}-{high}" if high > low else str(low) for low, high in spans)
+
+
 # --- messages of the pack's checks -> findings -----------------------------------------
 
 
@@ -486,6 +815,7 @@ _REMEDIES = frozenset(
         "move",
         "narrow",
         "point",
+        "reference",
         "remove",
         "rename",
         "set",
@@ -498,18 +828,22 @@ _REMEDIES = frozenset(
 def split_message(message: str, name: str) -> tuple[str, str]:
     """A check's "<what is wrong>; <how to fix it>." as (problem, fix), without its label.
 
-    The pack's messages put the remedy after "; ", or after the last ": " when it
-    starts with a verb; a message with neither is all problem.
+    The pack's messages put the remedy after "; ", or after the last ": " that a verb
+    follows; a message with neither is all problem.
     """
     text = message.strip()
     if name and text.startswith(name + ": "):
         text = text[len(name) + 2 :]
     problem, separator, fix = text.partition("; ")
     if not separator:
-        head, separator, tail = text.rpartition(": ")
-        if not separator or tail.split(" ", 1)[0].lower() not in _REMEDIES:
+        # The last ": " a remedy follows ("...: set enabled: true." splits at the first).
+        for found in reversed([m.start() for m in re.finditer(": ", text)]):
+            tail = text[found + 2 :]
+            if tail.split(" ", 1)[0].lower() in _REMEDIES:
+                problem, fix = text[:found], tail
+                break
+        else:
             return text.rstrip("."), "See docs/audit.md for this rule."
-        problem, fix = head, tail
     fix = fix.strip()
     fix = fix[:1].upper() + fix[1:]
     return problem.strip(), fix if fix.endswith(".") else fix + "."

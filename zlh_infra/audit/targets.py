@@ -3,8 +3,10 @@
 Each host belongs to one stack. Its endpoint and node come from ``Pulumi.<stack>.yaml``
 (``zlh-infra:proxmox``), or from ``--host`` / ``--node`` for a host without a stack file.
 The stack file also says which VMIDs the stack records (a guest outside them is not
-Pulumi's). zpack-api's and zlh-monitor's management addresses, the only sources the
-fleet's management NIC may admit, come from the core stack file or from flags.
+Pulumi's), and what a runtime host's fleet is cloned from and attached to, which
+zpack-api's identity is judged against. zpack-api's and zlh-monitor's management
+addresses, the only sources the fleet's management NIC may admit, come from the core
+stack file or from flags.
 """
 
 from __future__ import annotations
@@ -13,17 +15,22 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from zlh_infra.platform.api_identity import DEFAULT_DATASTORE
 from zlh_infra.platform.topology import StackRole, UnknownStackError, stack_role
-from zlh_infra.policies.config import CORE_NODE, DEFAULT_MANAGEMENT_BRIDGE
+from zlh_infra.policies.config import CORE_NODE, DEFAULT_GUEST_NETWORKS, DEFAULT_MANAGEMENT_BRIDGE
 
 #: The variable the Proxmox provider reads its token from; the audit's default too.
 TOKEN_ENV = "PROXMOX_VE_API_TOKEN"
 CORE_STACK = "core"
 DEFAULT_PORT = 8006
+#: The LAN bridge a runtime host's fleet attaches to when no stack file says.
+DEFAULT_LAN_BRIDGE = "vmbr1"
+#: The networks guests are on when no stack file says (the pack's default).
+DEFAULT_NETWORKS: tuple[IPv4Network, ...] = tuple(IPv4Network(n) for n in DEFAULT_GUEST_NETWORKS)
 
 # user@realm!tokenid=secret, the form Proxmox shows once when it creates a token.
 _TOKEN = re.compile(
@@ -77,6 +84,11 @@ class HostTarget:
     #: VMIDs the stack's configuration declares, with the config key of each.
     recorded: Mapping[int, str] = field(default_factory=dict)
     stack_file: Path | None = None
+    #: A runtime host's fleet: the templates zpack-api clones from (None: no stack file
+    #: says), the storage its disks go to and its LAN bridge.
+    templates: tuple[int, ...] | None = None
+    datastore: str = DEFAULT_DATASTORE
+    lan_bridge: str = DEFAULT_LAN_BRIDGE
 
     @property
     def host(self) -> str:
@@ -101,6 +113,12 @@ class AuditPlan:
     timeout: float
     #: Notes for stderr (insecure TLS, a stack without a stack file).
     warnings: tuple[str, ...] = ()
+    #: Networks guests have addresses on (every stack file's LAN and management network):
+    #: none may reach a node's API, SSH or consoles.
+    guest_networks: tuple[IPv4Network, ...] = DEFAULT_NETWORKS
+    #: VMIDs the core stack declares (the contract's ``coreVmids``): zpack-api never
+    #: touches them.
+    core_vmids: frozenset[int] = frozenset()
 
     @property
     def core_node(self) -> str:
@@ -171,6 +189,10 @@ class _StackFacts:
     management_bridge: str
     recorded: dict[int, str]
     addresses: dict[str, IPv4Address]
+    networks: tuple[IPv4Network, ...]
+    templates: tuple[int, ...] | None
+    datastore: str
+    lan_bridge: str
 
 
 def _load_stack_file(stack: str, path: Path, root: Path) -> _StackFacts:
@@ -202,6 +224,11 @@ def _load_stack_file(stack: str, path: Path, root: Path) -> _StackFacts:
         for name, guest in config.guests.items()
         if guest.management_address is not None
     }
+    templates = (
+        tuple(sorted(t.vmid for t in config.templates.values()))
+        if isinstance(config, RuntimeStackConfig)
+        else None
+    )
     return _StackFacts(
         endpoint=config.proxmox.endpoint,
         node=config.proxmox.node,
@@ -209,6 +236,10 @@ def _load_stack_file(stack: str, path: Path, root: Path) -> _StackFacts:
         management_bridge=config.network.management.bridge,
         recorded={vmid: key for key, vmid in config.all_vmids()},
         addresses=addresses,
+        networks=(config.network.lan.cidr, config.network.management.cidr),
+        templates=templates,
+        datastore=config.storage.datastore,
+        lan_bridge=config.network.lan.bridge,
     )
 
 
@@ -288,6 +319,13 @@ def resolve(
             warnings.append(
                 f"stack {stack}: no stack file, so no guest on it counts as managed by "
                 "Pulumi; only the game/dev rules apply to its guests"
+                + (
+                    ", and zpack-api's identity is judged against the host's template-range "
+                    f"guests, storage {DEFAULT_DATASTORE} and bridges {DEFAULT_LAN_BRIDGE} and "
+                    f"{DEFAULT_MANAGEMENT_BRIDGE}"
+                    if stack_role(stack) is StackRole.RUNTIME
+                    else ""
+                )
             )
         targets.append(
             HostTarget(
@@ -300,6 +338,9 @@ def resolve(
                 management_bridge=known.management_bridge if known else DEFAULT_MANAGEMENT_BRIDGE,
                 recorded=known.recorded if known else {},
                 stack_file=files.get(stack),
+                templates=known.templates if known else None,
+                datastore=known.datastore if known else DEFAULT_DATASTORE,
+                lan_bridge=known.lan_bridge if known else DEFAULT_LAN_BRIDGE,
             )
         )
 
@@ -318,12 +359,15 @@ def resolve(
     if problems:
         raise AuditUsageError(problems)
     assert api is not None and monitor is not None
+    networks = tuple(dict.fromkeys(n for known in facts.values() for n in known.networks))
     return AuditPlan(
         targets=tuple(targets),
         api_address=api,
         monitor_address=monitor,
         timeout=options.timeout,
         warnings=tuple(warnings),
+        guest_networks=networks or DEFAULT_NETWORKS,
+        core_vmids=frozenset(core.recorded) if core else frozenset(),
     )
 
 
