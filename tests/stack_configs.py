@@ -24,6 +24,39 @@ def shipped(stack: str) -> dict[str, Any]:
     }
 
 
+#: The second runtime host of the runbook ("Adding a second runtime host"): its own node,
+#: endpoint, host key and fleet block.
+RUNTIME_2_HOST_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPWYzSXqR6qg7gJ3eIx7d5nSVyR9ZJ4YbOq1xYqfWq0x"
+)
+
+
+def second_runtime_stack() -> dict[str, Any]:
+    """``Pulumi.runtime-2.yaml`` as the runbook makes it from the shipped runtime stack."""
+    config = shipped("runtime")
+    config["proxmox"] = {
+        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
+        "node": "zlh-runtime-2",
+        "sshHostKey": RUNTIME_2_HOST_KEY,
+        "adminSources": ["192.0.2.0/24"],
+    }
+    config["network"]["fleetOffset"] = 512
+    return config
+
+
+def core_with_second_runtime_host() -> dict[str, Any]:
+    """The shipped core stack with the second runtime host's entries added."""
+    config = shipped("core")
+    config["runtimeHosts"]["runtime-2"] = {
+        "node": "zlh-runtime-2",
+        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
+        "pbs": {"user": "zlh-runtime-2@pbs", "namespace": "runtime-2"},
+    }
+    config["monitoring"]["fleets"]["zlh-runtime-2"] = "10.99.2.0"
+    config["monitoring"]["proxmoxNodes"]["zlh-runtime-2"] = "10.99.0.4"
+    return config
+
+
 def _walk(path: str) -> list[str | int]:
     return [name if name else int(index) for name, index in _TOKEN.findall(path)]
 

@@ -131,13 +131,13 @@ def test_runtime_guest_on_the_core_node(platform: Platform) -> None:
         "10.10.0.0/24), so the control plane would route or resolve through another host"
     )
     assert sorted(problems) == [
-        f"a DNS resolver {outside}",
+        f"its DNS resolver {outside}",
+        f"its gateway of NIC 0 {outside}",
         "mc-misplaced (VMID 1050) has VMID 1050, in the game range 1000-1099 of the runtime hosts",
         "mc-misplaced (VMID 1050) is tagged layer-runtime",
         "mc-misplaced (VMID 1050) is tagged role-game, a role of the runtime hosts",
         "mc-misplaced (VMID 1050) is tagged svc-game, an edge/runtime service (policy config "
         "runtimeServices)",
-        f"the gateway of NIC 0 {outside}",
     ]
 
 

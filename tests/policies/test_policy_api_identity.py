@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pulumi_policy import Severity
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from tests.policies.policy_fixtures import StackBuilder, core_builder, runtime_builder, unknown
@@ -274,19 +273,9 @@ def test_an_unusable_config_names_the_key(raw: dict[str, Any], problem: str) -> 
     assert problem in error.value.problems
 
 
-# --- through the pack's wrapper, registered as policies/pack.py registers the others ---
+# --- through the pack, as it registers the policy ---
 
-POLICY = pack.stack_policy(
-    name="zlh-api-identity",
-    description=(
-        "zpack-api's Proxmox identity on a runtime host can create, configure, start, stop, "
-        "back up and destroy containers of its own VMIDs, from the fleet's templates, on the "
-        "fleet's storage and bridges, and nothing more."
-    ),
-    spec=API_IDENTITY,
-    check=check_api_identity,
-    severity=Severity.CRITICAL,
-)
+POLICY = pack.api_identity
 
 
 def test_the_policy_reports_through_the_pack(monkeypatch: pytest.MonkeyPatch) -> None:

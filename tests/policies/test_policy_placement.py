@@ -465,25 +465,25 @@ def core_guest_with(**props: object) -> list[Resource]:
     [
         (
             {"initialization": {"ipConfigs": [{"ipv4": {"gateway": "10.20.0.1"}}]}},
-            "zlh-db (VMID 102): the gateway of NIC 0 10.20.0.1 is outside the core host's "
+            "zlh-db (VMID 102): its gateway of NIC 0 10.20.0.1 is outside the core host's "
             "networks (policy config coreNetworks: 10.10.0.0/24), so the control plane would "
             "route or resolve through another host; use an address on the core LAN.",
         ),
         (
             {"initialization": {"dns": {"servers": ["10.10.0.2", "10.20.0.1"]}}},
-            "zlh-db (VMID 102): a DNS resolver 10.20.0.1 is outside the core host's networks "
+            "zlh-db (VMID 102): its DNS resolver 10.20.0.1 is outside the core host's networks "
             "(policy config coreNetworks: 10.10.0.0/24), so the control plane would route or "
             "resolve through another host; use an address on the core LAN.",
         ),
         (
             {"initialization": {"dns": {"servers": ["fd00::53"]}}},
-            "zlh-db (VMID 102): a DNS resolver fd00::53 is outside the core host's networks "
+            "zlh-db (VMID 102): its DNS resolver fd00::53 is outside the core host's networks "
             "(policy config coreNetworks: 10.10.0.0/24), so the control plane would route or "
             "resolve through another host; use an address on the core LAN.",
         ),
         (
             {"initialization": {"dns": {"servers": ["resolver.runtime.example"]}}},
-            "zlh-db (VMID 102): a DNS resolver is 'resolver.runtime.example', not an address, "
+            "zlh-db (VMID 102): its DNS resolver is 'resolver.runtime.example', not an address, "
             "so where the guest routes or resolves cannot be checked; give an address on the "
             "core LAN.",
         ),

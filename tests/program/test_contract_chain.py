@@ -12,15 +12,16 @@ import pytest
 from pulumi.runtime import rpc
 
 from tests.program.conftest import by_vmid, of_type
-from tests.stack_configs import ROOT, engine_config, shipped
+from tests.stack_configs import (
+    ROOT,
+    core_with_second_runtime_host,
+    engine_config,
+    second_runtime_stack,
+    shipped,
+)
 from zlh_infra.contract import CONTRACT_VERSION
 from zlh_infra.preview.recording import StackRecording
 from zlh_infra.preview.runner import load_program, run_stack, secret_exports
-
-#: The second runtime host's own SSH host key (an example key).
-RUNTIME_2_HOST_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPWYzSXqR6qg7gJ3eIx7d5nSVyR9ZJ4YbOq1xYqfWq0x"
-)
 
 
 def run_runtime(
@@ -276,14 +277,7 @@ def run_core(config: dict[str, Any]) -> StackRecording:
 
 
 def second_runtime_host() -> dict[str, Any]:
-    config = shipped("runtime")
-    config["proxmox"] = {
-        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
-        "node": "zlh-runtime-2",
-        "sshHostKey": RUNTIME_2_HOST_KEY,
-        "adminSources": ["192.0.2.0/24"],
-    }
-    config["network"]["fleetOffset"] = 512
+    config = second_runtime_stack()
     config["games"] = [{"name": "mc-hub-2", "vmid": 1010, "template": "minecraft-paper"}]
     config["devs"] = []
     return config
@@ -300,18 +294,6 @@ def test_a_runtime_stack_the_core_has_no_pbs_user_for_is_refused(core: StackReco
         "the core stack and run `pulumi up` on it first"
     ]
     assert [r.type for r in recording.resources if r.custom] == []
-
-
-def core_with_second_runtime_host() -> dict[str, Any]:
-    core_config = shipped("core")
-    core_config["runtimeHosts"]["runtime-2"] = {
-        "node": "zlh-runtime-2",
-        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
-        "pbs": {"user": "zlh-runtime-2@pbs", "namespace": "runtime-2"},
-    }
-    core_config["monitoring"]["fleets"]["zlh-runtime-2"] = "10.99.2.0"
-    core_config["monitoring"]["proxmoxNodes"]["zlh-runtime-2"] = "10.99.0.4"
-    return core_config
 
 
 def test_a_runtime_stack_file_copied_to_a_second_stack_is_refused() -> None:

@@ -19,7 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pulumi.runtime import rpc
 
-from tests.stack_configs import engine_config, shipped
+from tests.stack_configs import (
+    core_with_second_runtime_host,
+    engine_config,
+    second_runtime_stack,
+    shipped,
+)
 from zlh_infra.config import CoreStackConfig, RuntimeStackConfig, parse_stack_config
 from zlh_infra.contract import (
     CONTRACT_VERSION,
@@ -31,9 +36,6 @@ from zlh_infra.errors import ConfigError
 from zlh_infra.platform.catalogue import Network
 from zlh_infra.preview.recording import StackRecording
 
-RUNTIME_2_HOST_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPWYzSXqR6qg7gJ3eIx7d5nSVyR9ZJ4YbOq1xYqfWq0x"
-)
 #: Offsets on the /22 management network near the shipped ones, so that blocks meet.
 OFFSETS = st.sampled_from([0, 8, 16, 200, 256, 300, 460, 512, 700, 768, 820])
 MANAGEMENT = st.sampled_from(
@@ -150,23 +152,10 @@ def platforms(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, dict[str, Any]
 
 def compliant_platform() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The shipped core and runtime stacks, and a second runtime host added by the runbook."""
-    core = shipped("core")
-    core["runtimeHosts"]["runtime-2"] = {
-        "node": "zlh-runtime-2",
-        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
-        "pbs": {"user": "zlh-runtime-2@pbs", "namespace": "runtime-2"},
+    return core_with_second_runtime_host(), {
+        "runtime": shipped("runtime"),
+        "runtime-2": second_runtime_stack(),
     }
-    core["monitoring"]["fleets"]["zlh-runtime-2"] = "10.99.2.0"
-    core["monitoring"]["proxmoxNodes"]["zlh-runtime-2"] = "10.99.0.4"
-    second = shipped("runtime")
-    second["proxmox"] = {
-        "endpoint": "https://zlh-runtime-2.zerolaghub.net:8006/",
-        "node": "zlh-runtime-2",
-        "sshHostKey": RUNTIME_2_HOST_KEY,
-        "adminSources": ["192.0.2.0/24"],
-    }
-    second["network"]["fleetOffset"] = 512
-    return core, {"runtime": shipped("runtime"), "runtime-2": second}
 
 
 def _address(offset: int) -> str:

@@ -12,7 +12,7 @@ the evaluator over the ordered outbound rules, the security groups and the IP se
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface
 
 from zlh_infra.platform.egress import egress
@@ -32,10 +32,12 @@ from zlh_infra.policies.placement import role_of_stack
 from zlh_infra.policies.resources import (
     Findings,
     Resource,
+    ipv4_configs,
     is_fleet_guest,
     is_guest,
     label,
     nics_of,
+    routes_and_resolvers,
     service_tags,
     vmid_of,
 )
@@ -45,40 +47,20 @@ _FLEET_ROLES = frozenset({VmidRole.GAME.value, VmidRole.DEV.value})
 _PRIVATE = AddressSet.of(*PRIVATE_NETWORKS)
 
 
-def _ipv4_configs(resource: Resource) -> list[Mapping[str, object]]:
-    init = resource.props.get("initialization")
-    configs = init.get("ipConfigs") if isinstance(init, Mapping) else None
-    if not isinstance(configs, Sequence) or isinstance(configs, str):
-        return []
-    found = []
-    for config in configs:
-        ipv4 = config.get("ipv4") if isinstance(config, Mapping) else None
-        if isinstance(ipv4, Mapping):
-            found.append(ipv4)
-    return found
-
-
 def _lan_address(resource: Resource) -> IPv4Address | None:
     """The address of its first NIC (the LAN's, in the catalogue's NIC order)."""
-    for ipv4 in _ipv4_configs(resource)[:1]:
+    for ipv4 in ipv4_configs(resource)[:1]:
         with contextlib.suppress(ValueError):
             return IPv4Interface(str(ipv4.get("address"))).ip
     return None
 
 
 def _resolvers(resource: Resource) -> AddressSet:
-    """Its gateway and DNS servers: where it may ask for names (an unreadable one: none)."""
+    """Its gateways and DNS servers: where it may ask for names (an unreadable one: none)."""
     found = AddressSet()
-    init = resource.props.get("initialization")
-    dns = init.get("dns") if isinstance(init, Mapping) else None
-    servers = dns.get("servers") if isinstance(dns, Mapping) else None
-    named = [ipv4.get("gateway") for ipv4 in _ipv4_configs(resource)]
-    if isinstance(servers, Sequence) and not isinstance(servers, str):
-        named += list(servers)
-    for value in named:
-        if value is not None:
-            with contextlib.suppress(ValueError):
-                found |= AddressSet.of(f"{IPv4Address(str(value))}/32")
+    for _where, value in routes_and_resolvers(resource):
+        with contextlib.suppress(ValueError):
+            found |= AddressSet.of(f"{IPv4Address(str(value))}/32")
     return found
 
 

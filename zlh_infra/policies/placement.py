@@ -32,6 +32,7 @@ from zlh_infra.policies.resources import (
     node_of,
     provider_host,
     role_tags,
+    routes_and_resolvers,
     service_tags,
     short_stack,
     type_chain,
@@ -187,35 +188,19 @@ def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[str]:
 def _core_guest_references(resource: Resource, what: str, config: IndependenceConfig) -> list[str]:
     """A core guest's gateways, resolvers and clone source: all on the core side."""
     reasons: list[str] = []
-    init = resource.props.get("initialization")
-    init = init if isinstance(init, Mapping) else {}
-    configs = init.get("ipConfigs")
-    dns = init.get("dns")
-    servers = dns.get("servers") if isinstance(dns, Mapping) else None
-    named = [
-        (f"the gateway of NIC {index}", (c.get("ipv4") or {}).get("gateway"))
-        for index, c in enumerate(configs if isinstance(configs, Sequence) else ())
-        if isinstance(c, Mapping) and (c.get("ipv4") or {}).get("gateway") is not None
-    ]
-    named += [
-        ("a DNS resolver", server)
-        for server in (
-            servers if isinstance(servers, Sequence) and not isinstance(servers, str) else ()
-        )
-    ]
     networks = ", ".join(str(n) for n in config.core_networks)
-    for where, value in named:
+    for where, value in routes_and_resolvers(resource):
         try:
             address = ip_address(str(value))
         except ValueError:
             reasons.append(
-                f"{what}: {where} is {value!r}, not an address, so where the guest routes or "
+                f"{what}: its {where} is {value!r}, not an address, so where the guest routes or "
                 "resolves cannot be checked; give an address on the core LAN"
             )
             continue
         if not any(address in network for network in config.core_networks):
             reasons.append(
-                f"{what}: {where} {address} is outside the core host's networks (policy config "
+                f"{what}: its {where} {address} is outside the core host's networks (policy config "
                 f"coreNetworks: {networks}), so the control plane would route or resolve "
                 "through another host; use an address on the core LAN"
             )

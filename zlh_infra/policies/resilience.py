@@ -26,6 +26,7 @@ from zlh_infra.policies.resources import (
     label,
     node_of,
     role_tags,
+    routes_and_resolvers,
     service_tags,
     short_stack,
     vmid_of,
@@ -268,16 +269,6 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _strings(item, f"{path}[{index}]")
 
 
-def _ip_configs(guest: Resource) -> Iterator[tuple[str, str]]:
-    init = guest.props.get("initialization") or {}
-    for index, config in enumerate(init.get("ipConfigs") or ()):
-        gateway = (config.get("ipv4") or {}).get("gateway")
-        if gateway:
-            yield f"gateway of NIC {index}", str(gateway)
-    for server in (init.get("dns") or {}).get("servers") or ():
-        yield "DNS resolver", str(server)
-
-
 def check_runtime_self_sufficient(
     resources: Sequence[Resource], config: SelfSufficientConfig, stack: str
 ) -> Findings:
@@ -290,8 +281,8 @@ def check_runtime_self_sufficient(
         with findings.reading():
             reported: set[IPv4Address] = set()
             if is_guest(resource):
-                for what, text in _ip_configs(resource):
-                    address = _address(text)
+                for what, value in routes_and_resolvers(resource):
+                    address = _address(str(value))
                     if address is not None and any(address in net for net in off_host):
                         reported.add(address)
                         findings.add(

@@ -271,3 +271,32 @@ def is_fleet_guest(resource: Resource, roles: Collection[str]) -> bool:
     vmid = vmid_of(resource)
     role = DEFAULT_SCHEME.role_of(vmid) if vmid is not None else None
     return role is not None and role.value in roles
+
+
+def ipv4_configs(resource: Resource) -> list[Mapping[str, Any]]:
+    """Each NIC's ``initialization.ipConfigs[].ipv4`` block, in NIC order ({} if none)."""
+    init = resource.props.get("initialization")
+    configs = init.get("ipConfigs") if isinstance(init, Mapping) else None
+    if not isinstance(configs, Sequence) or isinstance(configs, str):
+        return []
+    found: list[Mapping[str, Any]] = []
+    for config in configs:
+        ipv4 = config.get("ipv4") if isinstance(config, Mapping) else None
+        found.append(ipv4 if isinstance(ipv4, Mapping) else {})
+    return found
+
+
+def routes_and_resolvers(resource: Resource) -> list[tuple[str, object]]:
+    """Where a guest routes and resolves, as set: ``("gateway of NIC <i>", value)`` for each
+    NIC with a gateway, then ``("DNS resolver", value)`` for each server; values unread."""
+    named: list[tuple[str, object]] = [
+        (f"gateway of NIC {index}", ipv4["gateway"])
+        for index, ipv4 in enumerate(ipv4_configs(resource))
+        if ipv4.get("gateway") is not None
+    ]
+    init = resource.props.get("initialization")
+    dns = init.get("dns") if isinstance(init, Mapping) else None
+    servers = dns.get("servers") if isinstance(dns, Mapping) else None
+    if isinstance(servers, Sequence) and not isinstance(servers, str):
+        named += [("DNS resolver", server) for server in servers]
+    return named
