@@ -17,7 +17,8 @@ from tests.preview.preview_programs import (
     container,
     nested_platform,
 )
-from zlh_infra.preview.recorder import duration_seconds, engine_urn, provider_urn
+from zlh_infra.platform.urns import provider_urn
+from zlh_infra.preview.recorder import duration_seconds, engine_urn
 from zlh_infra.preview.recording import RecordedResource, StackRecording
 from zlh_infra.preview.runner import run_stack
 

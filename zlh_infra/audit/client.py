@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import requests
+
 from zlh_infra.audit.targets import HostTarget
 from zlh_infra.platform.api_identity import USER_ID
 from zlh_infra.platform.topology import StackRole
@@ -347,18 +349,16 @@ def _chain(error: BaseException) -> Iterable[BaseException]:
 
 
 def _is_tls(error: BaseException) -> bool:
-    return any(isinstance(e, ssl.SSLError) or type(e).__name__ == "SSLError" for e in _chain(error))
+    return any(isinstance(e, ssl.SSLError | requests.exceptions.SSLError) for e in _chain(error))
 
 
 def _is_timeout(error: BaseException) -> bool:
-    return any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in _chain(error))
+    return any(isinstance(e, TimeoutError | requests.exceptions.Timeout) for e in _chain(error))
 
 
 def _is_connection(error: BaseException) -> bool:
-    return any(
-        isinstance(e, (ConnectionError, OSError)) or type(e).__name__ == "ConnectionError"
-        for e in _chain(error)
-    )
+    # requests' ConnectionError is an OSError.
+    return any(isinstance(e, OSError) for e in _chain(error))
 
 
 _TRANSPORT_FAILURES: tuple[tuple[str, Callable[[BaseException], bool], str], ...] = (

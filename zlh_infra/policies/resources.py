@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pulumi_policy.proxy import UnknownValueError
 
 # Re-exported (``X as X``): the checks name resources, and read guests, by these.
+from zlh_infra.platform import urns
 from zlh_infra.platform.firewall_state import CLONED_VM as CLONED_VM
 from zlh_infra.platform.firewall_state import CLONED_VM_LEGACY as CLONED_VM_LEGACY
 from zlh_infra.platform.firewall_state import GUEST_TYPES as GUEST_TYPES
@@ -114,21 +115,10 @@ class Findings:
 # --- URNs and stacks ------------------------------------------------------------
 
 
-def _urn_parts(urn: str) -> list[str]:
-    # urn:pulumi:<stack>::<project>::<parent types $-joined>$<type>::<name>; the name
-    # may itself contain "::", so split at most three times.
-    return urn.split("::", 3)
-
-
-def urn_stack(urn: str) -> str:
-    head = _urn_parts(urn)[0]
-    return head.removeprefix("urn:pulumi:")
-
-
 def type_chain(urn: str) -> list[str]:
     """The type tokens of a resource's parents (outermost first) and its own, from its URN."""
-    parts = _urn_parts(urn)
-    return parts[2].split("$") if len(parts) == 4 else []
+    parsed = urns.parse(urn)
+    return parsed.type_chain if parsed else []
 
 
 def layer_of_type(type_token: str) -> Layer | None:
@@ -147,7 +137,8 @@ def current_stack(urn: str | None = None) -> str:
     stack = os.environ.get("PULUMI_STACK", "").strip()
     if stack:
         return stack
-    return urn_stack(urn) if urn else ""
+    parsed = urns.parse(urn) if urn else None
+    return parsed.stack if parsed else ""
 
 
 # --- property readers -------------------------------------------------------------

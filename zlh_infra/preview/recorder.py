@@ -29,6 +29,7 @@ from pulumi.runtime.mocks import (
 from pulumi.runtime.proto import engine_pb2, resource_pb2
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
+from zlh_infra.platform import urns
 from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER_TYPE
 from zlh_infra.platform.type_tokens import DOWNLOAD_FILE as DOWNLOAD_FILE_TYPE
 from zlh_infra.platform.type_tokens import RANDOM_PASSWORD as RANDOM_PASSWORD_TYPE
@@ -80,15 +81,6 @@ def contains_secret(value: Any) -> bool:
 # --- URNs --------------------------------------------------------------------------------
 
 
-def split_urn(urn: str) -> tuple[str, str, str, str]:
-    """``urn:pulumi:<stack>::<project>::<qualified type>::<name>`` -> its four parts.
-
-    The name is last and may itself contain ``::``.
-    """
-    head, project, qualified_type, name = urn.split("::", 3)
-    return head.removeprefix("urn:pulumi:"), project, qualified_type, name
-
-
 def engine_urn(stack: str, project: str, parent_urn: str | None, type_: str, name: str) -> str:
     """The URN the engine gives a resource (``resource.NewURN``).
 
@@ -97,17 +89,13 @@ def engine_urn(stack: str, project: str, parent_urn: str | None, type_: str, nam
     """
     qualified = type_
     if parent_urn:
-        parent_type = split_urn(parent_urn)[2]
+        parent = urns.parse(parent_urn)
+        if parent is None:
+            raise ValueError(f"parent {parent_urn!r} is not a URN")
+        parent_type = parent.qualified_type
         if parent_type != STACK_TYPE:
             qualified = f"{parent_type}${type_}"
     return f"urn:pulumi:{stack}::{project}::{qualified}::{name}"
-
-
-def provider_urn(reference: str) -> str | None:
-    """``<provider urn>::<provider id>`` -> the provider's URN; empty -> None."""
-    if not reference:
-        return None
-    return reference.rsplit("::", 1)[0]
 
 
 # --- resource options --------------------------------------------------------------------
@@ -414,7 +402,7 @@ class RecordingMonitor(MockMonitor):
             property_dependencies={
                 key: list(deps.urns) for key, deps in request.propertyDependencies.items()
             },
-            provider=provider_urn(request.provider),
+            provider=urns.provider_urn(request.provider),
             inputs=inputs,
             options=self._options(request, urn, parent),
         )

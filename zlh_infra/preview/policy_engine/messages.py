@@ -10,6 +10,8 @@ from typing import Any
 from google.protobuf import struct_pb2  # type: ignore[import-untyped]
 from pulumi.runtime.proto import analyzer_pb2
 
+from zlh_infra.platform import urns
+
 from ..policy_config import PolicyConfig, PolicySpec
 from ..recording import Diagnostic, RecordedResource
 from .wire import marshal_properties, mask, struct_to_dict
@@ -75,9 +77,9 @@ class ResourceMessages:
             msg.properties.CopyFrom(analysed[1])
         else:
             msg.properties.update(marshal_properties(res.outputs, skip_internal=True))
-        for key, urns in res.property_dependencies.items():
-            if urns:
-                msg.propertyDependencies[key].urns.extend(urns)
+        for key, dependencies in res.property_dependencies.items():
+            if dependencies:
+                msg.propertyDependencies[key].urns.extend(dependencies)
         return msg
 
     def _provider(self, res: RecordedResource) -> analyzer_pb2.AnalyzerProviderResource | None:
@@ -169,13 +171,13 @@ def _options(res: RecordedResource) -> analyzer_pb2.AnalyzerResourceOptions:
 
 def _urn_name(urn: str, fallback: str) -> str:
     # The engine names a resource by its URN (``URN.Name()``).
-    parts = urn.split("::", 3)
-    return parts[3] if len(parts) == 4 else fallback
+    parsed = urns.parse(urn)
+    return parsed.name if parsed else fallback
 
 
 def _urn_type(urn: str) -> str:
-    parts = urn.split("::", 3)
-    return parts[2].rsplit("$", 1)[-1] if len(parts) == 4 else ""
+    parsed = urns.parse(urn)
+    return parsed.type if parsed else ""
 
 
 # --- configuration ---------------------------------------------------------------------------
