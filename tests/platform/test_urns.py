@@ -11,4 +11,3 @@ def test_a_name_may_hold_the_separator() -> None:
 def test_what_is_not_a_urn_parses_to_nothing() -> None:
     assert urns.parse("zlh-runtime") is None
     assert urns.parse("urn:pulumi:s::p::t") is None
-    assert urns.parse("urn:other:s::p::t::n") is None

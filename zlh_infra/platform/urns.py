@@ -29,9 +29,9 @@ class Urn(NamedTuple):
 
 
 def parse(urn: str) -> Urn | None:
-    """The URN's four parts; None for a string that is not a URN."""
+    """The URN's four parts; None for a string that has fewer."""
     parts = urn.split("::", 3)
-    if len(parts) != 4 or not parts[0].startswith(PREFIX):
+    if len(parts) != 4:
         return None
     return Urn(parts[0].removeprefix(PREFIX), parts[1], parts[2], parts[3])
 

@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 
 from pulumi_policy.proxy import UnknownValueError
 
-# Re-exported (``X as X``): the checks name resources, and read guests, by these.
 from zlh_infra.platform import urns
+
+# Re-exported (``X as X``): the checks name resources, and read guests, by these.
 from zlh_infra.platform.firewall_state import CLONED_VM as CLONED_VM
 from zlh_infra.platform.firewall_state import CLONED_VM_LEGACY as CLONED_VM_LEGACY
 from zlh_infra.platform.firewall_state import GUEST_TYPES as GUEST_TYPES

@@ -95,7 +95,7 @@ def engine_urn(stack: str, project: str, parent_urn: str | None, type_: str, nam
         parent_type = parent.qualified_type
         if parent_type != STACK_TYPE:
             qualified = f"{parent_type}${type_}"
-    return f"urn:pulumi:{stack}::{project}::{qualified}::{name}"
+    return f"{urns.PREFIX}{stack}::{project}::{qualified}::{name}"
 
 
 # --- resource options --------------------------------------------------------------------

@@ -89,10 +89,11 @@ class ResourceMessages:
         cached = self._providers.get(ref)
         if cached is not None:
             return cached
-        prov = self.by_urn.get(ref) or self.by_urn.get(ref.rsplit("::", 1)[0])
+        bare = urns.provider_urn(ref) or ref
+        prov = self.by_urn.get(ref) or self.by_urn.get(bare)
         if prov is None:
             # A provider the recording does not hold: identity only.
-            urn = ref if ref.count("::") == 3 else ref.rsplit("::", 1)[0]
+            urn = ref if ref.count("::") == 3 else bare
             return analyzer_pb2.AnalyzerProviderResource(
                 urn=urn, type=_urn_type(urn), name=_urn_name(urn, "")
             )
