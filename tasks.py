@@ -37,7 +37,8 @@ def _uv() -> Path:
 
 
 #: Debian packages the tests run for real: the services' own checkers (promtool, nginx -t,
-#: redis-server, visudo) and the servers the release stand-ins are tested against.
+#: redis-server, visudo, nft -c for the lab's firewall) and the servers the release
+#: stand-ins are tested against.
 TEST_PACKAGES = (
     "curl",
     "nodejs",
@@ -46,6 +47,7 @@ TEST_PACKAGES = (
     "prometheus",
     "nginx-light",
     "sudo",
+    "nftables",
 )
 
 
