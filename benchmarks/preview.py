@@ -27,10 +27,10 @@ import pulumi
 import yaml
 
 from tests.stack_configs import ROOT, engine_config, shipped
-from zlh_infra.preview import cli
-from zlh_infra.preview.policy_engine import run_policy_pack
-from zlh_infra.preview.recording import StackRecording
-from zlh_infra.preview.runner import load_program, run_stack, secret_exports
+from zlh_infra import cli
+from zlh_infra.tooling.preview.policy_engine import run_policy_pack
+from zlh_infra.tooling.preview.recording import StackRecording
+from zlh_infra.tooling.preview.runner import load_program, run_stack, secret_exports
 
 FLEET = 100
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from benchmarks.preview import HOLLOW_PACK, baseline_program
 from tests.stack_configs import ROOT, engine_config, shipped
-from zlh_infra.preview.policy_engine import run_policy_pack
-from zlh_infra.preview.recording import RecordedResource
-from zlh_infra.preview.runner import load_program, run_stack
+from zlh_infra.tooling.preview.policy_engine import run_policy_pack
+from zlh_infra.tooling.preview.recording import RecordedResource
+from zlh_infra.tooling.preview.runner import load_program, run_stack
 
 
 def test_baseline_registers_the_programs_resources() -> None:

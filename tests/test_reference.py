@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.stack_configs import ROOT
-from zlh_infra.reference import generated_files, stack_file_schema
+from zlh_infra.tooling.reference import generated_files, stack_file_schema
 
 
 @pytest.mark.parametrize("path", sorted(generated_files()), ids=str)

@@ -8,8 +8,8 @@ import pytest
 from tests.stack_configs import ROOT
 from zlh_infra.platform.firewall_state import GuestView, read_firewall
 from zlh_infra.platform.reachability import TCP, UDP, AddressSet, Sender, authentic, spoofers
-from zlh_infra.preview.recording import StackRecording
-from zlh_infra.preview.runner import run_platform
+from zlh_infra.tooling.preview.recording import StackRecording
+from zlh_infra.tooling.preview.runner import run_platform
 
 MANAGEMENT_BRIDGE = "vmbr2"
 

@@ -22,13 +22,13 @@ from tests.policies.policy_fixtures import (
 )
 from zlh_infra.policies import pack
 from zlh_infra.policies.resources import FIREWALL_RULES, PROXMOX_PROVIDER, Resource
-from zlh_infra.preview.policy_engine import (
+from zlh_infra.tooling.preview.policy_engine import (
     PolicyConfigError,
     PolicyReport,
     has_mandatory_violation,
     run_policy_pack,
 )
-from zlh_infra.preview.recording import RecordedResource, StackRecording
+from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR = ROOT / "policy"
@@ -290,7 +290,7 @@ def test_config_the_schema_refuses_never_reaches_the_pack(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[dict[str, StackRecording]]:
-    from zlh_infra.preview.runner import run_platform
+    from zlh_infra.tooling.preview.runner import run_platform
 
     files = {"core": ROOT / "Pulumi.core.yaml", "runtime": ROOT / "Pulumi.runtime.yaml"}
     recordings = run_platform(files, ["core", "runtime"], project_file=ROOT / "Pulumi.yaml")

@@ -14,7 +14,7 @@ from tests.policies.policy_fixtures import find, props, runtime_builder
 from tests.policies.test_policy_protocol import SECRET_SIG, SIG, diags, recording, run
 from zlh_infra.policies.resources import PROXMOX_PROVIDER, Resource
 from zlh_infra.policies.secrets import mark_credentials_secret, plain_credentials
-from zlh_infra.preview.cli import secret_inputs_check
+from zlh_infra.tooling.preview.command import secret_inputs_check
 
 COMMAND = "command:remote:Command"
 KEY_BLOCK = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"

@@ -11,9 +11,9 @@ import pytest
 from tests.stack_configs import ROOT
 from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER
 from zlh_infra.platform.type_tokens import VM as VM
-from zlh_infra.preview.recorder import PreviewMocks
-from zlh_infra.preview.recording import RecordedResource, StackRecording
-from zlh_infra.preview.runner import run_platform
+from zlh_infra.tooling.preview.recorder import PreviewMocks
+from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording
+from zlh_infra.tooling.preview.runner import run_platform
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from zlh_infra.platform.api_identity import (
     acl_entries,
     role_privileges,
 )
-from zlh_infra.preview.recording import StackRecording
+from zlh_infra.tooling.preview.recording import StackRecording
 
 
 def test_the_core_generates_one_password_per_runtime_host_and_exports_it_secret(

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from tests.stack_configs import NAMESPACE, apply_case, bad_cases, engine_config
+from zlh_infra.cli import main as cli_main
 from zlh_infra.errors import ConfigError
-from zlh_infra.preview.cli import main as cli_main
-from zlh_infra.preview.recording import StackRecording
-from zlh_infra.preview.runner import load_program, run_stack, secret_exports
+from zlh_infra.tooling.preview.recording import StackRecording
+from zlh_infra.tooling.preview.runner import load_program, run_stack, secret_exports
 
 CASES = bad_cases()
 

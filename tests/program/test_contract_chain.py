@@ -20,8 +20,8 @@ from tests.stack_configs import (
     shipped,
 )
 from zlh_infra.contract import CONTRACT_VERSION
-from zlh_infra.preview.recording import StackRecording
-from zlh_infra.preview.runner import load_program, run_stack, secret_exports
+from zlh_infra.tooling.preview.recording import StackRecording
+from zlh_infra.tooling.preview.runner import load_program, run_stack, secret_exports
 
 
 def run_runtime(

@@ -34,7 +34,7 @@ from zlh_infra.contract import (
 )
 from zlh_infra.errors import ConfigError
 from zlh_infra.platform.catalogue import Network
-from zlh_infra.preview.recording import StackRecording
+from zlh_infra.tooling.preview.recording import StackRecording
 
 #: Offsets on the /22 management network near the shipped ones, so that blocks meet.
 OFFSETS = st.sampled_from([0, 8, 16, 200, 256, 300, 460, 512, 700, 768, 820])

@@ -21,7 +21,7 @@ from zlh_infra.platform.fleet_firewall import (
 from zlh_infra.platform.host_firewall import node_reachable_from
 from zlh_infra.platform.reachability import TCP, AddressSet, exposure
 from zlh_infra.platform.type_tokens import DATACENTER_FIREWALL, NODE_FIREWALL, SECURITY_GROUP
-from zlh_infra.preview.recording import StackRecording
+from zlh_infra.tooling.preview.recording import StackRecording
 
 MANAGEMENT_BRIDGE = "vmbr2"
 

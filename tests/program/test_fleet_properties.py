@@ -16,8 +16,8 @@ from zlh_infra.platform.catalogue import AGENT_PORT, METRICS_PORT
 from zlh_infra.platform.firewall_state import read_firewall
 from zlh_infra.platform.reachability import AddressSet, exposure
 from zlh_infra.platform.vmids import VmidRole, fleet_split
-from zlh_infra.preview.recording import StackRecording
-from zlh_infra.preview.runner import load_program, run_stack, secret_exports
+from zlh_infra.tooling.preview.recording import StackRecording
+from zlh_infra.tooling.preview.runner import load_program, run_stack, secret_exports
 
 
 @st.composite

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack_configs import ROOT
-from zlh_infra.preview.cli import main
+from zlh_infra.cli import main
 
 
 def preview(*argv: str) -> int:

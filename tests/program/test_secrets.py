@@ -9,8 +9,8 @@ import pytest
 from pulumi.runtime import rpc
 
 from tests.program.conftest import guests, of_type
-from zlh_infra.preview.recording import StackRecording
-from zlh_infra.preview.render import render
+from zlh_infra.tooling.preview.recording import StackRecording
+from zlh_infra.tooling.preview.render import render
 
 
 def secret_values(value: Any) -> list[str]:
@@ -110,7 +110,7 @@ def test_no_secret_value_appears_in_clear_anywhere_in_the_recording(
 
 
 def test_preview_fails_a_stack_that_takes_a_credential_in_clear(core: StackRecording) -> None:
-    from zlh_infra.preview.cli import secret_inputs_check
+    from zlh_infra.tooling.preview.command import secret_inputs_check
 
     assert secret_inputs_check(core) == []
     container = next(r for r in core.resources if r.type.endswith("ContainerLegacy"))

@@ -26,8 +26,8 @@ from tests.scripts import decoded
 from tests.stack_configs import engine_config, shipped
 from zlh_infra.platform.catalogue import CONTROL_PLANE_SERVICES, EDGE_SERVICES, GuestKind
 from zlh_infra.platform.type_tokens import VM
-from zlh_infra.preview.recording import RecordedResource, StackRecording
-from zlh_infra.preview.runner import load_program, run_stack, secret_exports
+from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording
+from zlh_infra.tooling.preview.runner import load_program, run_stack, secret_exports
 
 COMMAND = "command:remote:Command"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"

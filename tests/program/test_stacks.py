@@ -9,7 +9,7 @@ from tests.program.conftest import CONTAINER, VM, by_vmid, guests, of_type, reso
 from tests.stack_configs import shipped
 from zlh_infra.contract import CONTRACT_OUTPUTS
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
-from zlh_infra.preview.recording import StackRecording
+from zlh_infra.tooling.preview.recording import StackRecording
 
 #: The inventory: VMID -> (service tag, layer) per stack.
 INVENTORY = {

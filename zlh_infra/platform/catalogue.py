@@ -17,6 +17,8 @@ AGENT_PORT = 18888
 #: The node exporter zlh-monitor scrapes on every container: on the core LAN for core
 #: guests, on the management NIC for runtime-host guests (the monitor's only way there).
 METRICS_PORT = 9100
+#: zlh-artifacts serves the platform's downloads here, to the core LAN and to the fleet.
+ARTIFACTS_PORT = 8080
 #: A runtime host's block on the management network, from its ``network.fleetOffset``:
 #: one address per game and dev VMID, then one per runtime-host service (its slot).
 FLEET_BLOCK_SIZE = (
@@ -260,7 +262,7 @@ RUNTIME_SERVICES: dict[str, ServiceSpec] = _svc(
         stateful=True,
         startup_order=2,
         ingress=(
-            Ingress(8080, Peer.LAN, comment="artifact downloads"),
+            Ingress(ARTIFACTS_PORT, Peer.LAN, comment="artifact downloads"),
             Ingress(22, "zlh-build", comment="publishing (zlh-publish over SSH) from zlh-build"),
         ),
     ),

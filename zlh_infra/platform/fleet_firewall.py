@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 
-from zlh_infra.platform.catalogue import FLEET_MANAGEMENT_INGRESS
+from zlh_infra.platform.catalogue import ARTIFACTS_PORT, FLEET_MANAGEMENT_INGRESS
 from zlh_infra.platform.firewall import FirewallRule
-from zlh_infra.services import artifacts
 
 MANAGEMENT_GROUP = "zlh-fleet-mgmt"
 LAN_GROUP = "zlh-fleet-lan"
@@ -90,7 +89,7 @@ def fleet_group_rules(
         FirewallRule(
             "ACCEPT",
             "tcp",
-            artifacts.PORT,
+            ARTIFACTS_PORT,
             "",
             None,
             "software from zlh-artifacts",

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from zlh_infra.platform.catalogue import ARTIFACTS_PORT
 from zlh_infra.services.plan import GuestFile, ServicePlan, download, sha256_matches
 
-PORT = 8080
+PORT = ARTIFACTS_PORT
 STORE = "/srv/data/artifacts"
 PUBLISH = "/usr/local/sbin/zlh-publish"
 

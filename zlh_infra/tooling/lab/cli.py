@@ -1,0 +1,61 @@
+"""``python -m zlh_infra lab up|check|down``: the lab's command line (root only)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from zlh_infra.tooling.exit_codes import ExitCode
+from zlh_infra.tooling.lab.system import LabError
+
+
+def register(commands: Any) -> None:
+    """Add ``lab`` to the project's command line (``zlh_infra.cli``)."""
+    lab = commands.add_parser(
+        "lab",
+        help="run the program's in-guest steps against local LXC containers (root)",
+        description=(
+            "A local lab standing for both Proxmox hosts: one LXC container per recorded "
+            "container, a small router stand-in per router VM, and every recorded "
+            "in-guest step run as the program records it. See docs/lab.md."
+        ),
+    )
+    actions = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="build the lab and run the steps that changed")
+    up.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="after a failed step, run everything that does not depend on it (exit 1 at the end)",
+    )
+    up.add_argument(
+        "--artifacts",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "an operator's mirror of vendor artifacts: a download of the stack files whose "
+            "file name is in DIR is served from there (its SHA-256 still checked)"
+        ),
+    )
+    check = actions.add_parser("check", help="check the lab's guests and services")
+    check.add_argument("--format", choices=("table", "json"), default="table")
+    down = actions.add_parser("down", help="remove everything the lab made")
+    down.add_argument(
+        "--purge", action="store_true", help="also remove the cached root file system and apt cache"
+    )
+    lab.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from zlh_infra.tooling.lab import commands
+
+    try:
+        if args.lab_command == "up":
+            return commands.up(keep_going=args.keep_going, artifacts=args.artifacts)
+        if args.lab_command == "check":
+            return commands.check(output_format=args.format)
+        return commands.down(purge_cache=args.purge)
+    except LabError as error:
+        print(f"lab: error: {error}", file=sys.stderr)
+        return ExitCode.USAGE
