@@ -26,6 +26,7 @@ from zlh_infra.tooling.preview.stack_files import StackFileError
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "zlh_infra.tooling.preview.command",
     "zlh_infra.tooling.reference",
+    "zlh_infra.tooling.policy_reference",
     "zlh_infra.tooling.delivery.plan_diff",
     "zlh_infra.tooling.delivery.diagram",
     "zlh_infra.tooling.delivery.routers",

@@ -421,8 +421,19 @@ def test_names_holding_what_the_reader_cannot_read(
     assert str(caught.value) == message
 
 
-def test_an_unresolved_name_is_a_read_error() -> None:
-    assert issubclass(UnresolvedSourceError, FirewallReadError)
+def test_an_unresolved_name_is_reported_where_read_errors_are_handled() -> None:
+    """The host check handles read errors alone: a name that does not exist reaches it as one."""
+    from tests.policies.policy_fixtures import core_builder, host_rule
+    from zlh_infra.policies.config import HOST_FIREWALL
+    from zlh_infra.policies.host import check_host_firewall
+
+    builder = core_builder(host_firewall=False)
+    builder.host_firewall(rules=(host_rule(8006, "+management"), host_rule(22, "nosuch")))
+    config = HOST_FIREWALL.parse("zlh-host-firewall", None)
+    assert check_host_firewall(builder.resources, config, "core").messages == [
+        "node zlh-core: alias 'nosuch' does not exist; define it, so the node's exposure can be "
+        "told."
+    ]
 
 
 # --- protocols ----------------------------------------------------------------------------

@@ -46,6 +46,8 @@ LAYER_TYPES = {
     "edge": "zlh:edge:Edge",
     "runtime": "zlh:runtime:Runtime",
 }
+#: The component holding the node's and the datacenter's firewall objects.
+HOST_TYPE = "zlh:host:Host"
 
 
 def urn(stack: str, chain: str, name: str) -> str:
@@ -112,10 +114,14 @@ class StackBuilder:
         self.provider_resource = self.add(
             PROXMOX_PROVIDER,
             f"{stack}-proxmox",
-            {"endpoint": endpoint, "insecure": False},
+            # The SDK sends a provider's non-string inputs JSON-encoded.
+            {"endpoint": endpoint, "insecure": "false"},
             parent=self.root.urn,
         )
         self.layers: dict[str, Resource] = {}
+        self._host: Resource | None = None
+        #: The layer holding the host's backup storage and job.
+        self.backup_layer = "control-plane" if stack == "core" else "runtime"
 
     @property
     def provider(self) -> Provider:
@@ -152,6 +158,13 @@ class StackBuilder:
         if layer not in self.layers:
             self.layers[layer] = self.add(LAYER_TYPES[layer], layer, {}, parent=self.root.urn)
         return self.layers[layer]
+
+    @property
+    def host(self) -> Resource:
+        """The host component: the node's and the datacenter's firewall objects."""
+        if self._host is None:
+            self._host = self.add(HOST_TYPE, f"{self.stack}-host", {}, parent=self.root.urn)
+        return self._host
 
     def pool(self, layer: str) -> Resource:
         """The layer's Proxmox pool, which its guests' ``poolId`` names."""
@@ -242,11 +255,12 @@ class StackBuilder:
         return guest
 
     def pbs_storage(self, storage_id: str) -> Resource:
+        layer = self.layer(self.backup_layer)
         return self.add(
-            PBS_STORAGE,
+            f"{layer.type}${PBS_STORAGE}",
             f"{storage_id}-pbs",
             {"resourceId": storage_id, "nodes": [self.node], "datastore": "zlh"},
-            parent=self.root.urn,
+            parent=layer.urn,
             managed=True,
         )
 
@@ -268,35 +282,36 @@ class StackBuilder:
             "enabled": True,
             **changes,
         }
+        layer = self.layer(self.backup_layer)
         return self.add(
-            BACKUP_JOB,
+            f"{layer.type}${BACKUP_JOB}",
             f"{self.stack}-backup-job",
             inputs,
-            parent=self.root.urn,
+            parent=layer.urn,
             managed=True,
         )
 
     def fleet_group(self) -> None:
         """The host's fleet security group and its IP sets, as the program makes them."""
-        root = self.root.urn
         sets = fleet_ipsets(api=IPv4Address(API), monitor=IPv4Address(MONITOR))
         for name, networks in sets.items():
             self.add(
-                FIREWALL_IPSET,
+                f"{HOST_TYPE}${FIREWALL_IPSET}",
                 f"{name}-ipset",
                 {"name": name, "cidrs": [{"name": str(n)} for n in networks]},
-                parent=root,
+                parent=self.host.urn,
                 managed=True,
             )
+        layer = self.layer("runtime")
         rules = fleet_group_rules(
             router=IPv4Address(RUNTIME_ROUTER), artifact_store=IPv4Address(RUNTIME_STORE)
         )
         for group, _iface in FLEET_GROUPS:
             self.add(
-                SECURITY_GROUP,
+                f"{layer.type}${SECURITY_GROUP}",
                 group,
                 {"name": group, "rules": [provider_rule(r) for r in rules[group]]},
-                parent=root,
+                parent=layer.urn,
                 managed=True,
             )
 
@@ -318,28 +333,28 @@ class StackBuilder:
         node_enabled: bool | None = True,
     ) -> None:
         """The node's own firewall as the program sets it: set, alias, switch, rules."""
-        root = self.root.urn
+        host = self.host.urn
         self.add(
-            FIREWALL_IPSET,
+            f"{HOST_TYPE}${FIREWALL_IPSET}",
             "management",
             {"name": "management", "cidrs": [{"name": cidr} for cidr in admins]},
-            parent=root,
+            parent=host,
             managed=True,
         )
         if local_network is not None:
             self.add(
-                FIREWALL_ALIAS,
+                f"{HOST_TYPE}${FIREWALL_ALIAS}",
                 "local-network",
                 {"name": "local_network", "cidr": local_network},
-                parent=root,
+                parent=host,
                 managed=True,
             )
         if node_enabled is not None:
             self.add(
-                NODE_FIREWALL,
+                f"{HOST_TYPE}${NODE_FIREWALL}",
                 "node-firewall",
                 {"nodeName": self.node, "enabled": node_enabled},
-                parent=root,
+                parent=host,
                 managed=True,
             )
         if rules is None:
@@ -349,19 +364,19 @@ class StackBuilder:
                 host_rule(9100, f"{MONITOR}/32"),
             )
         self.add(
-            FIREWALL_RULES,
+            f"{HOST_TYPE}${FIREWALL_RULES}",
             "host-rules",
             {"nodeName": self.node, "rules": [dict(r) for r in rules]},
-            parent=root,
+            parent=host,
             managed=True,
         )
 
     def cluster_firewall(self, *, enabled: bool = True) -> Resource:
         return self.add(
-            CLUSTER_FIREWALL,
+            f"{HOST_TYPE}${CLUSTER_FIREWALL}",
             f"{self.stack}-datacenter-firewall",
             {"enabled": enabled, "inputPolicy": "DROP", "outputPolicy": "ACCEPT"},
-            parent=self.root.urn,
+            parent=self.host.urn,
             managed=True,
         )
 

@@ -34,6 +34,7 @@ from zlh_infra.policies.resources import (
     VM2,
     VM_FRAMEWORK,
     Resource,
+    Violation,
 )
 
 CONFIG = AGENT.parse("zlh-agent-port", None)
@@ -153,7 +154,17 @@ def test_an_agent_rule_from_another_source() -> None:
         "address 10.99.0.10 may reach zlh-agent: set its source to 10.99.0.10/32, or narrow "
         "its proto and dport so they do not cover 18888."
     ]
-    assert findings.violations[0].urn == find(resources, "mc-survival-rules", FIREWALL_RULES).urn
+    assert findings.violations == [
+        Violation(
+            problem="rule 0 (zlh-agent from zpack-api) accepts TCP 18888 from source "
+            "10.99.0.0/22; only zpack-api's management address 10.99.0.10 may reach zlh-agent",
+            fix="set its source to 10.99.0.10/32, or narrow its proto and dport so they do not "
+            "cover 18888",
+            urn=find(resources, "mc-survival-rules", FIREWALL_RULES).urn,
+            subject="firewall rules mc-survival-rules of container 1000",
+            joint=": ",
+        )
+    ]
 
 
 def test_an_agent_rule_with_two_sources() -> None:

@@ -26,9 +26,12 @@ from zlh_infra.policies.api_identity import (
     check_api_identity,
 )
 from zlh_infra.policies.config import PolicyConfigError
-from zlh_infra.policies.resources import Resource
+from zlh_infra.policies.resources import Resource, Violation
 
 CONFIG = API_IDENTITY.parse("zlh-api-identity", None)
+#: The validator's sentence is the problem; the fix names the declaration to change.
+ACL_FIX = "declare the identity's ACL entries as zlh_infra.platform.api_identity computes them"
+ROLE_FIX = "declare the role with the privileges zlh_infra.platform.api_identity gives it"
 USER_ID = "zpack-api@pve"
 #: The fixture's runtime stack holds one template-range guest, zlh-base (200).
 INPUTS = IdentityInputs(template_vmids=(200,))
@@ -99,10 +102,11 @@ def test_a_privilege_outside_the_list_fails() -> None:
     role = next(r for r in b.resources if r.props.get("roleId") == FLEET_ROLE.role_id)
     findings = check_api_identity(b.resources, CONFIG, "runtime")
     assert findings.violations == [
-        (
-            "role ZpackApiFleet holds Sys.Modify, which none of zpack-api's calls needs; "
-            "remove it.",
-            role.urn,
+        Violation(
+            problem="role ZpackApiFleet holds Sys.Modify, which none of zpack-api's calls needs; "
+            "remove it",
+            fix=ROLE_FIX,
+            urn=role.urn,
         )
     ]
 
@@ -112,11 +116,12 @@ def test_an_acl_on_root_fails() -> None:
     acl = add_acl(b, "/", FLEET_ROLE.role_id, False)
     findings = check_api_identity(b.resources, CONFIG, "runtime")
     assert findings.violations == [
-        (
-            "ACL on / gives zpack-api@pve role ZpackApiFleet at the root: the host's own "
+        Violation(
+            problem="ACL on / gives zpack-api@pve role ZpackApiFleet at the root: the host's own "
             "settings (tags, the datacenter firewall, jobs); grant it on the fleet's own paths "
-            "only.",
-            acl.urn,
+            "only",
+            fix=ACL_FIX,
+            urn=acl.urn,
         )
     ]
 
@@ -126,7 +131,8 @@ def test_an_acl_on_a_core_vmid_fails() -> None:
     add_acl(b, "/vms/150", FLEET_ROLE.role_id, False)
     assert check(b) == [
         "ACL on /vms/150 gives zpack-api@pve role ZpackApiFleet on VMID 150, in the core-infra "
-        "range 100-199: zpack-api must never touch a platform guest."
+        "range 100-199: zpack-api must never touch a platform guest; "
+        f"{ACL_FIX}."
     ]
 
 
@@ -136,7 +142,8 @@ def test_an_acl_on_a_declared_servers_vmid_fails() -> None:
     assert check(b) == [
         "ACL on /vms/1000 gives zpack-api@pve role ZpackApiFleet on VMID 1000, in the part "
         "1000-1019 of the game range that the runtime stack's config declares: declared "
-        "servers are Pulumi's, not zpack-api's."
+        "servers are Pulumi's, not zpack-api's; "
+        f"{ACL_FIX}."
     ]
 
 
@@ -145,7 +152,8 @@ def test_an_acl_without_propagate_propagates_as_proxmox_defaults() -> None:
     add_acl(b, "/sdn/zones/localnetwork/vmbr1", "ZpackApiNetwork", None)
     assert check(b) == [
         "ACL on /sdn/zones/localnetwork/vmbr1 propagates, so it also grants every VLAN of the "
-        "bridge (/sdn/zones/localnetwork/vmbr1/<tag>); set propagate to false."
+        "bridge (/sdn/zones/localnetwork/vmbr1/<tag>); set propagate to false; "
+        f"{ACL_FIX}."
     ]
 
 
@@ -155,7 +163,8 @@ def test_a_tokens_acl_is_the_identitys() -> None:
     assert check(b) == [
         "ACL on /vms gives token zpack-api@pve!ci role ZpackApiFleet on /vms, and so on every "
         "guest of the host, the platform's own included; grant it per VMID of zpack-api's "
-        "parts (game 1020-1099, dev 1120-1199)."
+        "parts (game 1020-1099, dev 1120-1199); "
+        f"{ACL_FIX}."
     ]
 
 
@@ -165,7 +174,8 @@ def test_a_builtin_role_cannot_be_judged_and_fails() -> None:
     assert check(b) == [
         "ACL on /vms/1020 gives zpack-api@pve role PVEVMAdmin, whose privileges are not known "
         "here, so what it grants cannot be checked; use the identity's own roles "
-        "(ZpackApiFleet, ZpackApiTemplate, ZpackApiStorage, ZpackApiNetwork)."
+        "(ZpackApiFleet, ZpackApiTemplate, ZpackApiStorage, ZpackApiNetwork); "
+        f"{ACL_FIX}."
     ]
 
 
@@ -177,7 +187,8 @@ def test_a_role_whose_privileges_cannot_be_read_fails_where_an_acl_names_it() ->
     assert messages[0] == (
         "ACL on /vms/1020 gives zpack-api@pve role ZpackApiFleet, whose privileges are not "
         "known here, so what it grants cannot be checked; use the identity's own roles "
-        "(ZpackApiFleet, ZpackApiTemplate, ZpackApiStorage, ZpackApiNetwork)."
+        "(ZpackApiFleet, ZpackApiTemplate, ZpackApiStorage, ZpackApiNetwork); "
+        f"{ACL_FIX}."
     )
     assert len(messages) == 160  # one per fleet VMID's entry, and no other
 
@@ -196,7 +207,8 @@ def test_the_users_groups_and_inline_acls_are_checked() -> None:
         "zpack-api (proxmoxve:index/userLegacy:UserLegacy): acls[1] cannot be read, so what "
         "it grants cannot be checked; give its path, roleId and propagate plain values.",
         "ACL on /vms/151 gives zpack-api@pve role ZpackApiFleet on VMID 151, in the "
-        "core-infra range 100-199: zpack-api must never touch a platform guest.",
+        "core-infra range 100-199: zpack-api must never touch a platform guest; "
+        f"{ACL_FIX}.",
     ]
 
 
@@ -253,7 +265,8 @@ def test_the_configured_storages_and_bridges_are_the_fleets() -> None:
     findings = check_api_identity(b.resources, config, "runtime")
     assert findings.messages == [
         "ACL on /storage/local-lvm gives zpack-api@pve role ZpackApiStorage on storage "
-        "local-lvm, not one of the fleet's storages (tank, zlh-pbs)."
+        "local-lvm, not one of the fleet's storages (tank, zlh-pbs); "
+        f"{ACL_FIX}."
     ]
 
 
@@ -291,7 +304,8 @@ def test_the_policy_reports_through_the_pack(monkeypatch: pytest.MonkeyPatch) ->
             "ACL on /pool/zlh-runtime gives zpack-api@pve role ZpackApiFleet through a pool: "
             "Proxmox applies a pool's roles to each member guest and storage, and VM.Allocate "
             "on a pool lets a create or clone take any free VMID; zpack-api needs no pool ACL "
-            "(naming pool zlh-runtime in a clone takes none).",
+            "(naming pool zlh-runtime in a clone takes none); "
+            f"{ACL_FIX}.",
             acl.urn,
         )
     ]

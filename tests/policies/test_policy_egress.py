@@ -10,7 +10,7 @@ from tests.policies.policy_fixtures import find, props, runtime_stack
 from zlh_infra.platform.type_tokens import FIREWALL_OPTIONS, FIREWALL_RULES, SECURITY_GROUP
 from zlh_infra.policies.config import EGRESS
 from zlh_infra.policies.egress import check_tenant_egress
-from zlh_infra.policies.resources import Resource
+from zlh_infra.policies.resources import Resource, Violation
 
 CONFIG = EGRESS.parse("zlh-tenant-egress", None)
 ATTACH = (
@@ -110,9 +110,18 @@ def test_a_fleet_vmid_under_another_role_tag_is_still_a_tenant() -> None:
 def test_an_output_policy_it_cannot_read_is_a_violation() -> None:
     resources = runtime_stack(fleet_group=True)
     props(find(resources, "mc-survival-firewall", FIREWALL_OPTIONS))["outputPolicy"] = "SOMETIMES"
+    assert check_tenant_egress(resources, CONFIG, "runtime").violations == [
+        Violation(
+            problem="output policy 'SOMETIMES' is not ACCEPT, DROP or REJECT, so where it may "
+            "connect cannot be told",
+            fix="set outputPolicy to ACCEPT, DROP or REJECT",
+            urn=find(resources, "mc-survival").urn,
+            subject="mc-survival (VMID 1000)",
+        )
+    ]
     assert messages(resources) == [
         "mc-survival (VMID 1000): output policy 'SOMETIMES' is not ACCEPT, DROP or REJECT, so "
-        "where it may connect cannot be told."
+        "where it may connect cannot be told; set outputPolicy to ACCEPT, DROP or REJECT."
     ]
 
 

@@ -47,7 +47,7 @@ def test_every_guest_type_is_a_guest_with_its_vmid(type_: str, vmid: Any) -> Non
 @pytest.mark.parametrize("type_", TYPES)
 def test_every_guest_type_is_held_to_the_vmid_range(type_: str) -> None:
     range_config = cfg.VMID_RANGE.parse("zlh-vmid-range", None)
-    assert check_vmid_range(guest(type_, "950"), range_config) == [
+    assert [v.message for v in check_vmid_range(guest(type_, "950"), range_config)] == [
         "stray (VMID 950): VMID 950 is in no VMID range (core-infra 100-199, template 200-299, "
         "network 300-399, game 1000-1099, dev 1100-1199, monitoring 2000+); give it a free "
         "VMID in the range of its role."
@@ -58,8 +58,9 @@ def test_every_guest_type_is_held_to_the_vmid_range(type_: str) -> None:
 def test_every_guest_type_is_held_to_tags_and_placement(type_: str) -> None:
     resource = guest(type_, "1000", nodeName="zlh-core")
     tags = check_required_tags(resource, cfg.TAGS.parse("zlh-required-tags", None), "runtime")
-    assert tags[0] == "stray (VMID 1000) has no layer-* tag; add layer-<its layer>."
-    assert check_placement(resource, cfg.PLACEMENT.parse("x", None), "runtime") == [
+    assert tags[0].message == "stray (VMID 1000) has no layer-* tag; add layer-<its layer>."
+    placement = check_placement(resource, cfg.PLACEMENT.parse("x", None), "runtime")
+    assert [v.message for v in placement] == [
         "stray (VMID 1000) is on node zlh-core, but stack runtime deploys to node zlh-runtime "
         "(policy config stackNodes); set its node to zlh-runtime, or declare it in stack core."
     ]

@@ -9,7 +9,7 @@ import pytest
 from tests.policies.policy_fixtures import StackBuilder, core_builder, host_rule
 from zlh_infra.policies.config import HOST_FIREWALL
 from zlh_infra.policies.host import check_host_firewall
-from zlh_infra.policies.resources import Resource
+from zlh_infra.policies.resources import Resource, Violation
 
 CONFIG = HOST_FIREWALL.parse("zlh-host-firewall", None)
 OPERATORS = "192.0.2.0/24"
@@ -90,10 +90,17 @@ def test_a_guest_network_reaching_the_node_is_refused(
 
 
 def test_without_local_network_proxmox_admits_a_network_it_detects() -> None:
-    found = messages(with_host_firewall(local_network=None))
+    resources = with_host_firewall(local_network=None)
+    found = messages(resources)
     assert found[0] == (
         "node zlh-core: the API (8006) is open to every address; admit only the operators' "
         "networks (the management IP set, proxmox.adminSources)."
+    )
+    # The stack's own finding: no one resource opens it.
+    assert check_host_firewall(resources, CONFIG, "core").violations[0] == Violation(
+        problem="the API (8006) is open to every address",
+        fix="admit only the operators' networks (the management IP set, proxmox.adminSources)",
+        subject="node zlh-core",
     )
 
 

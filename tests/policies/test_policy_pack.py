@@ -21,7 +21,9 @@ from pulumi_policy.proxy import UNKNOWN_NUMBER_VALUE, UnknownValueError, unknown
 
 from tests.policies.policy_fixtures import core_stack, find, props, runtime_stack
 from zlh_infra.policies import pack
-from zlh_infra.policies.resources import Resource
+from zlh_infra.policies.config import VMID_RANGE, VMID_UNIQUE
+from zlh_infra.policies.resources import Resource, Violation
+from zlh_infra.policies.vmid import check_vmid_range, check_vmid_unique
 
 Reported = list[tuple[str, str | None]]
 
@@ -230,4 +232,46 @@ def test_dependencies_reach_the_stack_checks() -> None:
             "depend on the runtime: remove the dependency.",
             rules.urn,
         ),
+    ]
+
+
+def test_a_violations_message_is_its_problem_then_its_fix() -> None:
+    assert Violation("x is off", "turn it on").message == "x is off; turn it on."
+    assert Violation("x is off", "turn it on", "urn:x", "g (VMID 1)").message == (
+        "g (VMID 1): x is off; turn it on."
+    )
+    # After a reason the fix follows a colon; after a sentence, a sentence of its own.
+    assert Violation("x is off; y needs it", "turn it on", joint=": ").message == (
+        "x is off; y needs it: turn it on."
+    )
+    assert Violation("x is taken", "give it another", joint=". ").message == (
+        "x is taken. Give it another."
+    )
+
+
+def test_the_pack_reports_what_a_resource_check_found_as_its_message() -> None:
+    guest = find(runtime_stack(), "mc-survival")
+    props(guest)["vmId"] = 950.0
+    (violation,) = check_vmid_range(guest, VMID_RANGE.parse("zlh-vmid-range", None))
+    assert (violation.subject, violation.fix) == (
+        "mc-survival (VMID 950)",
+        "give it a free VMID in the game range 1000-1099",
+    )
+    assert validate_resources(pack.vmid_range, [guest]) == [
+        (f"{violation.subject}: {violation.problem}; {violation.fix}.", None)
+    ]
+
+
+def test_the_pack_reports_what_a_stack_check_found_where_it_found_it() -> None:
+    resources = runtime_stack()
+    dev = find(resources, "dev-alice")
+    props(dev)["vmId"] = 1000.0
+    found = check_vmid_unique(resources, VMID_UNIQUE.parse("zlh-vmid-unique", None))
+    (violation,) = found.violations
+    assert (violation.urn, violation.fix) == (dev.urn, "give it a free VMID in its role's range")
+    assert validate_stack(pack.vmid_unique, resources) == [
+        (
+            f"{violation.subject}: {violation.problem}. Give it a free VMID in its role's range.",
+            dev.urn,
+        )
     ]

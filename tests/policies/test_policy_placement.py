@@ -23,19 +23,23 @@ from zlh_infra.policies.placement import (
     check_placement,
     check_runtime_isolation,
 )
-from zlh_infra.policies.resources import PROXMOX_PROVIDER, Provider, Resource
+from zlh_infra.policies.resources import PROXMOX_PROVIDER, Provider, Resource, Violation
 
 PLACE = PLACEMENT.parse("zlh-guest-placement", None)
 INDEPENDENT = INDEPENDENCE.parse("zlh-control-plane-independent", None)
 ISOLATED = ISOLATION.parse("zlh-runtime-isolation", None)
 
 
+def messages(violations: list[Violation]) -> list[str]:
+    return [violation.message for violation in violations]
+
+
 def placement(resources: list[Resource], stack: str) -> list[str]:
-    return [m for r in resources for m in check_placement(r, PLACE, stack)]
+    return [v.message for r in resources for v in check_placement(r, PLACE, stack)]
 
 
 def isolation(resources: list[Resource], stack: str = "runtime") -> list[str]:
-    return [m for r in resources for m in check_runtime_isolation(r, ISOLATED, stack)]
+    return [v.message for r in resources for v in check_runtime_isolation(r, ISOLATED, stack)]
 
 
 # --- zlh-guest-placement ----------------------------------------------------------
@@ -50,7 +54,7 @@ def test_platform_guests_are_on_their_stacks_node() -> None:
 def test_a_guest_on_the_other_hosts_node() -> None:
     guest = find(runtime_stack(), "mc-survival")
     props(guest)["nodeName"] = "zlh-core"
-    assert check_placement(guest, PLACE, "runtime") == [
+    assert messages(check_placement(guest, PLACE, "runtime")) == [
         "mc-survival (VMID 1000) is on node zlh-core, but stack runtime deploys to node "
         "zlh-runtime (policy config stackNodes); set its node to zlh-runtime, or declare it "
         "in stack core."
@@ -60,7 +64,7 @@ def test_a_guest_on_the_other_hosts_node() -> None:
 def test_a_guest_on_a_node_no_stack_owns() -> None:
     guest = find(core_stack(), "zlh-db")
     props(guest)["nodeName"] = "pve1"
-    assert check_placement(guest, PLACE, "core") == [
+    assert messages(check_placement(guest, PLACE, "core")) == [
         "zlh-db (VMID 102) is on node pve1, but stack core deploys to node zlh-core (policy "
         "config stackNodes); set its node to zlh-core, or declare it in that host's stack."
     ]
@@ -69,7 +73,7 @@ def test_a_guest_on_a_node_no_stack_owns() -> None:
 def test_a_guest_without_node() -> None:
     guest = find(core_stack(), "zlh-db")
     del props(guest)["nodeName"]
-    assert check_placement(guest, PLACE, "core") == [
+    assert messages(check_placement(guest, PLACE, "core")) == [
         "zlh-db (VMID 102) names no node; set its node to zlh-core."
     ]
 
@@ -80,7 +84,7 @@ def test_a_further_runtime_stack_on_its_own_node() -> None:
 
 def test_a_further_runtime_stack_on_the_core_node() -> None:
     guest = find(runtime_stack("runtime-2", "zlh-core"), "mc-survival")
-    assert check_placement(guest, PLACE, "runtime-2") == [
+    assert messages(check_placement(guest, PLACE, "runtime-2")) == [
         "mc-survival (VMID 1000) is on the core node zlh-core, but stack runtime-2 is a "
         "runtime stack; set its node to this runtime host's node and add stack runtime-2 to "
         "policy config stackNodes."
@@ -89,7 +93,7 @@ def test_a_further_runtime_stack_on_the_core_node() -> None:
 
 def test_a_further_runtime_stack_on_the_first_runtime_hosts_node() -> None:
     guest = find(runtime_stack("runtime-2", "zlh-runtime"), "mc-survival")
-    assert check_placement(guest, PLACE, "runtime-2") == [
+    assert messages(check_placement(guest, PLACE, "runtime-2")) == [
         "mc-survival (VMID 1000) is on node zlh-runtime, which policy config stackNodes gives "
         "to stack runtime; each runtime host belongs to one runtime stack: give stack "
         "runtime-2 its own node and add it to stackNodes."
@@ -107,7 +111,7 @@ def test_stack_nodes_from_config() -> None:
         for m in check_placement(r, config, "runtime-2")
     ] == []
     guest = find(runtime_stack("runtime-2", "zlh-runtime-2"), "dev-alice")
-    assert check_placement(guest, config, "runtime-2") == [
+    assert messages(check_placement(guest, config, "runtime-2")) == [
         "dev-alice (VMID 1100) is on node zlh-runtime-2, but stack runtime-2 deploys to node "
         "big-2 (policy config stackNodes); set its node to big-2, or declare it in that "
         "host's stack."
@@ -116,7 +120,7 @@ def test_stack_nodes_from_config() -> None:
 
 def test_a_stack_that_is_neither_core_nor_runtime() -> None:
     guest = find(core_stack(), "zlh-db")
-    assert check_placement(guest, PLACE, "staging") == [
+    assert messages(check_placement(guest, PLACE, "staging")) == [
         "zlh-db (VMID 102): stack 'staging' is neither 'core' nor 'runtime' / "
         "'runtime-<name>' and policy config stackNodes names no node for it, so its host is "
         "unknown; rename the stack or add it to stackNodes."
@@ -287,7 +291,7 @@ def test_a_runtime_provider_pointed_at_the_core_host() -> None:
     resources = runtime_stack()
     provider = find(resources, "runtime-proxmox", PROXMOX_PROVIDER)
     props(provider)["endpoint"] = CORE_ENDPOINT
-    assert check_runtime_isolation(provider, ISOLATED, "runtime") == [
+    assert messages(check_runtime_isolation(provider, ISOLATED, "runtime")) == [
         "provider runtime-proxmox points at the core host (policy config coreEndpointHosts: "
         "zlh-core); a runtime stack must never manage the core host: point it at this "
         "runtime host's API."
@@ -306,7 +310,7 @@ def test_resources_are_not_judged_again_by_their_provider() -> None:
         check_runtime_isolation(replace(guest, provider=core_provider), ISOLATED, "runtime") == []
     )
     core = Resource(core_provider.urn, PROXMOX_PROVIDER, "core", core_provider.props)
-    assert check_runtime_isolation(core, ISOLATED, "runtime") == [
+    assert messages(check_runtime_isolation(core, ISOLATED, "runtime")) == [
         "provider core points at the core host (policy config coreEndpointHosts: zlh-core); a "
         "runtime stack must never manage the core host: point it at this runtime host's API."
     ]
@@ -315,7 +319,7 @@ def test_resources_are_not_judged_again_by_their_provider() -> None:
 def test_a_runtime_provider_without_endpoint() -> None:
     provider = find(runtime_stack(), "runtime-proxmox", PROXMOX_PROVIDER)
     del props(provider)["endpoint"]
-    assert check_runtime_isolation(provider, ISOLATED, "runtime") == [
+    assert messages(check_runtime_isolation(provider, ISOLATED, "runtime")) == [
         "provider runtime-proxmox sets no endpoint, so the host it manages cannot be "
         "checked; set its endpoint to this runtime host's API URL."
     ]
@@ -325,7 +329,7 @@ def test_anything_of_a_runtime_stack_on_the_core_node() -> None:
     resources = runtime_stack()
     rules = find(resources, "mc-survival-rules", "proxmoxve:firewall/rulesLegacy:RulesLegacy")
     props(rules)["nodeName"] = "zlh-core"
-    assert check_runtime_isolation(rules, ISOLATED, "runtime") == [
+    assert messages(check_runtime_isolation(rules, ISOLATED, "runtime")) == [
         "mc-survival-rules (proxmoxve:firewall/rulesLegacy:RulesLegacy) is on the core node "
         "zlh-core; a runtime stack must never place anything on the core host: set its node "
         "to this runtime host's node."
@@ -335,7 +339,7 @@ def test_anything_of_a_runtime_stack_on_the_core_node() -> None:
 def test_a_control_plane_guest_in_a_runtime_stack() -> None:
     builder = runtime_builder()
     db = builder.guest("zlh-db", 102, layer="control-plane", role="core-infra", service="zlh-db")
-    assert check_runtime_isolation(db, ISOLATED, "runtime") == [
+    assert messages(check_runtime_isolation(db, ISOLATED, "runtime")) == [
         "zlh-db (VMID 102) sits in the control-plane layer; a runtime stack must not deploy "
         "the control plane: declare it in the core stack.",
         "zlh-db (VMID 102) is tagged layer-control-plane; declare it in the core stack, or "
@@ -343,7 +347,9 @@ def test_a_control_plane_guest_in_a_runtime_stack() -> None:
         "zlh-db (VMID 102) is tagged svc-zlh-db, a control-plane service (policy config "
         "controlPlaneServices); declare it in the core stack.",
     ]
-    assert check_runtime_isolation(builder.layers["control-plane"], ISOLATED, "runtime") == [
+    assert messages(
+        check_runtime_isolation(builder.layers["control-plane"], ISOLATED, "runtime")
+    ) == [
         "control-plane (zlh:control-plane:ControlPlane) sits in the control-plane layer; a "
         "runtime stack must not deploy the control plane: declare it in the core stack."
     ]
@@ -352,7 +358,7 @@ def test_a_control_plane_guest_in_a_runtime_stack() -> None:
 def test_a_control_plane_service_hidden_in_the_runtime_layer() -> None:
     builder = runtime_builder()
     api = builder.guest("zpack-api-2", 160, layer="runtime", role="core-infra", service="zpack-api")
-    assert check_runtime_isolation(api, ISOLATED, "runtime") == [
+    assert messages(check_runtime_isolation(api, ISOLATED, "runtime")) == [
         "zpack-api-2 (VMID 160) is tagged svc-zpack-api, a control-plane service (policy "
         "config controlPlaneServices); declare it in the core stack."
     ]
@@ -368,7 +374,7 @@ def test_a_layer_seen_through_the_parent_urn_only() -> None:
         "proxmoxve:index/containerLegacy:ContainerLegacy::zlh-db",
         props={**db.props, "tags": ["zlh"]},
     )
-    assert check_runtime_isolation(short, ISOLATED, "runtime") == [
+    assert messages(check_runtime_isolation(short, ISOLATED, "runtime")) == [
         "zlh-db (VMID 102) sits in the control-plane layer; a runtime stack must not deploy "
         "the control plane: declare it in the core stack."
     ]
@@ -412,7 +418,9 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINJi/bhRX1ozQ1UdeoqVyg2Vb+KtS/zn
 def test_a_runtime_command_never_reaches_the_core_host_and_pins_its_node(
     connection: dict[str, object], expected: str
 ) -> None:
-    assert check_runtime_isolation(remote_command(connection), ISOLATED, "runtime") == [expected]
+    assert messages(check_runtime_isolation(remote_command(connection), ISOLATED, "runtime")) == [
+        expected
+    ]
 
 
 def test_a_runtime_command_to_its_own_pinned_node_passes() -> None:
@@ -490,11 +498,13 @@ def core_guest_with(**props: object) -> list[Resource]:
         (
             {"clone": {"vmId": 210.0, "full": True}},
             "zlh-db (VMID 102) is cloned from VMID 210, in the template range of the runtime "
-            "hosts; the control plane must never be built from the runtime side.",
+            "hosts; the control plane must never be built from the runtime side: clone from a "
+            "core guest by VMID, or build it from an image.",
         ),
         (
             {"clone": {"vmId": 102.0, "nodeName": "zlh-runtime"}},
-            "zlh-db (VMID 102) is cloned from node zlh-runtime, not the core node zlh-core.",
+            "zlh-db (VMID 102) is cloned from node zlh-runtime, not the core node zlh-core; "
+            "clone it from a guest on zlh-core.",
         ),
         (
             {"clone": {"vmId": "two-ten"}},
@@ -517,6 +527,21 @@ def test_a_core_guest_referencing_the_runtime_side_is_refused(
 ) -> None:
     findings = check_control_plane_independent(core_guest_with(**props), INDEPENDENT, "core")
     assert findings.violations[0].message == expected
+
+
+def test_a_core_guests_reference_states_problem_and_fix_apart() -> None:
+    resources = core_guest_with(clone={"vmId": 210.0, "full": True})
+    findings = check_control_plane_independent(resources, INDEPENDENT, "core")
+    # Its firewall resources, which depend on it, follow with findings of their own.
+    assert findings.violations[:1] == [
+        Violation(
+            problem="zlh-db (VMID 102) is cloned from VMID 210, in the template range of the "
+            "runtime hosts; the control plane must never be built from the runtime side",
+            fix="clone from a core guest by VMID, or build it from an image",
+            urn=find(resources, "zlh-db").urn,
+            joint=": ",
+        )
+    ]
 
 
 def test_a_core_guest_on_the_core_lan_with_its_own_resolver_passes() -> None:

@@ -23,7 +23,7 @@ from tests.policies.test_policy_protocol import SECRET_SIG, SIG, diags, recordin
 from zlh_infra.platform.type_tokens import BACKUP_JOB
 from zlh_infra.policies.config import SELF_SUFFICIENT, STATEFUL
 from zlh_infra.policies.resilience import check_runtime_self_sufficient, check_stateful_protected
-from zlh_infra.policies.resources import Resource
+from zlh_infra.policies.resources import Resource, Violation
 from zlh_infra.policies.secrets import mark_credentials_secret, plain_credentials
 
 STATEFUL_CONFIG = STATEFUL.parse("zlh-stateful-protected", None)
@@ -295,9 +295,20 @@ def test_a_download_from_the_core_lan_is_refused() -> None:
     resources = runtime_stack()
     artifacts = find(resources, "zlh-artifacts")
     props(artifacts)["description"] = "mirror of http://10.10.0.10:8080/zlh-agent"
-    assert check_runtime_self_sufficient(resources, SELF_CONFIG, "runtime").messages == [
+    findings = check_runtime_self_sufficient(resources, SELF_CONFIG, "runtime")
+    assert findings.violations == [
+        Violation(
+            problem="description names 10.10.0.10 on the core LAN; a runtime host must not need "
+            "the core host to run",
+            fix="serve it from the runtime side, e.g. zlh-artifacts",
+            urn=artifacts.urn,
+            subject="zlh-artifacts",
+            joint=": ",
+        )
+    ]
+    assert findings.messages == [
         "zlh-artifacts: description names 10.10.0.10 on the core LAN; a runtime host must not "
-        "need the core host to run (serve it from the runtime side, e.g. zlh-artifacts)."
+        "need the core host to run: serve it from the runtime side, e.g. zlh-artifacts."
     ]
 
 

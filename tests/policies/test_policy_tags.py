@@ -15,7 +15,7 @@ from tests.policies.policy_fixtures import (
     unknown,
 )
 from zlh_infra.policies.config import TAGS, TRAEFIK
-from zlh_infra.policies.resources import Resource
+from zlh_infra.policies.resources import Resource, Violation
 from zlh_infra.policies.tags import check_required_tags, check_traefik_per_domain
 
 TAGGED = TAGS.parse("zlh-required-tags", None)
@@ -23,7 +23,11 @@ ONE_TRAEFIK = TRAEFIK.parse("zlh-traefik-per-domain", None)
 
 
 def tag_problems(resources: list[Resource], stack: str) -> list[str]:
-    return [m for r in resources for m in check_required_tags(r, TAGGED, stack)]
+    return [v.message for r in resources for v in check_required_tags(r, TAGGED, stack)]
+
+
+def tag_messages(guest: Resource, stack: str = "core") -> list[str]:
+    return [violation.message for violation in check_required_tags(guest, TAGGED, stack)]
 
 
 def db_with(tags: list[str] | str) -> Resource:
@@ -47,7 +51,7 @@ def test_platform_guests_carry_their_tags() -> None:
 
 
 def test_no_tags_at_all() -> None:
-    assert check_required_tags(db_with([]), TAGGED, "core") == [
+    assert tag_messages(db_with([])) == [
         "zlh-db (VMID 102) lacks the tag zlh; add it.",
         "zlh-db (VMID 102) has no layer-* tag; add layer-<its layer>.",
         "zlh-db (VMID 102) has no role-* tag; add role-<the role of its VMID range>.",
@@ -62,7 +66,7 @@ def test_tags_as_proxmox_stores_them() -> None:
 
 def test_several_layer_tags() -> None:
     tags = [*FULL, "layer-edge"]
-    assert check_required_tags(db_with(tags), TAGGED, "core") == [
+    assert tag_messages(db_with(tags)) == [
         "zlh-db (VMID 102) has several layer-* tags (layer-control-plane, layer-edge); keep "
         "exactly one."
     ]
@@ -70,7 +74,7 @@ def test_several_layer_tags() -> None:
 
 def test_a_role_tag_naming_no_role() -> None:
     tags = [t for t in FULL if not t.startswith("role-")] + ["role-database"]
-    assert check_required_tags(db_with(tags), TAGGED, "core") == [
+    assert tag_messages(db_with(tags)) == [
         "zlh-db (VMID 102) is tagged role-database, which names no role; use one of "
         "role-core-infra, role-template, role-network, role-game, role-dev, role-monitoring."
     ]
@@ -78,7 +82,7 @@ def test_a_role_tag_naming_no_role() -> None:
 
 def test_a_layer_tag_naming_no_layer() -> None:
     tags = [t for t in FULL if not t.startswith("layer-")] + ["layer-core"]
-    assert check_required_tags(db_with(tags), TAGGED, "core") == [
+    assert tag_messages(db_with(tags)) == [
         "zlh-db (VMID 102) is tagged layer-core, which names no layer; use one of "
         "layer-control-plane, layer-edge, layer-runtime."
     ]
@@ -86,7 +90,7 @@ def test_a_layer_tag_naming_no_layer() -> None:
 
 def test_a_layer_tag_contradicting_the_layer_component() -> None:
     tags = [t for t in FULL if not t.startswith("layer-")] + ["layer-edge"]
-    assert check_required_tags(db_with(tags), TAGGED, "core") == [
+    assert tag_messages(db_with(tags)) == [
         "zlh-db (VMID 102) is declared in the control-plane layer but tagged layer-edge; tag "
         "it layer-control-plane."
     ]
@@ -95,6 +99,14 @@ def test_a_layer_tag_contradicting_the_layer_component() -> None:
 def test_a_stack_tag_of_another_stack() -> None:
     guest = find(runtime_stack(), "mc-survival")
     assert check_required_tags(guest, TAGGED, "runtime-2") == [
+        Violation(
+            problem="mc-survival (VMID 1000) is tagged stack-runtime, but it belongs to stack "
+            "runtime-2",
+            fix="tag it stack-runtime-2",
+            urn=guest.urn,
+        )
+    ]
+    assert tag_messages(guest, "runtime-2") == [
         "mc-survival (VMID 1000) is tagged stack-runtime, but it belongs to stack runtime-2; "
         "tag it stack-runtime-2."
     ]
@@ -108,7 +120,7 @@ def test_the_service_tag_can_be_optional() -> None:
 
 def test_another_platform_tag() -> None:
     config = TAGS.parse("zlh-required-tags", {"platformTag": "zerolaghub"})
-    assert check_required_tags(db_with(FULL), config, "core") == [
+    assert [v.message for v in check_required_tags(db_with(FULL), config, "core")] == [
         "zlh-db (VMID 102) lacks the tag zerolaghub; add it."
     ]
 
@@ -135,7 +147,15 @@ def test_a_core_stack_without_its_traefik() -> None:
         "stack core has no zlh-proxy guest (tag svc-zlh-proxy); its portal, API, monitoring "
         "and Headscale traffic needs exactly one Traefik instance: declare zlh-proxy."
     ]
-    assert findings.violations[0].urn is None
+    assert findings.violations == [
+        Violation(
+            problem="stack core has no zlh-proxy guest (tag svc-zlh-proxy); its portal, API, "
+            "monitoring and Headscale traffic needs exactly one Traefik instance",
+            fix="declare zlh-proxy",
+            urn=None,
+            joint=": ",
+        )
+    ]
 
 
 def test_a_second_runtime_traefik() -> None:

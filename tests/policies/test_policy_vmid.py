@@ -7,10 +7,15 @@ from pulumi_policy.proxy import UNKNOWN_NUMBER_VALUE, UnknownValueError
 
 from tests.policies.policy_fixtures import core_stack, find, guests, props, runtime_stack, unknown
 from zlh_infra.policies.config import VMID_RANGE, VMID_UNIQUE, PolicyConfigError
+from zlh_infra.policies.resources import Violation
 from zlh_infra.policies.vmid import check_vmid_range, check_vmid_unique
 
 RANGE = VMID_RANGE.parse("zlh-vmid-range", None)
 UNIQUE = VMID_UNIQUE.parse("zlh-vmid-unique", None)
+
+
+def messages(violations: list[Violation]) -> list[str]:
+    return [violation.message for violation in violations]
 
 
 # --- zlh-vmid-range ---------------------------------------------------------------
@@ -34,6 +39,14 @@ def test_a_guest_without_vmid() -> None:
     guest = find(runtime_stack(), "mc-survival")
     del props(guest)["vmId"]
     assert check_vmid_range(guest, RANGE) == [
+        Violation(
+            problem="mc-survival (no VMID) sets no VMID, so Proxmox would take the next free "
+            "one whatever its role",
+            fix="give it a free VMID in the game range 1000-1099",
+            urn=guest.urn,
+        )
+    ]
+    assert messages(check_vmid_range(guest, RANGE)) == [
         "mc-survival (no VMID) sets no VMID, so Proxmox would take the next free one whatever "
         "its role; give it a free VMID in the game range 1000-1099."
     ]
@@ -42,7 +55,7 @@ def test_a_guest_without_vmid() -> None:
 def test_a_vmid_that_is_no_number() -> None:
     guest = find(runtime_stack(), "mc-survival")
     props(guest)["vmId"] = 1000.5
-    assert check_vmid_range(guest, RANGE) == [
+    assert messages(check_vmid_range(guest, RANGE)) == [
         "mc-survival (VMID 1000.5): 1000.5 is not a VMID (a whole number from 100 to "
         "999999999); give it a free VMID in the game range 1000-1099."
     ]
@@ -51,7 +64,7 @@ def test_a_vmid_that_is_no_number() -> None:
 def test_a_vmid_in_no_range() -> None:
     guest = find(runtime_stack(), "mc-survival")
     props(guest)["vmId"] = 950.0
-    assert check_vmid_range(guest, RANGE) == [
+    assert messages(check_vmid_range(guest, RANGE)) == [
         "mc-survival (VMID 950): VMID 950 is in no VMID range (core-infra 100-199, template "
         "200-299, network 300-399, game 1000-1099, dev 1100-1199, monitoring 2000+); give it "
         "a free VMID in the game range 1000-1099."
@@ -62,6 +75,14 @@ def test_a_vmid_in_another_roles_range() -> None:
     guest = find(runtime_stack(), "dev-alice")
     props(guest)["vmId"] = 1050.0
     assert check_vmid_range(guest, RANGE) == [
+        Violation(
+            problem="VMID 1050 is in the game range 1000-1099, but the guest is tagged role-dev",
+            fix="give it a free VMID in the dev range 1100-1199, or correct its tag to role-game",
+            urn=guest.urn,
+            subject="dev-alice (VMID 1050)",
+        )
+    ]
+    assert messages(check_vmid_range(guest, RANGE)) == [
         "dev-alice (VMID 1050): VMID 1050 is in the game range 1000-1099, but the guest is "
         "tagged role-dev; give it a free VMID in the dev range 1100-1199, or correct its tag "
         "to role-game."
@@ -73,7 +94,7 @@ def test_without_role_tag_only_the_range_counts() -> None:
     props(guest)["tags"] = ["zlh"]
     assert check_vmid_range(guest, RANGE) == []
     props(guest)["vmId"] = 1500.0
-    assert check_vmid_range(guest, RANGE) == [
+    assert messages(check_vmid_range(guest, RANGE)) == [
         "zlh-db (VMID 1500): VMID 1500 is in no VMID range (core-infra 100-199, template "
         "200-299, network 300-399, game 1000-1099, dev 1100-1199, monitoring 2000+); give it "
         "a free VMID in the range of its role."
@@ -86,7 +107,7 @@ def test_configured_ranges_replace_the_defaults_role_by_role() -> None:
         {"ranges": {"game": {"first": 1200, "last": 1299}}},
     )
     guest = find(runtime_stack(), "mc-survival")
-    assert check_vmid_range(guest, config) == [
+    assert messages(check_vmid_range(guest, config)) == [
         "mc-survival (VMID 1000): VMID 1000 is in no VMID range (core-infra 100-199, template "
         "200-299, network 300-399, dev 1100-1199, game 1200-1299, monitoring 2000+); give it "
         "a free VMID in the game range 1200-1299."
@@ -130,7 +151,16 @@ def test_a_second_guest_with_a_used_vmid() -> None:
         "second guest with one VMID and Proxmox Backup Server mixes up the backups of guests "
         "sharing one. Give it a free VMID in its role's range."
     ]
-    assert findings.violations[0].urn == dev.urn
+    assert findings.violations == [
+        Violation(
+            problem="VMID 1000 is already used by mc-survival; a host refuses a second guest "
+            "with one VMID and Proxmox Backup Server mixes up the backups of guests sharing one",
+            fix="give it a free VMID in its role's range",
+            urn=dev.urn,
+            subject="dev-alice (VMID 1000)",
+            joint=". ",
+        )
+    ]
 
 
 def test_a_reserved_vmid() -> None:

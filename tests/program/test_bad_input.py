@@ -7,16 +7,21 @@ problem on stderr).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pulumi
 import pytest
 import yaml
+from google.protobuf import empty_pb2  # type: ignore[import-untyped]
+from pulumi.automation import _server
+from pulumi.runtime import mocks, settings
+from pulumi.runtime.proto import language_pb2
 
 from tests.stack_configs import NAMESPACE, apply_case, bad_cases, engine_config
 from zlh_infra.cli import main as cli_main
-from zlh_infra.errors import ConfigError
 from zlh_infra.tooling.preview.recording import StackRecording
 from zlh_infra.tooling.preview.runner import load_program, run_stack, secret_exports
 
@@ -28,8 +33,65 @@ def expected_message(case: dict[str, Any]) -> str:
     return f"stack {case['stack']!r}: invalid configuration:\n{lines}"
 
 
-def test_config_error_is_a_run_error() -> None:
-    assert issubclass(ConfigError, pulumi.RunError)
+class NoResources(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+        return {}, None
+
+
+def engine_run(program: Callable[[], None], config: dict[str, str]) -> tuple[str, list[str]]:
+    """``program`` run by the SDK's language host loop, the one behind `pulumi up`: the
+    error it returns to the engine, and what it logged as errors."""
+
+    def against_mocks(*, project: str, stack: str, **_: Any) -> None:
+        settings.reset_options(project=project, stack=stack, preview=True)
+        monitor = mocks.MockMonitor(NoResources())
+        features = monitor.GetDeploymentInfo(empty_pb2.Empty())  # type: ignore[no-untyped-call]
+        settings.configure(
+            mocks.MockSettings(  # type: ignore[no-untyped-call]
+                monitor=monitor,
+                monitor_features=set(features.supportedFeatures),
+                engine=mocks.MockEngine(None),
+                project=project,
+                stack=stack,
+                dry_run=True,
+                organization="organization",
+                callbacks=None,
+            )
+        )
+
+    logged: list[str] = []
+    request = language_pb2.RunRequest(
+        project="zlh-infra", stack="core", config=config, monitor_address="mocked", dryRun=True
+    )
+    with (
+        mock.patch.object(_server, "reset_options", against_mocks),
+        mock.patch.object(pulumi.log, "error", logged.append),
+    ):
+        response = _server.LanguageServer(program).Run(request, None)  # type: ignore[no-untyped-call]
+    return str(response.error), logged
+
+
+def test_pulumi_up_ends_a_bad_config_with_its_message_alone() -> None:
+    [case] = [c for c in CASES if c["id"] == "vmid-outside-role-range"]
+    config, _ = apply_case(case)
+    assert engine_run(load_program(), engine_config(config)) == (
+        expected_message(case),
+        [expected_message(case)],
+    )
+
+
+def test_pulumi_up_shows_a_bug_in_the_program_with_its_traceback() -> None:
+    """The contrast: what the engine shows for an error that is not the user's to fix."""
+
+    def program() -> None:
+        raise KeyError("node")
+
+    error, logged = engine_run(program, {})
+    assert error.startswith("python inline source runtime error: 'node'\nTraceback")
+    assert logged == [error]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])

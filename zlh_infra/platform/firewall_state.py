@@ -24,6 +24,7 @@ from zlh_infra.platform.reachability import (
     Sender,
     sender,
 )
+from zlh_infra.platform.wire_numbers import whole_number
 
 CONTAINER = type_tokens.CONTAINER
 VM = type_tokens.VM
@@ -54,19 +55,6 @@ _NIC_KEYS = {
     CLONED_VM_LEGACY: "network",
 }
 _NIC_SLOT = re.compile(r"net(\d+)")
-
-
-def whole_number(value: object) -> int | None:
-    """A wire-form number (floats on the wire, digits in some string fields) as an int."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 def vmid_key(type_: str) -> str:

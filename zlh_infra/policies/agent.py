@@ -80,7 +80,7 @@ _KINDS = {
     FIREWALL_ALIAS: "firewall alias",
     FIREWALL_IPSET: "firewall IP set",
 }
-_CORRECT = "correct the value, so the checks can tell what it lets in."
+_CORRECT = "correct the value, so the checks can tell what it lets in"
 
 
 def admits_tcp_port(rule: RuleReading, port: int) -> bool:
@@ -192,7 +192,7 @@ def _check_rules(
     owner = _owner(resource)
     if not isinstance(rules, Sequence) or isinstance(rules, str):
         findings.add(
-            f"{owner}: its rules {rules!r} are not a list of rules; {_CORRECT}", resource.urn
+            f"its rules {rules!r} are not a list of rules", _CORRECT, resource.urn, subject=owner
         )
         return
     port, api = config.agent_port, config.api_address
@@ -201,15 +201,17 @@ def _check_rules(
             entry = rules[index]
             if not isinstance(entry, Mapping):
                 findings.add(
-                    f"{owner}: rule {index} ({entry!r}) is not a rule; {_CORRECT}", resource.urn
+                    f"rule {index} ({entry!r}) is not a rule", _CORRECT, resource.urn, subject=owner
                 )
                 continue
             try:
                 rule = read_rule(rule_from_props(entry))
             except FirewallReadError as error:
                 findings.add(
-                    f"{owner}: rule {index}{_comment(entry)} cannot be judged: {error}; {_CORRECT}",
+                    f"rule {index}{_comment(entry)} cannot be judged: {error}",
+                    _CORRECT,
                     resource.urn,
+                    subject=owner,
                 )
                 continue
             if not admits_tcp_port(rule, port) or source_is(rule, config):
@@ -224,11 +226,13 @@ def _check_rules(
             if resolved is not None:
                 origin += f" (= {resolved})"
             findings.add(
-                f"{owner}: rule {index}{_comment(entry)} accepts TCP {port} from "
-                f"{origin}; only zpack-api's management address {api} may reach zlh-agent: "
+                f"rule {index}{_comment(entry)} accepts TCP {port} from {origin}; only "
+                f"zpack-api's management address {api} may reach zlh-agent",
                 f"set its source to {api}/32, or narrow its proto and dport so they do not "
-                f"cover {port}.",
+                f"cover {port}",
                 resource.urn,
+                subject=owner,
+                joint=": ",
             )
 
 
@@ -242,8 +246,10 @@ def _check_owner(resource: Resource, findings: Findings) -> int | None:
         return owner_vmid(resource.props)
     except FirewallReadError as error:
         findings.add(
-            f"{_owner(resource)}: {error}; set it to the VMID of the guest it belongs to.",
+            str(error),
+            "set it to the VMID of the guest it belongs to",
             resource.urn,
+            subject=_owner(resource),
         )
         return None
 
@@ -255,12 +261,15 @@ def _check_names(resource: Resource, findings: Findings) -> None:
         try:
             read_cidr(resource.props.get("cidr"))
         except FirewallReadError as error:
-            findings.add(f"{owner}: {error}; {_CORRECT}", resource.urn)
+            findings.add(str(error), _CORRECT, resource.urn, subject=owner)
         return
     entries = resource.props.get("cidrs") or []
     if not isinstance(entries, Sequence) or isinstance(entries, str):
         findings.add(
-            f"{owner}: its cidrs {entries!r} are not a list of entries; {_CORRECT}", resource.urn
+            f"its cidrs {entries!r} are not a list of entries",
+            _CORRECT,
+            resource.urn,
+            subject=owner,
         )
         return
     for index in range(len(entries)):
@@ -269,7 +278,7 @@ def _check_names(resource: Resource, findings: Findings) -> None:
             try:
                 read_ipset_entry(entry.get("name") if isinstance(entry, Mapping) else entry)
             except FirewallReadError as error:
-                findings.add(f"{owner}: {error}; {_CORRECT}", resource.urn)
+                findings.add(str(error), _CORRECT, resource.urn, subject=owner)
 
 
 def _check_fleet_guest(
@@ -284,39 +293,44 @@ def _check_fleet_guest(
     if not any(nic.bridge == bridge for nic in nics):
         findings.add(
             f"{name} has no NIC on the management bridge {bridge}, where zlh-agent listens "
-            f"and zpack-api reaches it; give it a NIC on {bridge} with firewall=true.",
+            "and zpack-api reaches it",
+            f"give it a NIC on {bridge} with firewall=true",
             guest.urn,
         )
     for nic in nics:
         if not nic.firewall:
             which = "management NIC" if nic.bridge == bridge else "NIC"
             findings.add(
-                f"{name}: its {which} {nic.iface} on {nic.bridge} has firewall=false, so its "
-                "firewall rules do not apply there; set firewall=true on it.",
+                f"its {which} {nic.iface} on {nic.bridge} has firewall=false, so its firewall "
+                "rules do not apply there",
+                "set firewall=true on it",
                 guest.urn,
+                subject=name,
             )
     if not options:
         findings.add(
             f"{name} has no firewall options, so its firewall stays off (Proxmox's default) "
-            "and zlh-agent is open to the whole management network; add firewall options "
-            "for it with enabled=true and input_policy DROP.",
+            "and zlh-agent is open to the whole management network",
+            "add firewall options for it with enabled=true and input_policy DROP",
             guest.urn,
         )
     for option in options:
         with findings.reading():
             if option.props.get("enabled") is not True:
                 findings.add(
-                    f"{name}: firewall options {option.name} leave its firewall disabled; "
-                    "set enabled=true.",
+                    f"firewall options {option.name} leave its firewall disabled",
+                    "set enabled=true",
                     option.urn,
+                    subject=name,
                 )
             # The provider's default inbound policy is DROP.
             policy = str(option.props.get("inputPolicy") or "DROP").upper()
             if policy != "DROP":
                 findings.add(
-                    f"{name}: firewall options {option.name} set input_policy {policy}; set "
-                    "it to DROP so only the rules' ACCEPTs reach the container.",
+                    f"firewall options {option.name} set input_policy {policy}",
+                    "set it to DROP so only the rules' ACCEPTs reach the container",
                     option.urn,
+                    subject=name,
                 )
 
 
@@ -354,19 +368,22 @@ def _check_fleet_filters(
             state = _state_of(values[0], "ipfilter")
             if state is not None:
                 findings.add(
-                    f"{name}: firewall options {option.name} {state}, so the guest can send "
-                    f"from any address, zpack-api's management address {config.api_address} "
-                    f"among them, and reach every zlh-agent as zpack-api; set ipfilter=true, "
-                    f"{own}.",
+                    f"firewall options {option.name} {state}, so the guest can send from any "
+                    f"address, zpack-api's management address {config.api_address} among "
+                    "them, and reach every zlh-agent as zpack-api",
+                    f"set ipfilter=true, {own}",
                     option.urn,
+                    subject=name,
                 )
             state = _state_of(values[1], "macfilter")
             if state is not None:
                 findings.add(
-                    f"{name}: firewall options {option.name} {state}, so the guest can send "
-                    "with another guest's MAC address and receive what the bridge delivers "
-                    "to that guest; set macfilter=true.",
+                    f"firewall options {option.name} {state}, so the guest can send with "
+                    "another guest's MAC address and receive what the bridge delivers to that "
+                    "guest",
+                    "set macfilter=true",
                     option.urn,
+                    subject=name,
                 )
         judged = judged and readable
     return judged
@@ -440,28 +457,33 @@ def _check_datacenter(
         findings.add(
             f"datacenter firewall {extra.name} is a second datacenter firewall resource "
             f"(besides {firewalls[0].name}); a host has one datacenter firewall setting, "
-            "which the two would overwrite in turn: remove it.",
+            "which the two would overwrite in turn",
+            "remove it",
             extra.urn,
+            joint=": ",
         )
     if not fleet or not config.require_cluster_firewall:
         return
-    why = "; Proxmox applies guest firewall rules only while the datacenter firewall is on: "
+    why = "; Proxmox applies guest firewall rules only while the datacenter firewall is on"
     fix = (
         "enable it (or set policy config requireClusterFirewall to false if it is managed "
-        "outside this stack)."
+        "outside this stack)"
     )
     if not firewalls:
         findings.add(
-            f"the stack has {fleet} game/dev container(s) but no datacenter firewall "
-            f"resource{why}{fix}"
+            f"the stack has {fleet} game/dev container(s) but no datacenter firewall resource{why}",
+            fix,
+            joint=": ",
         )
     for firewall in firewalls:
         with findings.reading():
             if firewall.props.get("enabled") is not True:
                 findings.add(
                     f"the stack has {fleet} game/dev container(s) but its datacenter firewall "
-                    f"{firewall.name} is not enabled{why}{fix}",
+                    f"{firewall.name} is not enabled{why}",
+                    fix,
                     firewall.urn,
+                    joint=": ",
                 )
 
 
@@ -569,16 +591,20 @@ def _check_exposure(
                 if _HOST in state.unknown:
                     break  # it may name what is not known yet
                 findings.add(
-                    f"{label(guest)}: a firewall rule names what does not exist: {error}.",
+                    f"a firewall rule names what does not exist: {error}",
+                    "define what it names, or correct the rule's source",
                     guest.urn,
+                    subject=label(guest),
                 )
                 break
             except FirewallReadError as error:
                 state.unjudged.add(vmid)
                 if not state.host_unreadable:
                     findings.add(
-                        f"{label(guest)}: its firewall cannot be judged: {error}; {_CORRECT}",
+                        f"its firewall cannot be judged: {error}",
+                        _CORRECT,
                         guest.urn,
+                        subject=label(guest),
                     )
                 break
             for entry in opened:
@@ -604,12 +630,13 @@ def _report(
     else:
         what = f"{entry.proto.upper()} {entry.first_port}-{entry.last_port}"
     findings.add(
-        f"{label(guest)}: its management NIC {iface} is reachable on {what} from "
-        f"{entry.sources}; there only zpack-api ({config.api_address}, TCP "
-        f"{config.agent_port}) and zlh-monitor ({config.monitor_address}, TCP "
-        f"{config.metrics_port}) may connect: remove or narrow the rule, alias or IP set "
-        "that opens it.",
+        f"its management NIC {iface} is reachable on {what} from {entry.sources}; there only "
+        f"zpack-api ({config.api_address}, TCP {config.agent_port}) and zlh-monitor "
+        f"({config.monitor_address}, TCP {config.metrics_port}) may connect",
+        "remove or narrow the rule, alias or IP set that opens it",
         guest.urn,
+        subject=label(guest),
+        joint=": ",
     )
 
 
@@ -681,8 +708,10 @@ def _check_spoofing(
                 said = vmid in state.skip or vmid in state.unjudged or _already(guest, seen)
                 if not (said or state.host_unreadable or _HOST in state.unknown):
                     findings.add(
-                        f"{label(guest)}: what it may send cannot be judged: {error}; {_CORRECT}",
+                        f"what it may send cannot be judged: {error}",
+                        _CORRECT,
                         guest.urn,
+                        subject=label(guest),
                     )
                 continue
             senders += [nic for nic in found if nic.bridge == bridge]
@@ -708,9 +737,11 @@ def _check_spoofing(
         else:
             why, fix, urn = _why(guest, nic, part, seen.options_of.get(nic.vmid, ()))
             findings.add(
-                f"{label(guest)}: its NIC {nic.iface} on the management bridge {bridge} can "
-                f"send from {' and '.join(whats)}, because {why}; {fix}.",
+                f"its NIC {nic.iface} on the management bridge {bridge} can send from "
+                f"{' and '.join(whats)}, because {why}",
+                fix,
                 urn,
+                subject=label(guest),
             )
     if unfiltered and not datacenter_reported:
         with findings.reading():
@@ -793,8 +824,8 @@ def _report_unfiltered(
         what, fix = "the stack has no datacenter firewall resource", "add one with enabled=true"
     findings.add(
         f"{what}, so Proxmox filters nothing a guest sends: {names} on the management bridge "
-        f"{config.management_bridge} can send from {whats}; {fix} (or set policy config "
-        "requireClusterFirewall "
-        "to false if it is managed outside this stack).",
+        f"{config.management_bridge} can send from {whats}",
+        f"{fix} (or set policy config requireClusterFirewall to false if it is managed "
+        "outside this stack)",
         off.urn if off is not None else None,
     )

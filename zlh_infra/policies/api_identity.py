@@ -15,8 +15,9 @@ on runtime hosts only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from zlh_infra.platform.api_identity import (
     BACKUP_STORAGE,
@@ -26,14 +27,21 @@ from zlh_infra.platform.api_identity import (
     AclEntry,
     AclKind,
     ApiIdentityError,
+    FindingKind,
     IdentityInputs,
     check_identity,
 )
 from zlh_infra.platform.topology import StackRole
 from zlh_infra.platform.vmids import DEFAULT_SCHEME, VmidRole
-from zlh_infra.policies.config import DEFAULT_MANAGEMENT_BRIDGE, ConfigSpec, _Reader
+from zlh_infra.policies.config import (
+    DEFAULT_MANAGEMENT_BRIDGE,
+    ConfigRuleError,
+    ConfigSpec,
+    PolicyModel,
+    Text,
+)
 from zlh_infra.policies.placement import describe, role_of_stack
-from zlh_infra.policies.resources import Findings, Resource, is_guest, vmid_of
+from zlh_infra.policies.resources import Findings, Resource, Violation, is_guest, vmid_of
 
 ROLE = "proxmoxve:index/roleLegacy:RoleLegacy"
 ACL_LEGACY = "proxmoxve:index/aclLegacy:AclLegacy"
@@ -46,66 +54,43 @@ TOKEN_TYPES = frozenset({TOKEN, TOKEN_FRAMEWORK})
 DEFAULT_LAN_BRIDGE = "vmbr1"
 
 
-@dataclass(frozen=True, slots=True)
-class ApiIdentityConfig:
-    user_id: str
-    storages: tuple[str, ...]
-    bridges: tuple[str, ...]
-    pool: str
-
-
-def _strings_schema(description: str, default: Sequence[str]) -> dict[str, Any]:
-    return {
-        "type": "array",
-        "items": {"type": "string", "minLength": 1},
-        "minItems": 1,
-        "description": description,
-        "default": list(default),
-    }
-
-
-def _parse(r: _Reader) -> ApiIdentityConfig:
-    config = ApiIdentityConfig(
-        user_id=r.string("userId"),
-        storages=r.strings("storages"),
-        bridges=r.strings("bridges"),
-        pool=r.string("pool"),
+class ApiIdentityConfig(PolicyModel):
+    user_id: Text = Field(
+        default=USER_ID, description="zpack-api's Proxmox user on each runtime host"
     )
-    if "@" not in config.user_id:
-        r.problems.append(f"userId must be a Proxmox user id (name@realm), not {config.user_id!r}")
-    try:
-        _inputs(config, ())
-    except ApiIdentityError as error:
-        r.problems.append(str(error))
-    return config
+    # minItems for the engine; IdentityInputs says why an empty list is refused.
+    storages: tuple[Text, ...] = Field(
+        default=(DEFAULT_DATASTORE, BACKUP_STORAGE),
+        json_schema_extra={"minItems": 1},
+        description="the storages zpack-api may use on a runtime host: the fleet's disks and "
+        "the backup storage",
+    )
+    bridges: tuple[Text, ...] = Field(
+        default=(DEFAULT_LAN_BRIDGE, DEFAULT_MANAGEMENT_BRIDGE),
+        json_schema_extra={"minItems": 1},
+        description="the bridges zpack-api may attach fleet NICs to: the LAN and the "
+        "management network",
+    )
+    pool: Text = Field(
+        default=FLEET_POOL,
+        description="the pool zpack-api's containers join (it needs no ACL on it)",
+    )
+
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
+        problems = []
+        if "@" not in self.user_id:
+            problems.append(f"userId must be a Proxmox user id (name@realm), not {self.user_id!r}")
+        try:
+            _inputs(self, ())
+        except ApiIdentityError as error:
+            problems.append(str(error))
+        if problems:
+            raise ConfigRuleError(*problems)
+        return self
 
 
-API_IDENTITY = ConfigSpec(
-    properties={
-        "userId": {
-            "type": "string",
-            "minLength": 1,
-            "description": "zpack-api's Proxmox user on each runtime host",
-            "default": USER_ID,
-        },
-        "storages": _strings_schema(
-            "the storages zpack-api may use on a runtime host: the fleet's disks and the "
-            "backup storage",
-            (DEFAULT_DATASTORE, BACKUP_STORAGE),
-        ),
-        "bridges": _strings_schema(
-            "the bridges zpack-api may attach fleet NICs to: the LAN and the management network",
-            (DEFAULT_LAN_BRIDGE, DEFAULT_MANAGEMENT_BRIDGE),
-        ),
-        "pool": {
-            "type": "string",
-            "minLength": 1,
-            "description": "the pool zpack-api's containers join (it needs no ACL on it)",
-            "default": FLEET_POOL,
-        },
-    },
-    parse_values=_parse,
-)
+API_IDENTITY = ConfigSpec(ApiIdentityConfig)
 
 
 def _inputs(config: ApiIdentityConfig, templates: Sequence[int]) -> IdentityInputs:
@@ -128,7 +113,7 @@ def _propagate(value: object) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def _acl_of(resource: Resource, user_id: str) -> tuple[AclEntry | None, str | None]:
+def _acl_of(resource: Resource, user_id: str) -> tuple[AclEntry | None, Violation | None]:
     """The identity's entry a resource declares (None when it is another principal's),
     or why it cannot be read."""
     props = resource.props
@@ -146,17 +131,17 @@ def _acl_of(resource: Resource, user_id: str) -> tuple[AclEntry | None, str | No
         _propagate(props.get("propagate")),
     )
     if path is None or role is None or propagate is None:
-        return None, (
+        problem = (
             f"{describe(resource)} grants {user_id} something, but its path, roleId or "
-            "propagate cannot be read, so what it grants cannot be checked; give each a "
-            "plain value."
+            "propagate cannot be read, so what it grants cannot be checked"
         )
+        return None, Violation(problem, "give each a plain value", resource.urn)
     return AclEntry(path, role, propagate, who[1], who[0], resource.urn), None
 
 
-def _user_problems(resource: Resource, user_id: str, acls: list[AclEntry]) -> list[str]:
+def _user_problems(resource: Resource, user_id: str, acls: list[AclEntry]) -> list[Violation]:
     """The user's groups, and its inline ACL blocks as entries."""
-    what = describe(resource)
+    what, urn = describe(resource), resource.urn
     problems = []
     groups = resource.props.get("groups")
     if groups:
@@ -165,24 +150,25 @@ def _user_problems(resource: Resource, user_id: str, acls: list[AclEntry]) -> li
             if isinstance(groups, Sequence) and not isinstance(groups, str)
             else repr(groups)
         )
-        problems.append(
-            f"{what}: {user_id} is a member of group(s) {names}; a group's ACLs would reach "
-            "it unchecked: give it no groups."
+        problem = (
+            f"{user_id} is a member of group(s) {names}; a group's ACLs would reach it unchecked"
         )
+        problems.append(Violation(problem, "give it no groups", urn, what, ": "))
     inline = resource.props.get("acls")
     if inline is None:
         return problems
     if not isinstance(inline, Sequence) or isinstance(inline, str):
-        return [*problems, f"{what}: its acls cannot be read ({type(inline).__name__})."]
+        problem = f"its acls cannot be read ({type(inline).__name__})"
+        fix = "give acls as a list of blocks with a path, roleId and propagate each"
+        return [*problems, Violation(problem, fix, urn, what)]
     for index, block in enumerate(inline):
         entry = block if isinstance(block, Mapping) else {}
         path, role = _text(entry.get("path")), _text(entry.get("roleId"))
         propagate = _propagate(entry.get("propagate"))
         if path is None or role is None or propagate is None:
-            problems.append(
-                f"{what}: acls[{index}] cannot be read, so what it grants cannot be checked; "
-                "give its path, roleId and propagate plain values."
-            )
+            problem = f"acls[{index}] cannot be read, so what it grants cannot be checked"
+            fix = "give its path, roleId and propagate plain values"
+            problems.append(Violation(problem, fix, urn, what))
             continue
         acls.append(AclEntry(path, role, propagate, user_id, "user", resource.urn))
     return problems
@@ -212,36 +198,47 @@ def check_api_identity(
             elif resource.type in ACL_TYPES:
                 acl, problem = _acl_of(resource, user_id)
                 if problem is not None:
-                    findings.add(problem, resource.urn)
+                    findings.violations.append(problem)
                 if acl is not None or problem is not None:
                     identity.append(resource)
                 if acl is not None:
                     acls.append(acl)
             elif resource.type == USER and _text(resource.props.get("userId")) == user_id:
                 identity.append(resource)
-                for problem in _user_problems(resource, user_id, acls):
-                    findings.add(problem, resource.urn)
+                findings.violations += _user_problems(resource, user_id, acls)
             elif resource.type in TOKEN_TYPES and _text(resource.props.get("userId")) == user_id:
                 identity.append(resource)
                 findings.add(
-                    f"{describe(resource)}: an API token of {user_id}; zpack-api logs in with "
-                    "the password the core stack hands over, and a token, made on the runtime "
-                    "host, would be a second credential: remove it.",
+                    f"an API token of {user_id}; zpack-api logs in with the password the core "
+                    "stack hands over, and a token, made on the runtime host, would be a second "
+                    "credential",
+                    "remove it",
                     resource.urn,
+                    subject=describe(resource),
+                    joint=": ",
                 )
     if stack_role is not StackRole.RUNTIME:
         for resource in identity:
             findings.add(
                 f"{describe(resource)} is part of zpack-api's Proxmox identity ({user_id}), "
-                "but this is not a runtime stack; zpack-api makes guests on runtime hosts "
-                "only: declare its user, roles and ACLs in each runtime stack.",
+                "but this is not a runtime stack; zpack-api makes guests on runtime hosts only",
+                "declare its user, roles and ACLs in each runtime stack",
                 resource.urn,
+                joint=": ",
             )
         return findings
     inputs = _inputs(config, sorted(set(templates)))
     for finding in check_identity(roles, acls, inputs, role_origins=role_urns):
-        findings.add(f"{finding.message}.", finding.origin or None)
+        fix = _ROLE_FIX if finding.kind in _ROLE_KINDS else _ACL_FIX
+        findings.add(finding.message, fix, finding.origin or None)
     return findings
+
+
+# The validator's sentence says what the identity can do and why that is too much, at
+# times with a hint; the fix names the declaration to change.
+_ROLE_KINDS = frozenset({FindingKind.UNKNOWN_PRIVILEGE, FindingKind.EXTRA_PRIVILEGE})
+_ROLE_FIX = "declare the role with the privileges zlh_infra.platform.api_identity gives it"
+_ACL_FIX = "declare the identity's ACL entries as zlh_infra.platform.api_identity computes them"
 
 
 def _read_role(resource: Resource, roles: dict[str, tuple[str, ...]], urns: dict[str, str]) -> None:

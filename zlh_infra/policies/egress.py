@@ -74,7 +74,10 @@ def check_tenant_egress(
         try:
             host, views = read_firewall((r.type, r.name, r.props) for r in resources)
         except FirewallReadError as error:
-            findings.add(f"the host's firewall objects cannot be read: {error}.")
+            findings.add(
+                f"the host's firewall objects cannot be read: {error}",
+                "correct the value it names, so where the fleet may connect can be told",
+            )
             return findings
         store = next(
             (
@@ -91,7 +94,11 @@ def check_tenant_egress(
             vmid = vmid_of(resource)
             view = views.get(vmid) if vmid is not None else None
             if view is None:
-                findings.add(f"{label(resource)} has no firewall to read.", resource.urn)
+                findings.add(
+                    f"{label(resource)} has no firewall to read",
+                    "give it a VMID in its role's range, so its firewall can be read",
+                    resource.urn,
+                )
                 continue
             _check_tenant(findings, resource, view, host, config, store)
     return findings
@@ -110,18 +117,22 @@ def _check_tenant(
     if attached != [(group, iface) for group, iface in FLEET_GROUPS]:
         wanted = " and ".join(f"{group} on {iface}" for group, iface in FLEET_GROUPS)
         findings.add(
-            f"{what}: its rules do not start with the fleet's security groups ({wanted}), "
-            "which every game and dev container attaches first: reference them as its first "
-            "rules.",
+            f"its rules do not start with the fleet's security groups ({wanted}), which every "
+            "game and dev container attaches first",
+            "reference them as its first rules",
             resource.urn,
+            subject=what,
+            joint=": ",
         )
     options = view.options or {}
     policy = options.get("outputPolicy", "ACCEPT")
     if not isinstance(policy, str) or policy.strip().upper() not in ("ACCEPT", "DROP", "REJECT"):
         findings.add(
-            f"{what}: output policy {policy!r} is not ACCEPT, DROP or REJECT, so where it may "
-            "connect cannot be told.",
+            f"output policy {policy!r} is not ACCEPT, DROP or REJECT, so where it may connect "
+            "cannot be told",
+            "set outputPolicy to ACCEPT, DROP or REJECT",
             resource.urn,
+            subject=what,
         )
         return
     resolvers = _resolvers(resource)
@@ -142,10 +153,13 @@ def _check_tenant(
                 where = _ports(item.proto, item.first_port, item.last_port)
                 if on_management:
                     findings.add(
-                        f"{what}: {nic.iface} on the management bridge may open {where} "
-                        f"connections to {item.sources}; a tenant answers zpack-api and the "
-                        "monitor there and calls out to nothing: drop all outbound on it.",
+                        f"{nic.iface} on the management bridge may open {where} connections "
+                        f"to {item.sources}; a tenant answers zpack-api and the monitor there "
+                        "and calls out to nothing",
+                        "drop all outbound on it",
                         resource.urn,
+                        subject=what,
+                        joint=": ",
                     )
                     continue
                 permitted = AddressSet()
@@ -156,15 +170,19 @@ def _check_tenant(
                 loose = (item.sources & _PRIVATE) - permitted
                 if loose:
                     findings.add(
-                        f"{what}: {nic.iface} may open {where} connections to {loose}, "
-                        "private addresses of the platform (its LAN, the other networks, the "
-                        "nodes); allow only the resolver and zlh-artifacts, then drop the "
-                        "private IP set.",
+                        f"{nic.iface} may open {where} connections to {loose}, private "
+                        "addresses of the platform (its LAN, the other networks, the nodes)",
+                        "allow only the resolver and zlh-artifacts, then drop the private IP set",
                         resource.urn,
+                        subject=what,
                     )
     except FirewallReadError as error:
-        findings.add(f"{what}: {error}; correct it, so where it may connect can be told.",
-                     resource.urn)  # fmt: skip
+        findings.add(
+            str(error),
+            "correct it, so where it may connect can be told",
+            resource.urn,
+            subject=what,
+        )
 
 
 def _ports(proto: str, first: int, last: int) -> str:

@@ -47,8 +47,9 @@ def _datacenter(resources: Sequence[Resource], findings: Findings) -> tuple[bool
     found = [r for r in resources if r.type == DATACENTER_FIREWALL]
     if not found:
         findings.add(
-            "the stack registers no datacenter firewall, so the node's own traffic is not "
-            "filtered: enable it with input policy DROP."
+            "the stack registers no datacenter firewall, so the node's own traffic is not filtered",
+            "enable it with input policy DROP",
+            joint=": ",
         )
         return False, "ACCEPT"
     enabled, policy = True, "DROP"
@@ -58,14 +59,17 @@ def _datacenter(resources: Sequence[Resource], findings: Findings) -> tuple[bool
             enabled = False
             findings.add(
                 f"{describe(resource)} does not enable the datacenter firewall, so neither the "
-                "nodes nor any guest is filtered: set enabled: true.",
+                "nodes nor any guest is filtered",
+                "set enabled: true",
                 resource.urn,
+                joint=": ",
             )
         if not isinstance(value, str) or value.strip().upper() not in ("DROP", "REJECT"):
             policy = "ACCEPT"
             findings.add(
                 f"{describe(resource)} has input policy {value!r}: the node accepts what no rule "
-                "names; set inputPolicy: DROP.",
+                "names",
+                "set inputPolicy: DROP",
                 resource.urn,
             )
     return enabled, policy
@@ -86,9 +90,10 @@ def _node_rules(resources: Sequence[Resource], node: str, findings: Findings) ->
                 read_rule(rule)
         except FirewallReadError as error:
             findings.add(
-                f"{describe(resource)}: {error}; correct the value, so the node's exposure can be "
-                "told.",
+                str(error),
+                "correct the value, so the node's exposure can be told",
                 resource.urn,
+                subject=describe(resource),
             )
             return None
         where = node_of(resource)
@@ -120,7 +125,10 @@ def check_host_firewall(
             host = dataclasses.replace(host, enabled=enabled)
             platform = _platform_api_sources(host, views, config.management_bridge)
         except FirewallReadError as error:
-            findings.add(f"the datacenter's firewall objects cannot be read: {error}.")
+            findings.add(
+                f"the datacenter's firewall objects cannot be read: {error}",
+                "correct the value it names, so the nodes' exposure can be told",
+            )
             return findings
         switches: Mapping[str, list[Resource]] = {
             node: [r for r in resources if r.type == NODE_FIREWALL and node_of(r) == node]
@@ -132,16 +140,19 @@ def check_host_firewall(
             )
             if not switches[node]:
                 findings.add(
-                    f"node {node} has no node firewall resource, so its firewall may be off: "
-                    "register proxmoxve.node.FirewallLegacy with enabled: true.",
+                    f"node {node} has no node firewall resource, so its firewall may be off",
+                    "register proxmoxve.node.FirewallLegacy with enabled: true",
                     placed[node],
+                    joint=": ",
                 )
                 continue  # with its firewall off, every port is open: said once
             if not node_on:
                 for resource in switches[node]:
                     findings.add(
-                        f"{describe(resource)} disables node {node}'s firewall: set enabled: true.",
+                        f"{describe(resource)} disables node {node}'s firewall",
+                        "set enabled: true",
                         resource.urn,
+                        joint=": ",
                     )
                 continue
             rules = _node_rules(resources, node, findings)
@@ -175,12 +186,15 @@ def _check_exposure(
                 port=low,
             )
         except FirewallReadError as error:
-            findings.add(f"node {node}: {error}; define it, so the node's exposure can be told.")
+            findings.add(
+                str(error), "define it, so the node's exposure can be told", subject=f"node {node}"
+            )
             return
         if sources == AddressSet.everything():
             findings.add(
-                f"node {node}: {_PORT_NAMES[low]} is open to every address; admit only the "
-                "operators' networks (the management IP set, proxmox.adminSources)."
+                f"{_PORT_NAMES[low]} is open to every address",
+                "admit only the operators' networks (the management IP set, proxmox.adminSources)",
+                subject=f"node {node}",
             )
             continue
         loose = sources & guests
@@ -188,8 +202,9 @@ def _check_exposure(
             loose -= platform
         if loose:
             findings.add(
-                f"node {node}: {_PORT_NAMES[low]} is open to {loose}, where guests "
-                "(tenants included) are; admit only the operators' own networks."
+                f"{_PORT_NAMES[low]} is open to {loose}, where guests (tenants included) are",
+                "admit only the operators' own networks",
+                subject=f"node {node}",
             )
 
 

@@ -47,6 +47,7 @@ from zlh_infra.policies.resources import (
     Findings,
     Provider,
     Resource,
+    Violation,
     current_stack,
     is_guest,
 )
@@ -64,7 +65,7 @@ PACK_DESCRIPTION = (
     "credentials."
 )
 
-ResourceCheck = Callable[[Resource, C, str], list[str]]
+ResourceCheck = Callable[[Resource, C, str], list[Violation]]
 StackCheck = Callable[[Sequence[Resource], C, str], Findings]
 
 
@@ -124,8 +125,9 @@ def resource_policy(
         except PolicyConfigError as error:
             report_violation(str(error), None)
             return
-        for message in check(resource, config, stack):
-            report_violation(message, None)
+        # The SDK attributes a resource policy's violations to the resource itself.
+        for violation in check(resource, config, stack):
+            report_violation(violation.message, None)
 
     return ResourceValidationPolicy(
         name=name,

@@ -24,6 +24,7 @@ from zlh_infra.policies.resources import (
     PROXMOX_PROVIDER,
     Findings,
     Resource,
+    Violation,
     host_matches,
     is_guest,
     label,
@@ -73,25 +74,27 @@ def layers_of(resource: Resource) -> list[Layer]:
     return found
 
 
-def check_placement(resource: Resource, config: PlacementConfig, stack: str) -> list[str]:
+def check_placement(resource: Resource, config: PlacementConfig, stack: str) -> list[Violation]:
     """A guest runs on the node of the host its stack deploys."""
     if not is_guest(resource):
         return []
     name = short_stack(stack)
     expected = config.stack_nodes.get(name)
     role = role_of_stack(name)
+    what = label(resource)
     if expected is None and role is None:
-        return [
-            f"{label(resource)}: stack {name!r} is neither 'core' nor 'runtime' / "
-            "'runtime-<name>' and policy config stackNodes names no node for it, so its "
-            "host is unknown; rename the stack or add it to stackNodes."
-        ]
+        problem = (
+            f"stack {name!r} is neither 'core' nor 'runtime' / 'runtime-<name>' and policy "
+            "config stackNodes names no node for it, so its host is unknown"
+        )
+        fix = "rename the stack or add it to stackNodes"
+        return [Violation(problem, fix, resource.urn, what)]
     if expected is None and role is StackRole.CORE:
         expected = config.core_node
     node = node_of(resource)
     if node is None:
         target = expected or "its runtime host's node"
-        return [f"{label(resource)} names no node; set its node to {target}."]
+        return [Violation(f"{what} names no node", f"set its node to {target}", resource.urn)]
     owners = [
         other for other, owned in config.stack_nodes.items() if owned == node and other != name
     ]
@@ -99,132 +102,147 @@ def check_placement(resource: Resource, config: PlacementConfig, stack: str) -> 
         if node == expected:
             return []
         where = f"declare it in stack {owners[0]}" if owners else "declare it in that host's stack"
-        return [
-            f"{label(resource)} is on node {node}, but stack {name} deploys to node {expected} "
-            f"(policy config stackNodes); set its node to {expected}, or {where}."
-        ]
+        problem = (
+            f"{what} is on node {node}, but stack {name} deploys to node {expected} "
+            "(policy config stackNodes)"
+        )
+        return [Violation(problem, f"set its node to {expected}, or {where}", resource.urn)]
     # A runtime stack that stackNodes does not list: its node is its own, whatever it is,
     # as long as it is neither the core host nor another stack's host.
     if node == config.core_node:
-        return [
-            f"{label(resource)} is on the core node {node}, but stack {name} is a runtime "
-            f"stack; set its node to this runtime host's node and add stack {name} to "
-            "policy config stackNodes."
-        ]
+        problem = f"{what} is on the core node {node}, but stack {name} is a runtime stack"
+        fix = (
+            f"set its node to this runtime host's node and add stack {name} to policy config "
+            "stackNodes"
+        )
+        return [Violation(problem, fix, resource.urn)]
     if owners:
-        return [
-            f"{label(resource)} is on node {node}, which policy config stackNodes gives to "
-            f"stack {owners[0]}; each runtime host belongs to one runtime stack: give stack "
-            f"{name} its own node and add it to stackNodes."
-        ]
+        problem = (
+            f"{what} is on node {node}, which policy config stackNodes gives to stack "
+            f"{owners[0]}; each runtime host belongs to one runtime stack"
+        )
+        fix = f"give stack {name} its own node and add it to stackNodes"
+        return [Violation(problem, fix, resource.urn, joint=": ")]
     return []
 
 
 #: VMID roles only a runtime host has: its templates and its fleet.
 RUNTIME_ROLES = frozenset({VmidRole.BASE_TEMPLATE, VmidRole.GAME, VmidRole.DEV})
 
+_TO_RUNTIME = "declare it in a runtime stack"
 
-def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[str]:
+
+def _runtime_side(resource: Resource, config: IndependenceConfig) -> list[Violation]:
     """Why a resource of the core stack belongs to the edge/runtime side, with the fix."""
     what = describe(resource)
-    reasons: list[str] = []
+    urn = resource.urn
+    reasons: list[Violation] = []
     outer = [layer for layer in layers_of(resource) if layer is not Layer.CONTROL_PLANE]
     if outer:
-        reasons.append(
-            f"{what} sits in the {outer[0]} layer, which the core stack must not deploy; "
-            "declare it in a runtime stack"
-        )
+        problem = f"{what} sits in the {outer[0]} layer, which the core stack must not deploy"
+        reasons.append(Violation(problem, _TO_RUNTIME, urn))
     if is_guest(resource):
         for layer in layer_tags(resource):
             if layer in (Layer.EDGE, Layer.RUNTIME):
                 reasons.append(
-                    f"{what} is tagged layer-{layer}; declare it in a runtime stack, or "
-                    "correct its layer tag"
+                    Violation(
+                        f"{what} is tagged layer-{layer}",
+                        f"{_TO_RUNTIME}, or correct its layer tag",
+                        urn,
+                    )
                 )
         for service in service_tags(resource):
             if service in config.runtime_services:
-                reasons.append(
+                problem = (
                     f"{what} is tagged svc-{service}, an edge/runtime service (policy config "
-                    "runtimeServices); declare it in a runtime stack"
+                    "runtimeServices)"
                 )
+                reasons.append(Violation(problem, _TO_RUNTIME, urn))
         # Judged by role and VMID too: a tag alone says nothing a pull request cannot change.
         for role in role_tags(resource):
             if role in RUNTIME_ROLES:
-                reasons.append(
-                    f"{what} is tagged role-{role}, a role of the runtime hosts; declare it "
-                    "in a runtime stack"
-                )
+                problem = f"{what} is tagged role-{role}, a role of the runtime hosts"
+                reasons.append(Violation(problem, _TO_RUNTIME, urn))
         vmid = vmid_of(resource)
         by_range = DEFAULT_SCHEME.role_of(vmid) if vmid is not None else None
         if by_range in RUNTIME_ROLES:
-            reasons.append(
+            problem = (
                 f"{what} has VMID {vmid}, in the {by_range} range "
-                f"{DEFAULT_SCHEME.range_of(by_range).describe()} of the runtime hosts; "
-                "declare it in a runtime stack"
+                f"{DEFAULT_SCHEME.range_of(by_range).describe()} of the runtime hosts"
             )
+            reasons.append(Violation(problem, _TO_RUNTIME, urn))
         reasons += _core_guest_references(resource, what, config)
     node = node_of(resource)
     if node is not None and node != config.core_node:
-        reasons.append(
-            f"{what} is on node {node}, not the core node {config.core_node}; set its node "
-            f"to {config.core_node}"
-        )
+        problem = f"{what} is on node {node}, not the core node {config.core_node}"
+        reasons.append(Violation(problem, f"set its node to {config.core_node}", urn))
     if resource.type == PROXMOX_PROVIDER:
         host = provider_host(resource)
         if host is None:
-            reasons.append(
-                f"{what} sets no endpoint, so the host it manages cannot be checked; set its "
-                "endpoint to the core host's API URL"
-            )
+            problem = f"{what} sets no endpoint, so the host it manages cannot be checked"
+            fix = "set its endpoint to the core host's API URL"
+            reasons.append(Violation(problem, fix, urn))
         elif not host_matches(host, config.core_endpoint_hosts):
-            reasons.append(
+            problem = (
                 f"{what} points at a host other than the core host (policy config "
-                f"coreEndpointHosts: {', '.join(config.core_endpoint_hosts)}); point it at "
-                "the core host's API"
+                f"coreEndpointHosts: {', '.join(config.core_endpoint_hosts)})"
             )
+            reasons.append(Violation(problem, "point it at the core host's API", urn))
     return reasons
 
 
-def _core_guest_references(resource: Resource, what: str, config: IndependenceConfig) -> list[str]:
+def _core_guest_references(
+    resource: Resource, what: str, config: IndependenceConfig
+) -> list[Violation]:
     """A core guest's gateways, resolvers and clone source: all on the core side."""
-    reasons: list[str] = []
+    urn = resource.urn
+    reasons: list[Violation] = []
     networks = ", ".join(str(n) for n in config.core_networks)
     for where, value in routes_and_resolvers(resource):
         try:
             address = ip_address(str(value))
         except ValueError:
-            reasons.append(
-                f"{what}: its {where} is {value!r}, not an address, so where the guest routes or "
-                "resolves cannot be checked; give an address on the core LAN"
+            problem = (
+                f"its {where} is {value!r}, not an address, so where the guest routes or "
+                "resolves cannot be checked"
             )
+            reasons.append(Violation(problem, "give an address on the core LAN", urn, what))
             continue
         if not any(address in network for network in config.core_networks):
-            reasons.append(
-                f"{what}: its {where} {address} is outside the core host's networks (policy config "
+            problem = (
+                f"its {where} {address} is outside the core host's networks (policy config "
                 f"coreNetworks: {networks}), so the control plane would route or resolve "
-                "through another host; use an address on the core LAN"
+                "through another host"
             )
+            reasons.append(Violation(problem, "use an address on the core LAN", urn, what))
     clone = resource.props.get("clone")
+    from_core = "clone from a core guest by VMID, or build it from an image"
     if isinstance(clone, Mapping):
         source = whole_number(clone.get("vmId"))
         clone_node = clone.get("nodeName")
         by_range = DEFAULT_SCHEME.role_of(source) if source is not None else None
         if source is None:
-            reasons.append(
+            problem = (
                 f"{what} is cloned from {clone.get('vmId')!r}, not a VMID, so its source "
-                "cannot be checked; clone from a core guest by VMID, or build it from an image"
+                "cannot be checked"
             )
+            reasons.append(Violation(problem, from_core, urn))
         elif by_range in RUNTIME_ROLES:
-            reasons.append(
+            problem = (
                 f"{what} is cloned from VMID {source}, in the {by_range} range of the runtime "
                 "hosts; the control plane must never be built from the runtime side"
             )
+            reasons.append(Violation(problem, from_core, urn, joint=": "))
         if clone_node is not None and clone_node != config.core_node:
-            reasons.append(
+            problem = (
                 f"{what} is cloned from node {clone_node}, not the core node {config.core_node}"
             )
+            fix = f"clone it from a guest on {config.core_node}"
+            reasons.append(Violation(problem, fix, urn))
     elif clone is not None:
-        reasons.append(f"{what} has a clone block that cannot be read ({type(clone).__name__})")
+        problem = f"{what} has a clone block that cannot be read ({type(clone).__name__})"
+        fix = "give it a vmId and nodeName, or build it from an image"
+        reasons.append(Violation(problem, fix, urn))
     return reasons
 
 
@@ -239,13 +257,11 @@ def check_control_plane_independent(
     for resource in resources:
         with findings.reading():
             reasons = _runtime_side(resource, config)
-            for reason in reasons:
-                findings.add(f"{reason}.", resource.urn)
+            findings.violations += reasons
             if reasons:
                 runtime_side[resource.urn] = resource
             if resource.type in REMOTE_COMMANDS:
-                for problem in _core_command_problems(resource, config):
-                    findings.add(problem, resource.urn)
+                findings.violations += _core_command_problems(resource, config)
     for resource in resources:
         if resource.urn in runtime_side:
             continue
@@ -258,62 +274,77 @@ def check_control_plane_independent(
             seen.add(urn)
             findings.add(
                 f"{describe(resource)} depends on {describe(runtime_side[urn])}, which belongs "
-                "to the edge/runtime side; the control plane must never depend on the "
-                "runtime: remove the dependency.",
+                "to the edge/runtime side; the control plane must never depend on the runtime",
+                "remove the dependency",
                 resource.urn,
+                joint=": ",
             )
     return findings
 
 
-def check_runtime_isolation(resource: Resource, config: IsolationConfig, stack: str) -> list[str]:
+def check_runtime_isolation(
+    resource: Resource, config: IsolationConfig, stack: str
+) -> list[Violation]:
     """A runtime stack puts nothing on the core host and deploys no control-plane part."""
     if role_of_stack(stack) is not StackRole.RUNTIME:
         return []
     what = describe(resource)
-    problems: list[str] = []
+    urn = resource.urn
+    to_core = "declare it in the core stack"
+    problems: list[Violation] = []
     if resource.type == PROXMOX_PROVIDER:
         host = provider_host(resource)
         if host is None:
-            problems.append(
-                f"{what} sets no endpoint, so the host it manages cannot be checked; set "
-                "its endpoint to this runtime host's API URL."
-            )
+            problem = f"{what} sets no endpoint, so the host it manages cannot be checked"
+            fix = "set its endpoint to this runtime host's API URL"
+            problems.append(Violation(problem, fix, urn))
         elif host_matches(host, config.core_endpoint_hosts):
-            problems.append(
+            problem = (
                 f"{what} points at the core host (policy config coreEndpointHosts: "
                 f"{', '.join(config.core_endpoint_hosts)}); a runtime stack must never "
-                "manage the core host: point it at this runtime host's API."
+                "manage the core host"
             )
+            fix = "point it at this runtime host's API"
+            problems.append(Violation(problem, fix, urn, joint=": "))
     if resource.type in REMOTE_COMMANDS:
         problems += _command_connection_problems(resource, what, config)
     node = node_of(resource)
     if node is not None and node == config.core_node:
-        problems.append(
+        problem = (
             f"{what} is on the core node {node}; a runtime stack must never place anything "
-            "on the core host: set its node to this runtime host's node."
+            "on the core host"
         )
+        fix = "set its node to this runtime host's node"
+        problems.append(Violation(problem, fix, urn, joint=": "))
     if Layer.CONTROL_PLANE in layers_of(resource):
-        problems.append(
+        problem = (
             f"{what} sits in the control-plane layer; a runtime stack must not deploy the "
-            "control plane: declare it in the core stack."
+            "control plane"
         )
+        problems.append(Violation(problem, to_core, urn, joint=": "))
     if is_guest(resource):
         if Layer.CONTROL_PLANE in layer_tags(resource):
             problems.append(
-                f"{what} is tagged layer-control-plane; declare it in the core stack, or "
-                "correct its layer tag."
+                Violation(
+                    f"{what} is tagged layer-control-plane",
+                    f"{to_core}, or correct its layer tag",
+                    urn,
+                )
             )
         for service in service_tags(resource):
             if service in config.control_plane_services:
-                problems.append(
+                problem = (
                     f"{what} is tagged svc-{service}, a control-plane service (policy config "
-                    "controlPlaneServices); declare it in the core stack."
+                    "controlPlaneServices)"
                 )
+                problems.append(Violation(problem, to_core, urn))
     return problems
 
 
 #: The pulumi-command resources that open an SSH connection.
 REMOTE_COMMANDS = frozenset({"command:remote:Command", "command:remote:CopyToRemote"})
+
+_PIN_KEY = "set connection.hostKey to the node's SSH host key"
 
 
 def _connection(resource: Resource) -> tuple[str | None, str | None]:
@@ -328,50 +359,54 @@ def _connection(resource: Resource) -> tuple[str | None, str | None]:
     )
 
 
-def _core_command_problems(resource: Resource, config: IndependenceConfig) -> list[str]:
+def _unpinned(what: str, host: str, urn: str) -> Violation:
+    problem = (
+        f"{what} connects to {host} without a pinned host key, so any host answering there "
+        "gets its commands"
+    )
+    return Violation(problem, _PIN_KEY, urn, joint=": ")
+
+
+def _no_host(what: str, node: str, urn: str) -> Violation:
+    problem = f"{what} names no connection host, so where it runs as root cannot be checked"
+    return Violation(problem, f"connect it to {node}", urn)
+
+
+def _core_command_problems(resource: Resource, config: IndependenceConfig) -> list[Violation]:
     """A core stack's command runs on the core host, and on no host that merely answers there."""
     what = describe(resource)
     host, key = _connection(resource)
     hosts = ", ".join(config.core_endpoint_hosts)
     if host is None:
-        return [
-            f"{what} names no connection host, so where it runs as root cannot be checked; "
-            "connect it to the core node."
-        ]
+        return [_no_host(what, "the core node", resource.urn)]
     problems = []
     if not host_matches(host, config.core_endpoint_hosts):
-        problems.append(
+        problem = (
             f"{what} connects to {host}, not the core host (policy config coreEndpointHosts: "
-            f"{hosts}); a core stack's commands run on the core host only: connect it to the "
-            "core node, or add its address to coreEndpointHosts."
+            f"{hosts}); a core stack's commands run on the core host only"
         )
+        fix = "connect it to the core node, or add its address to coreEndpointHosts"
+        problems.append(Violation(problem, fix, resource.urn, joint=": "))
     if key is None:
-        problems.append(
-            f"{what} connects to {host} without a pinned host key, so any host answering "
-            "there gets its commands: set connection.hostKey to the node's SSH host key."
-        )
+        problems.append(_unpinned(what, host, resource.urn))
     return problems
 
 
 def _command_connection_problems(
     resource: Resource, what: str, config: IsolationConfig
-) -> list[str]:
+) -> list[Violation]:
     """Its SSH connection goes to a named host, not the core's, and pins the host key."""
     host, key = _connection(resource)
     if host is None:
-        return [
-            f"{what} names no connection host, so where it runs as root cannot be checked; "
-            "connect it to this runtime host's node."
-        ]
+        return [_no_host(what, "this runtime host's node", resource.urn)]
     if host_matches(host, config.core_endpoint_hosts):
-        return [
+        problem = (
             f"{what} connects to {host}, the core host (policy config coreEndpointHosts: "
             f"{', '.join(config.core_endpoint_hosts)}); a runtime stack's commands must never "
-            "run on the core host: connect it to this runtime host's node."
-        ]
+            "run on the core host"
+        )
+        fix = "connect it to this runtime host's node"
+        return [Violation(problem, fix, resource.urn, joint=": ")]
     if key is None:
-        return [
-            f"{what} connects to {host} without a pinned host key, so any host answering "
-            "there gets its commands: set connection.hostKey to the node's SSH host key."
-        ]
+        return [_unpinned(what, host, resource.urn)]
     return []

@@ -22,6 +22,7 @@ from zlh_infra.policies.placement import role_of_stack
 from zlh_infra.policies.resources import (
     Findings,
     Resource,
+    Violation,
     is_guest,
     label,
     node_of,
@@ -83,14 +84,14 @@ def _shown(value: object) -> str:
     return repr(value)
 
 
-def _unreadable(job: Resource, key: str, value: object, fix: str) -> str:
-    return (
-        f"backup job {job.name}: {key} is {_shown(value)}, which the policy cannot read, so "
-        f"the job counts for no guest: {fix}."
+def _unreadable(job: Resource, key: str, value: object, fix: str) -> Violation:
+    problem = (
+        f"{key} is {_shown(value)}, which the policy cannot read, so the job counts for no guest"
     )
+    return Violation(problem, fix, job.urn, f"backup job {job.name}", ": ")
 
 
-def _vmid_set(job: Resource, key: str, problems: list[str]) -> frozenset[int]:
+def _vmid_set(job: Resource, key: str, problems: list[Violation]) -> frozenset[int]:
     value = job.props.get(key)
     if value is None:
         return frozenset()
@@ -103,7 +104,7 @@ def _vmid_set(job: Resource, key: str, problems: list[str]) -> frozenset[int]:
     return frozenset(number for number in numbers if number is not None)
 
 
-def _names(job: Resource, key: str, value: object, problems: list[str]) -> frozenset[str]:
+def _names(job: Resource, key: str, value: object, problems: list[Violation]) -> frozenset[str]:
     if value is None:
         return frozenset()
     items = [value] if isinstance(value, str) else value
@@ -115,7 +116,7 @@ def _names(job: Resource, key: str, value: object, problems: list[str]) -> froze
 
 def _read_job(job: Resource, pbs_storages: frozenset[str], stack: str, findings: Findings) -> _Job:
     props = job.props
-    problems: list[str] = []
+    problems: list[Violation] = []
     every_guest = props.get("all")
     if every_guest is not None and not isinstance(every_guest, bool):
         problems.append(_unreadable(job, "all", every_guest, "set all=true, or leave it unset"))
@@ -140,20 +141,22 @@ def _read_job(job: Resource, pbs_storages: frozenset[str], stack: str, findings:
     storage = props.get("storage")
     to_pbs = isinstance(storage, str) and storage in pbs_storages
     if not to_pbs:
-        problems.append(
+        problem = (
             f"backup job {job.name} writes to storage {_shown(storage)}, which is not a "
             f"Proxmox Backup Server storage of stack {short_stack(stack)}, so it counts for no "
-            "guest: point storage at the resource_id of a proxmoxve.storage.Pbs the stack "
-            "declares."
+            "guest"
         )
+        fix = "point storage at the resource_id of a proxmoxve.storage.Pbs the stack declares"
+        problems.append(Violation(problem, fix, job.urn, joint=": "))
     enabled = props.get("enabled")
     if not isinstance(enabled, bool):
-        problems.append(
-            f"backup job {job.name}: enabled is {_shown(enabled)}, not the boolean true, so "
-            "the job counts for no guest: set enabled=true."
+        problem = (
+            f"enabled is {_shown(enabled)}, not the boolean true, so the job counts for no guest"
         )
-    for problem in problems:
-        findings.add(problem, job.urn)
+        problems.append(
+            Violation(problem, "set enabled=true", job.urn, f"backup job {job.name}", ": ")
+        )
+    findings.violations += problems
     return _Job(
         name=job.name,
         enabled=enabled is True,
@@ -190,7 +193,7 @@ def _why_not(job: _Job, guest: Resource) -> str | None:
     return ""
 
 
-def _backup_finding(guest: Resource, jobs: Sequence[_Job], stack: str) -> str | None:
+def _backup_finding(guest: Resource, jobs: Sequence[_Job], stack: str) -> Violation | None:
     """The finding for a guest no enabled job on its node backs up to PBS, else None."""
     reasons: list[str] = []
     for job in jobs:
@@ -203,11 +206,12 @@ def _backup_finding(guest: Resource, jobs: Sequence[_Job], stack: str) -> str | 
         f"{label(guest)} holds data but no enabled backup job of stack {short_stack(stack)} "
         "includes it"
     )
-    fix = "add its VMID to the host's backup job to Proxmox Backup Server."
+    fix = "add its VMID to the host's backup job to Proxmox Backup Server"
     if reasons:
         jobs_named = "that job" if len(reasons) == 1 else "those jobs"
-        return f"{head} ({', '.join(reasons)}): correct {jobs_named}, or {fix}"
-    return f"{head}: {fix}"
+        head += f" ({', '.join(reasons)})"
+        fix = f"correct {jobs_named}, or {fix}"
+    return Violation(head, fix, guest.urn, joint=": ")
 
 
 def check_stateful_protected(
@@ -241,20 +245,24 @@ def check_stateful_protected(
             if not guest.protect:
                 findings.add(
                     f"{name} holds data but is not protected in Pulumi, so a config edit or "
-                    "`pulumi destroy` could delete it: set the resource option protect=True.",
+                    "`pulumi destroy` could delete it",
+                    "set the resource option protect=True",
                     guest.urn,
+                    joint=": ",
                 )
             if guest.props.get("protection") is not True:
                 findings.add(
                     f"{name} holds data but Proxmox protection is off, so it can be removed "
-                    "from the Proxmox UI or API: set protection=true on the guest.",
+                    "from the Proxmox UI or API",
+                    "set protection=true on the guest",
                     guest.urn,
+                    joint=": ",
                 )
             if not decided or set(service_tags(guest)) & config.backup_exempt:
                 continue
             finding = _backup_finding(guest, jobs, stack)
             if finding is not None:
-                findings.add(finding, guest.urn)
+                findings.violations.append(finding)
     return findings
 
 
@@ -286,11 +294,12 @@ def check_runtime_self_sufficient(
                     if address is not None and any(address in net for net in off_host):
                         reported.add(address)
                         findings.add(
-                            f"{label(resource)}: its {what} {address} is on the core side "
-                            "(core LAN or management network), so the guest would lose its "
-                            "network when the core host is down; use zlh-zpack-router's "
-                            "LAN address.",
+                            f"its {what} {address} is on the core side (core LAN or "
+                            "management network), so the guest would lose its network when "
+                            "the core host is down",
+                            "use zlh-zpack-router's LAN address",
                             resource.urn,
+                            subject=label(resource),
                         )
             for path, text in _strings(resource.props, ""):
                 for match in _ADDRESS.finditer(text):
@@ -299,10 +308,12 @@ def check_runtime_self_sufficient(
                         continue
                     if address is not None and any(address in net for net in config.core_networks):
                         findings.add(
-                            f"{resource.name}: {path} names {address} on the core LAN; a "
-                            "runtime host must not need the core host to run (serve it from "
-                            "the runtime side, e.g. zlh-artifacts).",
+                            f"{path} names {address} on the core LAN; a runtime host must not "
+                            "need the core host to run",
+                            "serve it from the runtime side, e.g. zlh-artifacts",
                             resource.urn,
+                            subject=resource.name,
+                            joint=": ",
                         )
     return findings
 

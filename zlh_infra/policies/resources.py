@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Any, NamedTuple
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pulumi_policy.proxy import UnknownValueError
@@ -29,7 +29,6 @@ from zlh_infra.platform.firewall_state import CLONED_VM_LEGACY as CLONED_VM_LEGA
 from zlh_infra.platform.firewall_state import GUEST_TYPES as GUEST_TYPES
 from zlh_infra.platform.firewall_state import Nic as Nic
 from zlh_infra.platform.firewall_state import guest_nics, guest_vmid, vmid_key
-from zlh_infra.platform.firewall_state import whole_number as whole_number
 from zlh_infra.platform.topology import (
     TAG_PREFIX_LAYER,
     TAG_PREFIX_ROLE,
@@ -49,6 +48,7 @@ from zlh_infra.platform.type_tokens import VM as VM
 from zlh_infra.platform.type_tokens import VM2 as VM2
 from zlh_infra.platform.type_tokens import VM_FRAMEWORK as VM_FRAMEWORK
 from zlh_infra.platform.vmids import DEFAULT_SCHEME
+from zlh_infra.platform.wire_numbers import whole_number as whole_number
 
 CLUSTER_FIREWALL = DATACENTER_FIREWALL
 
@@ -83,11 +83,32 @@ class Resource:
     protect: bool = False
 
 
-class Violation(NamedTuple):
-    """A stack check's finding; ``urn`` None attributes it to the stack."""
+#: How a message joins problem and fix: "; " mostly, ": " after a reason ("...; a host has
+#: one datacenter firewall setting: remove it."), ". " when the problem is a sentence of its own.
+Joint = Literal["; ", ": ", ". "]
 
-    message: str
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """What a check found: what is wrong, the change that fixes it, and where.
+
+    ``urn`` is the resource to change (None: the stack); ``subject`` names it when the
+    message leads with it (``"<subject>: <problem>"``), and is empty when the problem
+    names it in its own words. ``fix`` is a clause without its final period.
+    """
+
+    problem: str
+    fix: str
     urn: str | None = None
+    subject: str = ""
+    joint: Joint = "; "
+
+    @property
+    def message(self) -> str:
+        """The violation as the pack reports it: ``"[<subject>: ]<problem>; <fix>."``."""
+        head = f"{self.subject}: {self.problem}" if self.subject else self.problem
+        fix = self.fix[:1].upper() + self.fix[1:] if self.joint == ". " else self.fix
+        return f"{head}{self.joint}{fix}."
 
 
 @dataclass(slots=True)
@@ -97,8 +118,16 @@ class Findings:
     violations: list[Violation] = field(default_factory=list)
     unknowns: list[UnknownValueError] = field(default_factory=list)
 
-    def add(self, message: str, urn: str | None = None) -> None:
-        self.violations.append(Violation(message, urn))
+    def add(
+        self,
+        problem: str,
+        fix: str,
+        urn: str | None = None,
+        *,
+        subject: str = "",
+        joint: Joint = "; ",
+    ) -> None:
+        self.violations.append(Violation(problem, fix, urn, subject, joint))
 
     @contextmanager
     def reading(self) -> Iterator[None]:

@@ -18,6 +18,7 @@ from zlh_infra.policies.placement import layers_of, role_of_stack
 from zlh_infra.policies.resources import (
     Findings,
     Resource,
+    Violation,
     is_guest,
     label,
     service_tags,
@@ -28,46 +29,63 @@ from zlh_infra.policies.resources import (
 
 
 def _one_of(
-    name: str, values: list[str], prefix: str, allowed: Sequence[str] | None, example: str
-) -> list[str]:
+    resource: Resource,
+    values: list[str],
+    prefix: str,
+    allowed: Sequence[str] | None,
+    example: str,
+) -> list[Violation]:
     """Problems with a guest's tags of one kind: missing, several, or naming nothing known."""
+    name = label(resource)
     if not values:
-        return [f"{name} has no {prefix}* tag; add {example}."]
+        return [Violation(f"{name} has no {prefix}* tag", f"add {example}", resource.urn)]
     if len(set(values)) > 1:
         found = ", ".join(prefix + value for value in values)
-        return [f"{name} has several {prefix}* tags ({found}); keep exactly one."]
+        return [
+            Violation(
+                f"{name} has several {prefix}* tags ({found})", "keep exactly one", resource.urn
+            )
+        ]
     if allowed is not None and values[0] not in allowed:
         return [
-            f"{name} is tagged {prefix}{values[0]}, which names no "
-            f"{prefix.rstrip('-')}; use one of {', '.join(prefix + a for a in allowed)}."
+            Violation(
+                f"{name} is tagged {prefix}{values[0]}, which names no {prefix.rstrip('-')}",
+                f"use one of {', '.join(prefix + a for a in allowed)}",
+                resource.urn,
+            )
         ]
     return []
 
 
-def check_required_tags(resource: Resource, config: TagsConfig, stack: str) -> list[str]:
+def check_required_tags(resource: Resource, config: TagsConfig, stack: str) -> list[Violation]:
     """A guest carries the platform, layer, role, stack (and service) tags, correctly."""
     if not is_guest(resource):
         return []
     name = label(resource)
     tags = tags_of(resource)
-    problems: list[str] = []
+    problems: list[Violation] = []
     if config.platform_tag not in tags:
-        problems.append(f"{name} lacks the tag {config.platform_tag}; add it.")
+        problems.append(
+            Violation(f"{name} lacks the tag {config.platform_tag}", "add it", resource.urn)
+        )
 
     layers = tag_values(tags, TAG_PREFIX_LAYER)
     layer_problems = _one_of(
-        name, layers, TAG_PREFIX_LAYER, [layer.value for layer in Layer], "layer-<its layer>"
+        resource, layers, TAG_PREFIX_LAYER, [layer.value for layer in Layer], "layer-<its layer>"
     )
     problems += layer_problems
     declared = layers_of(resource)
     if not layer_problems and declared and layers[0] != declared[-1]:
         problems.append(
-            f"{name} is declared in the {declared[-1]} layer but tagged layer-{layers[0]}; "
-            f"tag it layer-{declared[-1]}."
+            Violation(
+                f"{name} is declared in the {declared[-1]} layer but tagged layer-{layers[0]}",
+                f"tag it layer-{declared[-1]}",
+                resource.urn,
+            )
         )
 
     problems += _one_of(
-        name,
+        resource,
         tag_values(tags, TAG_PREFIX_ROLE),
         TAG_PREFIX_ROLE,
         [role.value for role in VmidRole],
@@ -77,18 +95,21 @@ def check_required_tags(resource: Resource, config: TagsConfig, stack: str) -> l
     expected = short_stack(stack)
     stacks = tag_values(tags, TAG_PREFIX_STACK)
     stack_problems = _one_of(
-        name, stacks, TAG_PREFIX_STACK, None, f"stack-{expected or '<stack name>'}"
+        resource, stacks, TAG_PREFIX_STACK, None, f"stack-{expected or '<stack name>'}"
     )
     problems += stack_problems
     if not stack_problems and expected and stacks[0] != expected:
         problems.append(
-            f"{name} is tagged stack-{stacks[0]}, but it belongs to stack {expected}; "
-            f"tag it stack-{expected}."
+            Violation(
+                f"{name} is tagged stack-{stacks[0]}, but it belongs to stack {expected}",
+                f"tag it stack-{expected}",
+                resource.urn,
+            )
         )
 
     if config.require_service_tag:
         problems += _one_of(
-            name,
+            resource,
             tag_values(tags, TAG_PREFIX_SERVICE),
             TAG_PREFIX_SERVICE,
             None,
@@ -123,19 +144,24 @@ def check_traefik_per_domain(
             if unwanted in services:
                 findings.add(
                     f"{label(resource)} is tagged svc-{unwanted}, the Traefik of the other "
-                    f"traffic domain; stack {short_stack(stack)} routes only {domain} "
-                    f"traffic: remove it, or declare it in {elsewhere}.",
+                    f"traffic domain; stack {short_stack(stack)} routes only {domain} traffic",
+                    f"remove it, or declare it in {elsewhere}",
                     resource.urn,
+                    joint=": ",
                 )
     if not holders and not findings.unknowns:
         findings.add(
             f"stack {short_stack(stack)} has no {wanted} guest (tag svc-{wanted}); its {domain} "
-            f"traffic needs exactly one Traefik instance: declare {wanted}."
+            "traffic needs exactly one Traefik instance",
+            f"declare {wanted}",
+            joint=": ",
         )
     for extra in holders[1:]:
         findings.add(
             f"{label(extra)} is a second {wanted} (besides {holders[0].name}); each traffic "
-            "domain has exactly one Traefik instance: remove it.",
+            "domain has exactly one Traefik instance",
+            "remove it",
             extra.urn,
+            joint=": ",
         )
     return findings

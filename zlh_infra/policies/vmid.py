@@ -9,6 +9,7 @@ from zlh_infra.policies.config import VmidRangeConfig, VmidUniqueConfig
 from zlh_infra.policies.resources import (
     Findings,
     Resource,
+    Violation,
     is_guest,
     label,
     raw_vmid,
@@ -32,7 +33,7 @@ def tagged_role(resource: Resource) -> VmidRole | None:
     return None
 
 
-def check_vmid_range(resource: Resource, config: VmidRangeConfig) -> list[str]:
+def check_vmid_range(resource: Resource, config: VmidRangeConfig) -> list[Violation]:
     """A guest's VMID is in a configured range, the range of the role its tag names."""
     if not is_guest(resource):
         return []
@@ -44,30 +45,27 @@ def check_vmid_range(resource: Resource, config: VmidRangeConfig) -> list[str]:
         if tagged is not None
         else "the range of its role"
     )
+    fix = f"give it a free VMID in {wanted}"
     raw = raw_vmid(resource)
     if raw is None:
-        return [
-            f"{name} sets no VMID, so Proxmox would take the next free one whatever its "
-            f"role; give it a free VMID in {wanted}."
-        ]
+        problem = f"{name} sets no VMID, so Proxmox would take the next free one whatever its role"
+        return [Violation(problem, fix, resource.urn)]
     vmid = whole_number(raw)
     if vmid is None or not PROXMOX_MIN_VMID <= vmid <= PROXMOX_MAX_VMID:
-        return [
-            f"{name}: {raw!r} is not a VMID (a whole number from {PROXMOX_MIN_VMID} to "
-            f"{PROXMOX_MAX_VMID}); give it a free VMID in {wanted}."
-        ]
+        problem = (
+            f"{raw!r} is not a VMID (a whole number from {PROXMOX_MIN_VMID} to {PROXMOX_MAX_VMID})"
+        )
+        return [Violation(problem, fix, resource.urn, name)]
     role = scheme.role_of(vmid)
     if role is None:
-        return [
-            f"{name}: VMID {vmid} is in no VMID range ({describe_scheme(scheme)}); "
-            f"give it a free VMID in {wanted}."
-        ]
+        problem = f"VMID {vmid} is in no VMID range ({describe_scheme(scheme)})"
+        return [Violation(problem, fix, resource.urn, name)]
     if tagged is not None and tagged is not role:
-        return [
-            f"{name}: VMID {vmid} is in the {role} range {scheme.range_of(role).describe()}, "
-            f"but the guest is tagged role-{tagged}; give it a free VMID in {wanted}, "
-            f"or correct its tag to role-{role}."
-        ]
+        problem = (
+            f"VMID {vmid} is in the {role} range {scheme.range_of(role).describe()}, "
+            f"but the guest is tagged role-{tagged}"
+        )
+        return [Violation(problem, f"{fix}, or correct its tag to role-{role}", resource.urn, name)]
     return []
 
 
@@ -75,6 +73,7 @@ def check_vmid_unique(resources: Sequence[Resource], config: VmidUniqueConfig) -
     """No two guests of the stack share a VMID, and none takes a reserved VMID."""
     findings = Findings()
     owners: dict[int, Resource] = {}
+    fix = "give it a free VMID in its role's range"
     for resource in resources:
         if not is_guest(resource):
             continue
@@ -82,19 +81,24 @@ def check_vmid_unique(resources: Sequence[Resource], config: VmidUniqueConfig) -
             vmid = vmid_of(resource)
             if vmid is None:
                 continue
+            name = label(resource)
             if vmid in config.reserved:
                 findings.add(
-                    f"{label(resource)}: VMID {vmid} belongs to a guest outside this stack "
-                    "(policy config reservedVmids); give it a free VMID in its role's range.",
+                    f"VMID {vmid} belongs to a guest outside this stack (policy config "
+                    "reservedVmids)",
+                    fix,
                     resource.urn,
+                    subject=name,
                 )
             owner = owners.setdefault(vmid, resource)
             if owner is not resource:
                 findings.add(
-                    f"{label(resource)}: VMID {vmid} is already used by {owner.name}; a "
-                    "host refuses a second guest with one VMID and Proxmox Backup Server "
-                    "mixes up the backups of guests sharing one. Give it a free VMID in "
-                    "its role's range.",
+                    f"VMID {vmid} is already used by {owner.name}; a host refuses a second "
+                    "guest with one VMID and Proxmox Backup Server mixes up the backups of "
+                    "guests sharing one",
+                    fix,
                     resource.urn,
+                    subject=name,
+                    joint=". ",
                 )
     return findings

@@ -42,6 +42,13 @@ PRIVATE = (
     "10.0.0.0/8, 100.64.0.0/10, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, fc00::/7, fe80::/10"
 )
 PLATFORM = "private addresses of the platform (its LAN, the other networks, the nodes)"
+TENANT_CALLS_OUT = "; a tenant answers zpack-api and the monitor there and calls out to nothing"
+#: The reasons the agent-port and egress findings give between their problem and its fix.
+ONLY_THE_API = f"; only zpack-api's management address {API_ADDRESS} may reach zlh-agent"
+ONLY_API_AND_MONITOR = (
+    f"; there only zpack-api ({API_ADDRESS}, TCP {AGENT_PORT}) and zlh-monitor "
+    f"({MONITOR_ADDRESS}, TCP {METRICS_PORT}) may connect"
+)
 API_OPEN_TO_THE_API_ADDRESS = (
     f"node zlh-runtime: the API (8006) is open to {API_ADDRESS}/32, where guests (tenants "
     "included) are"
@@ -182,11 +189,11 @@ def test_agent_port_open_to_all(platform: Platform) -> None:
     assert errors(result) == [("mc-creative", "zlh-agent-port")]
     finding = only(result, "mc-creative", "zlh-agent-port")
     assert finding["problem"] == (
-        "firewall rules mc-creative of container 1001: rule 2 accepts TCP 18888 from any source"
+        "firewall rules mc-creative of container 1001: rule 2 accepts TCP 18888 from any "
+        f"source{ONLY_THE_API}"
     )
     assert finding["fix"] == (
-        "Only zpack-api's management address 10.99.0.10 may reach zlh-agent: set its source to "
-        "10.99.0.10/32, or narrow its proto and dport so they do not cover 18888."
+        "Set its source to 10.99.0.10/32, or narrow its proto and dport so they do not cover 18888."
     )
 
 
@@ -205,10 +212,10 @@ def test_agent_port_open_through_a_security_group(platform: Platform) -> None:
         "runtime",
         "zlh-runtime",
         "security group zlh-fleet-mgmt: rule 0 (zlh-agent from zpack-api) accepts TCP 18888 "
-        "from source +zlh-api (= 10.99.0.0/22)",
+        f"from source +zlh-api (= 10.99.0.0/22){ONLY_THE_API}",
     )
     assert {f["problem"] for f in guests} == {
-        "its management NIC net1 is reachable on TCP 18888 from 10.99.0.0/22"
+        f"its management NIC net1 is reachable on TCP 18888 from 10.99.0.0/22{ONLY_API_AND_MONITOR}"
     }
     # The node's API admits the set too: the fleet's own management addresses are in it.
     assert only(result, None, "zlh-host-firewall")["problem"] == (
@@ -227,8 +234,12 @@ def test_ip_set_exclusion_is_honoured(platform: Platform) -> None:
     result = platform.audit("--format", "json")
     assert [f["problem"] for f in findings(result)] == [
         "security group zlh-fleet-mgmt: rule 0 (zlh-agent from zpack-api) accepts TCP 18888 "
-        "from source +zlh-api (= 10.99.0.10/31)",
-        *["its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/31"] * len(FLEET),
+        f"from source +zlh-api (= 10.99.0.10/31){ONLY_THE_API}",
+        *[
+            "its management NIC net1 is reachable on TCP 18888 from "
+            f"10.99.0.10/31{ONLY_API_AND_MONITOR}"
+        ]
+        * len(FLEET),
     ]
 
 
@@ -264,8 +275,8 @@ def test_firewall_off(platform: Platform) -> None:
     egress = problems(result, "mc-skyblock", "zlh-tenant-egress")
     assert f"net0 may open TCP 54-8079 connections to {PRIVATE}, {PLATFORM}" in egress
     assert (
-        "net1 on the management bridge may open TCP 8081-65535 connections to 0.0.0.0/0, ::/0"
-        in egress
+        "net1 on the management bridge may open TCP 8081-65535 connections to 0.0.0.0/0, "
+        f"::/0{TENANT_CALLS_OUT}" in egress
     )
 
 
@@ -323,20 +334,17 @@ def test_metrics_port_open_to_the_whole_management_network(platform: Platform) -
     result = platform.audit("--format", "json")
     assert errors(result) == [("dev-alice", "zlh-agent-port")]
     finding = only(result, "dev-alice", "zlh-agent-port")
-    assert (
-        finding["problem"] == "its management NIC net1 is reachable on TCP 9100 from 10.99.0.0/22"
+    assert finding["problem"] == (
+        f"its management NIC net1 is reachable on TCP 9100 from 10.99.0.0/22{ONLY_API_AND_MONITOR}"
     )
-    assert finding["fix"] == (
-        f"There only zpack-api ({API_ADDRESS}, TCP 18888) and zlh-monitor ({MONITOR_ADDRESS}, "
-        "TCP 9100) may connect: remove or narrow the rule, alias or IP set that opens it."
-    )
+    assert finding["fix"] == "Remove or narrow the rule, alias or IP set that opens it."
 
 
 def test_ssh_open_on_the_management_nic(platform: Platform) -> None:
     platform.runtime.guest(1000).rules.append(rule(22, iface="net1", source=API_ADDRESS))
     result = platform.audit("--format", "json")
     assert only(result, "mc-survival", "zlh-agent-port")["problem"] == (
-        "its management NIC net1 is reachable on TCP 22 from 10.99.0.10/32"
+        f"its management NIC net1 is reachable on TCP 22 from 10.99.0.10/32{ONLY_API_AND_MONITOR}"
     )
 
 
@@ -351,7 +359,7 @@ def test_rule_naming_a_guest_alias_then_the_alias_goes(platform: Platform) -> No
     assert errors(result) == [("mc-creative", "zlh-agent-port")]
     assert only(result, "mc-creative", "zlh-agent-port")["problem"] == (
         "firewall rules mc-creative of container 1001: rule 2 accepts TCP 18888 from source api, "
-        "which names no alias or IP set on the host"
+        f"which names no alias or IP set on the host{ONLY_THE_API}"
     )
 
 
@@ -431,8 +439,11 @@ def test_duplicate_vmid_across_hosts(platform: Platform) -> None:
     result = platform.audit("--format", "json")
     assert result.code == 1
     assert errors(result) == [("zlh-artifacts", "zlh-vmid-unique")]
-    assert only(result, "zlh-artifacts", "zlh-vmid-unique")["problem"] == (
-        "VMID 150 is already used by scratch"
+    finding = only(result, "zlh-artifacts", "zlh-vmid-unique")
+    assert (finding["problem"], finding["fix"]) == (
+        "VMID 150 is already used by scratch; a host refuses a second guest with one VMID and "
+        "Proxmox Backup Server mixes up the backups of guests sharing one",
+        "Give it a free VMID in its role's range.",
     )
     scratch = only(result, "scratch", "unmanaged")
     assert (scratch["severity"], scratch["node"]) == ("info", "zlh-core")
@@ -489,7 +500,7 @@ def test_numbered_protocol_on_the_management_nic(platform: Platform) -> None:
     result = platform.audit("--format", "json")
     assert errors(result) == [("mc-survival", "zlh-agent-port")]
     assert only(result, "mc-survival", "zlh-agent-port")["problem"] == (
-        "its management NIC net1 is reachable on TCP 22 from 0.0.0.0/0, ::/0"
+        f"its management NIC net1 is reachable on TCP 22 from 0.0.0.0/0, ::/0{ONLY_API_AND_MONITOR}"
     )
 
 
@@ -500,7 +511,7 @@ def test_icmp_on_the_management_nic(platform: Platform) -> None:
     result = platform.audit("--format", "json")
     assert only(result, "dev-alice", "zlh-agent-port")["problem"] == (
         "its management NIC net1 is reachable on protocols other than TCP and UDP from "
-        "10.99.0.20/32"
+        f"10.99.0.20/32{ONLY_API_AND_MONITOR}"
     )
 
 
@@ -520,8 +531,7 @@ def test_a_second_management_nic_calls_out_until_its_outbound_is_dropped(
         p.split(" connections")[0] for p in problems(result, "mc-survival", "zlh-tenant-egress")
     } == {f"net2 on the management bridge may open {ports}" for ports in PORT_CLASS_NAMES}
     assert {f["fix"] for f in findings(result) if f["rule"] == "zlh-tenant-egress"} == {
-        "A tenant answers zpack-api and the monitor there and calls out to nothing: drop all "
-        "outbound on it."
+        "Drop all outbound on it."
     }
     # The fix: the host's file gets a DROP of everything out on net2.
     platform.hosts["runtime"].pve.firewall_config("ct", vmid=1000)["rules"].append(
@@ -537,7 +547,7 @@ def test_a_second_management_nic(platform: Platform) -> None:
     result = platform.audit("--format", "json")
     assert errors(result) == [("mc-survival", "zlh-agent-port")]
     assert only(result, "mc-survival", "zlh-agent-port")["problem"] == (
-        "its management NIC net2 is reachable on TCP 22 from 10.99.0.0/22"
+        f"its management NIC net2 is reachable on TCP 22 from 10.99.0.0/22{ONLY_API_AND_MONITOR}"
     )
 
 
@@ -551,8 +561,11 @@ def test_an_ipv6_address_in_the_apis_ip_set(platform: Platform) -> None:
     ]
     assert [f["problem"] for f in findings(result)] == [
         "security group zlh-fleet-mgmt: rule 0 (zlh-agent from zpack-api) accepts TCP 18888 "
-        "from source +zlh-api (= 10.99.0.10/32,fd00::10/128)",
-        *["its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/32, fd00::10/128"]
+        f"from source +zlh-api (= 10.99.0.10/32,fd00::10/128){ONLY_THE_API}",
+        *[
+            "its management NIC net1 is reachable on TCP 18888 from 10.99.0.10/32, "
+            f"fd00::10/128{ONLY_API_AND_MONITOR}"
+        ]
         * len(FLEET),
     ]
 

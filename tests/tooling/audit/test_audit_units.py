@@ -13,7 +13,9 @@ from zlh_infra.platform.firewall_state import DATACENTER, RULES, read_firewall
 from zlh_infra.platform.reachability import AddressSet, FirewallReadError, reachable_from
 from zlh_infra.platform.topology import StackRole
 from zlh_infra.platform.type_tokens import NODE_FIREWALL
+from zlh_infra.policies.config import VMID_RANGE
 from zlh_infra.policies.resources import CONTAINER, VM, nics_of
+from zlh_infra.policies.vmid import check_vmid_range
 from zlh_infra.tooling.audit.client import (
     REQUIRED_PRIVILEGES,
     GuestRecord,
@@ -37,14 +39,13 @@ from zlh_infra.tooling.audit.convert import (
     rule_props,
     split_tags,
 )
-from zlh_infra.tooling.audit.rules import RULE_API_SERVERS, audit, literal_source, split_message
+from zlh_infra.tooling.audit.rules import RULE_API_SERVERS, audit, literal_source
 from zlh_infra.tooling.audit.targets import (
     ApiToken,
     AuditOptions,
     AuditPlan,
     AuditUsageError,
     HostTarget,
-    discover_stack_files,
     resolve,
 )
 
@@ -335,19 +336,26 @@ def test_names_in_rule_sources_resolve_to_addresses() -> None:
     assert literal_source("nothing", firewall, view) is None
 
 
-def test_split_message() -> None:
-    assert split_message(
-        "mc (VMID 1200): VMID 1200 is in no VMID range; give it a free VMID in the game range.",
-        "mc (VMID 1200)",
-    ) == ("VMID 1200 is in no VMID range", "Give it a free VMID in the game range.")
-    assert split_message(
-        "db (VMID 102) holds data but protection is off, so it can go: set protection=true.",
-        "db (VMID 102)",
-    ) == ("db (VMID 102) holds data but protection is off, so it can go", "Set protection=true.")
-    assert split_message("x: a rule names what does not exist: alias 'a' does not exist.", "x") == (
-        "a rule names what does not exist: alias 'a' does not exist",
-        "See docs/audit.md for this rule.",
+def test_a_finding_carries_the_checks_problem_and_fix() -> None:
+    record = container(1200, tags="layer-runtime;role-game;stack-runtime;svc-game;zlh")
+    host = snapshot(record)
+    (violation,) = check_vmid_range(
+        guest_resource(host, record), VMID_RANGE.parse("zlh-vmid-range", None)
     )
+    plan = AuditPlan(
+        targets=(TARGET,),
+        api_address=IPv4Address("10.99.0.10"),
+        monitor_address=IPv4Address("10.99.0.20"),
+        timeout=1,
+    )
+    found = [f for f in audit([host], plan) if f.rule == "zlh-vmid-range"]
+    # The pack leads with the guest; the audit's GUEST and VMID columns name it instead.
+    assert violation.message.startswith(f"{violation.subject}: {violation.problem}; ")
+    assert violation.subject == "ct1200 (VMID 1200)"
+    assert violation.fix == "give it a free VMID in the game range 1000-1099"
+    assert [(f.guest, f.vmid, f.problem, f.fix) for f in found] == [
+        ("ct1200", 1200, violation.problem, "Give it a free VMID in the game range 1000-1099.")
+    ]
 
 
 def test_a_privilege_is_held_where_the_paths_answer_lists_it() -> None:
@@ -410,12 +418,6 @@ def test_flags_override_the_stack_file_and_add_hosts() -> None:
     assert plan.api_address == IPv4Address("10.99.0.11")
     assert plan.monitor_address == IPv4Address("10.99.0.20")  # still from Pulumi.core.yaml
     assert "no stack file" in plan.warnings[0]
-
-
-def test_stack_file_discovery(tmp_path: Path) -> None:
-    for name in ("Pulumi.core.yaml", "Pulumi.runtime-eu.yml", "Pulumi.staging.yaml", "Pulumi.yaml"):
-        (tmp_path / name).write_text("config: {}\n")
-    assert sorted(discover_stack_files(tmp_path)) == ["core", "runtime-eu"]
 
 
 # --- the node's firewall, tenants' resolvers, zpack-api's servers -------------------------
@@ -493,17 +495,6 @@ def test_datacenter_and_node_firewall_read_as_proxmox_applies_them(
         ]
     }
     assert by_name[(RULES, host_fw("zlh-runtime"))]["nodeName"] == "zlh-runtime"
-
-
-def test_split_message_finds_the_remedy_after_the_last_colon_a_verb_follows() -> None:
-    assert split_message("/x/host.fw disables node n's firewall: set enabled: true.", "") == (
-        "/x/host.fw disables node n's firewall",
-        "Set enabled: true.",
-    )
-    assert split_message("a: its rules do not start with X: reference them first.", "a") == (
-        "its rules do not start with X",
-        "Reference them first.",
-    )
 
 
 def test_privileges_asked_of_a_runtime_host_and_of_the_core() -> None:

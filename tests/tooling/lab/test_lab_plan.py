@@ -149,11 +149,12 @@ def small_platform() -> list[StackRecording]:
     return [core, runtime]
 
 
-def test_wire_sentinels_are_the_engines() -> None:
-    assert rpc._special_sig_key == lab_plan._SIG_KEY
-    assert rpc._special_secret_sig == lab_plan._SECRET_SIG
-    assert lab_plan.UNKNOWN == rpc.UNKNOWN
-    assert unwrap({"a": [secret("x"), 1.0]}) == {"a": ["x", 1.0]}
+def test_unwrap_replaces_every_secret_by_what_it_holds() -> None:
+    nested = secret({"password": secret("x")})
+    assert unwrap({"a": [secret("x"), 1.0], "b": nested}) == {
+        "a": ["x", 1.0],
+        "b": {"password": "x"},
+    }
 
 
 def test_bridges_map_per_node_lans_one_shared_management_and_the_uplink() -> None:
@@ -210,6 +211,22 @@ def test_a_missing_clone_source_is_refused() -> None:
     recordings[1].resources[0].inputs["clone"] = {"vmId": 999.0}
     with pytest.raises(PlanError, match="not recorded"):
         build_plan(recordings, upstream_dns="192.0.2.53")
+
+
+@pytest.mark.parametrize("vmid", [None, 300.5, True, "300", secret(300.5)])
+def test_a_guest_without_a_whole_vmid_is_refused(vmid: Any) -> None:
+    recordings = small_platform()
+    recordings[0].resources[0].inputs["vmId"] = vmid
+    with pytest.raises(PlanError, match="no vmId"):
+        build_plan(recordings, upstream_dns="192.0.2.53")
+
+
+def test_a_secret_vmid_is_read_through() -> None:
+    recordings = small_platform()
+    guest = recordings[0].resources[0]
+    vmid = guest.inputs["vmId"]
+    guest.inputs["vmId"] = secret(vmid)
+    assert int(vmid) in build_plan(recordings, upstream_dns="192.0.2.53").guests
 
 
 def test_a_step_with_inputs_known_only_at_deploy_time_is_deferred_not_run() -> None:

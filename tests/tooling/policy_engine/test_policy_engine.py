@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.runtime import rpc
 from pulumi.runtime.proto import analyzer_pb2
 
 from zlh_infra.tooling.preview.policy_config import (
@@ -42,9 +43,9 @@ from zlh_infra.tooling.preview.recording import (
 )
 
 TOY_PACK = Path(__file__).parent / "toy_pack"
-SIG = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+SIG = rpc._special_sig_key
+SECRET_SIG = rpc._special_secret_sig
+UNKNOWN = rpc.UNKNOWN
 STACK = "dev"
 PROJECT = "toy"
 ROOT_URN = f"urn:pulumi:{STACK}::{PROJECT}::pulumi:pulumi:Stack::{PROJECT}-{STACK}"
@@ -489,8 +490,8 @@ def test_remediation_sees_secrets_wrapped_and_is_reported_not_applied(
 
 
 def test_properties_are_marshalled_like_the_engine() -> None:
-    output_sig = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
-    resource_sig = "5cf8f73096256a8f31e491e813e4eb8e"
+    output_sig = rpc._special_output_value_sig
+    resource_sig = rpc._special_resource_sig
     wire = {
         "password": secret({"nested": UNKNOWN, "__hidden": 1.0}),
         "address": UNKNOWN,

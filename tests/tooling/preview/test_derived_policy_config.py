@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from tests.stack_configs import ROOT
 from zlh_infra import cli
+from zlh_infra.tooling.policy_reference import CONFIGS
 from zlh_infra.tooling.preview.derived_policy_config import derive, load_configs, merged
 from zlh_infra.tooling.preview.stack_files import stack_files_in
 
@@ -44,6 +46,17 @@ def test_the_shipped_stacks_derive_what_the_pack_defaults_to() -> None:
         "10.99.0.0/22",
     ]
     assert "zlh-api-identity" not in derive("core", configs)
+
+
+@pytest.mark.parametrize("stack", ["core", "runtime"])
+def test_what_is_derived_is_accepted_by_the_engine_and_the_pack(stack: str) -> None:
+    derived = derive(stack, load_configs(ROOT, stack_files_in(ROOT)))
+    assert derived
+    for name, values in derived.items():
+        spec = CONFIGS[name]
+        engine = {"type": "object", "properties": spec.properties}
+        jsonschema.validate({**spec.defaults, **values}, engine)
+        spec.parse(name, values)
 
 
 def test_an_operators_file_wins_key_by_key() -> None:

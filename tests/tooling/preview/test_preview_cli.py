@@ -152,7 +152,7 @@ def test_duplicate_key_exits_2(project: Path, capsys: pytest.CaptureFixture[str]
     )
 
 
-TOY_PACK = REPO / "tests" / "policy_engine" / "toy_pack"
+TOY_PACK = REPO / "tests" / "tooling" / "policy_engine" / "toy_pack"
 
 
 def test_unknown_policy_in_policy_pack_config_exits_2(

@@ -18,7 +18,7 @@ from tests.tooling.preview.preview_programs import (
     nested_platform,
 )
 from zlh_infra.platform.urns import provider_urn
-from zlh_infra.tooling.preview.recorder import duration_seconds, engine_urn
+from zlh_infra.tooling.preview.recorder import engine_urn
 from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording
 from zlh_infra.tooling.preview.runner import run_stack
 
@@ -215,17 +215,3 @@ def test_component_children_and_outputs_are_recorded() -> None:
     service = by_name(recording, "portal")
     assert service.id is None and service.provider is None
     assert service.urn.endswith("zlh:platform:Layer$zlh:platform:Service::portal")
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("5m", 300.0), ("1h30m", 5400.0), ("1.5s", 1.5), ("250ms", 0.25), ("0", 0.0), ("-2m", -120.0)],
-)
-def test_duration_seconds(text: str, seconds: float) -> None:
-    assert duration_seconds(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "5", "5 m", "m5", "1x"])
-def test_duration_seconds_refuses_garbage(text: str) -> None:
-    with pytest.raises(ValueError):
-        duration_seconds(text)

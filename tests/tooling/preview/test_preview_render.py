@@ -11,15 +11,9 @@ from pulumi.runtime import rpc
 
 from tests.tooling.preview.preview_programs import API_TOKEN, PASSWORD, nested_platform
 from zlh_infra.tooling.preview.recording import Diagnostic, StackRecording
-from zlh_infra.tooling.preview.render import (
-    SECRET_MASK,
-    mask_secrets,
-    render,
-    render_markdown,
-    render_text,
-    to_json_data,
-)
+from zlh_infra.tooling.preview.render import render, render_markdown, render_text, to_json_data
 from zlh_infra.tooling.preview.runner import run_platform, run_stack
+from zlh_infra.tooling.wire_values import SECRET_MASK
 
 CORE_PASSWORD = "pbs-pass-9d1e"
 CONFIG_SECRET = "cfg-secret-77aa"
@@ -139,14 +133,6 @@ def test_markdown_table_and_diagnostics(recording: StackRecording) -> None:
     ]
     assert "- :warning: **warning** (policy p): a \\| pipe" in markdown
     assert "<pre>second line</pre>" in markdown
-
-
-def test_mask_secrets_is_deep() -> None:
-    secret = rpc.wrap_rpc_secret({"x": 1})
-    assert mask_secrets({"a": [secret, {"b": secret}], "c": 1.0}) == {
-        "a": [SECRET_MASK, {"b": SECRET_MASK}],
-        "c": 1.0,
-    }
 
 
 def test_unknown_format_is_refused(recording: StackRecording) -> None:

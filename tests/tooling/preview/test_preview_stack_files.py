@@ -14,6 +14,7 @@ from zlh_infra.tooling.preview.stack_files import (
     StackFileError,
     load_project,
     load_stack_file,
+    stack_files_in,
     stack_name_of,
 )
 
@@ -194,6 +195,34 @@ def test_stack_name_of() -> None:
     assert stack_name_of(Path("x/Pulumi.runtime-b.yaml")) == "runtime-b"
     with pytest.raises(StackFileError):
         stack_name_of(Path("stack.yaml"))
+
+
+def test_stack_files_in_finds_the_known_stacks_and_prefers_yaml(tmp_path: Path) -> None:
+    names = [
+        "Pulumi.yaml",
+        "Pulumi.core.yaml",
+        "Pulumi.core.yml",
+        "Pulumi.runtime-eu.yml",
+        "Pulumi.staging.yaml",
+        "Pulumi.runtime.dev.yaml",
+        "Pulumi.runtime.yaml.bak",
+        "Pulumi.runtime.json",
+        "Pulumi..yaml",
+    ]
+    for name in names:
+        (tmp_path / name).write_text("config: {}\n")
+    assert stack_files_in(tmp_path) == {
+        "core": tmp_path / "Pulumi.core.yaml",
+        "runtime-eu": tmp_path / "Pulumi.runtime-eu.yml",
+    }
+
+
+def test_stack_files_in_lets_overrides_replace_and_add(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.core.yaml").write_text("")
+    other, extra = tmp_path / "elsewhere.yaml", tmp_path / "b.yaml"
+    found = stack_files_in(tmp_path, [("core", other), ("runtime-b", extra)])
+    assert found == {"core": other, "runtime-b": extra}
+    assert stack_files_in(tmp_path / "missing") == {}
 
 
 def refusal(path: Path) -> str:

@@ -23,6 +23,7 @@ import requests
 
 from zlh_infra.platform.api_identity import USER_ID
 from zlh_infra.platform.topology import StackRole
+from zlh_infra.platform.wire_numbers import whole_number
 from zlh_infra.tooling.audit.targets import HostTarget
 
 #: What the audit reads, as (ACL path, privilege): PVEAuditor on / grants all of them.
@@ -185,7 +186,7 @@ class _Reader:
                     vmid
                     for member in members
                     if isinstance(member, Mapping)
-                    and (vmid := as_int(member.get("vmid"))) is not None
+                    and (vmid := whole_number(member.get("vmid"))) is not None
                 }
         snapshot.backup_jobs = self._list("cluster/backup")
         snapshot.storages = self._list("storage")
@@ -243,7 +244,7 @@ class _Reader:
 
     def _guest(self, item: Mapping[str, Any]) -> GuestRecord:
         kind: GuestKind = "lxc" if item.get("type") == "lxc" else "qemu"
-        vmid = as_int(item.get("vmid"))
+        vmid = whole_number(item.get("vmid"))
         node = str(item.get("node") or "")
         if vmid is None or not node:
             raise HostReadError(f"{self.target.label}: /cluster/resources lists a guest {item!r}")
@@ -404,16 +405,6 @@ def holds(answer: Mapping[str, Any], path: str, privilege: str) -> bool:
     """
     privileges = answer.get(path)
     return isinstance(privileges, Mapping) and privileges.get(privilege) is not None
-
-
-def as_int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
 
 
 def flag(value: object) -> bool:

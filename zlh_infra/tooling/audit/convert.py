@@ -17,9 +17,10 @@ from typing import Any
 
 from zlh_infra.platform import firewall_state as fs
 from zlh_infra.platform.type_tokens import NODE_FIREWALL
+from zlh_infra.platform.wire_numbers import whole_number
 from zlh_infra.policies.resilience import BACKUP_JOB, PBS_STORAGE
 from zlh_infra.policies.resources import CONTAINER, VM, Resource
-from zlh_infra.tooling.audit.client import GuestRecord, HostSnapshot, as_int, flag
+from zlh_infra.tooling.audit.client import GuestRecord, HostSnapshot, flag
 
 Triple = tuple[str, str, Mapping[str, Any]]
 
@@ -463,5 +464,5 @@ def vmid_list(value: object) -> set[int]:
     return {
         number
         for item in re.split(r"[,;\s]+", str(value or ""))
-        if (number := as_int(item)) is not None
+        if (number := whole_number(item)) is not None
     }

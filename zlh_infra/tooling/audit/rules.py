@@ -34,7 +34,6 @@ Adapters, where a check reads what a live host does not hold as the program writ
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -85,7 +84,14 @@ from zlh_infra.policies.placement import (
     check_runtime_isolation,
 )
 from zlh_infra.policies.resilience import check_stateful_protected
-from zlh_infra.policies.resources import Findings, Resource, label, role_tags, tags_of
+from zlh_infra.policies.resources import (
+    Findings,
+    Resource,
+    Violation,
+    label,
+    role_tags,
+    tags_of,
+)
 from zlh_infra.policies.vmid import check_vmid_range, check_vmid_unique
 from zlh_infra.tooling.audit.client import GuestRecord, HostSnapshot, IdentityRecord
 from zlh_infra.tooling.audit.convert import (
@@ -202,8 +208,8 @@ def audit(snapshots: Sequence[HostSnapshot], plan: AuditPlan) -> list[Finding]:
 
     range_config = cfg.VMID_RANGE.parse(RULE_VMID_RANGE, None)
     for guest in scoped:
-        messages = check_vmid_range(guest.resource, range_config)
-        findings += _from_messages(guest, RULE_VMID_RANGE, messages)
+        violations = check_vmid_range(guest.resource, range_config)
+        findings += _from_violations(guest, RULE_VMID_RANGE, violations)
 
     # Guests out of scope go first, so a clash with one is reported on the guest in scope.
     ordered = [g.resource for g in guests if not g.in_scope] + [g.resource for g in scoped]
@@ -325,11 +331,11 @@ def _placement(
     by_urn = {guest.resource.urn: guest for guest in scoped}
     findings: list[Finding] = []
     for guest in scoped:
-        messages = check_placement(guest.resource, placement, guest.stack)
-        findings += _from_messages(guest, RULE_PLACEMENT, messages)
+        violations = check_placement(guest.resource, placement, guest.stack)
+        findings += _from_violations(guest, RULE_PLACEMENT, violations)
         if guest.snapshot.target.role is StackRole.RUNTIME:
-            messages = check_runtime_isolation(guest.resource, isolation, guest.stack)
-            findings += _from_messages(guest, RULE_ISOLATION, messages)
+            violations = check_runtime_isolation(guest.resource, isolation, guest.stack)
+            findings += _from_violations(guest, RULE_ISOLATION, violations)
     for snapshot in snapshots:
         if snapshot.target.role is not StackRole.CORE:
             continue
@@ -392,10 +398,10 @@ def _agent_path(
     found = check_agent_port(resources, config)
     # Say which name a rule wrote, not only the addresses the check was given.
     for index, violation in enumerate(found.violations):
-        message = violation.message
+        problem = violation.problem
         for text, display in shown.get(violation.urn or "", {}).items():
-            message = message.replace(f"from source {text};", f"from source {display};")
-        found.violations[index] = violation._replace(message=message)
+            problem = problem.replace(f"from source {text};", f"from source {display};")
+        found.violations[index] = dataclasses.replace(violation, problem=problem)
     findings = _from_findings(found, RULE_AGENT, by_urn, host=snapshot)
 
     # The pack proves nothing but the API reaches the agent; a live host must show it does.
@@ -558,13 +564,14 @@ def _host_firewall(
     found = check_host_firewall(resources, config, target.stack)
     findings = []
     for violation in found.violations:
-        message = violation.message
+        # Name the datacenter's and the node's firewall by their files, not provider types.
+        subject, problem = violation.subject, violation.problem
         for resource in own:
-            message = message.replace(f"{resource.name} ({resource.type})", resource.name)
-        problem, fix = split_message(message, "")
-        findings.append(
-            Finding("error", RULE_HOST, target.stack, target.node, None, None, problem, fix)
-        )
+            described = f"{resource.name} ({resource.type})"
+            subject = subject.replace(described, resource.name)
+            problem = problem.replace(described, resource.name)
+        named = dataclasses.replace(violation, subject=subject, problem=problem)
+        findings.append(_host_finding(snapshot, RULE_HOST, named))
     return findings
 
 
@@ -800,58 +807,36 @@ def _spans(numbers: Iterable[int]) -> str:
     return ", ".join(f"{low}-{high}" if high > low else str(low) for low, high in spans)
 
 
-# --- messages of the pack's checks -> findings -----------------------------------------
+# --- the pack's violations -> findings ---------------------------------------------------
 
 
-#: First words of the remedies in the pack's messages ("...: set protection=true ...").
-_REMEDIES = frozenset(
-    [
-        "add",
-        "correct",
-        "declare",
-        "enable",
-        "give",
-        "grant",
-        "move",
-        "narrow",
-        "point",
-        "reference",
-        "remove",
-        "rename",
-        "set",
-        "tag",
-        "use",
-    ]
-)
+def _problem(violation: Violation, guest: LiveGuest | None) -> str:
+    """The violation's problem, led by what it names unless that is the finding's guest."""
+    if not violation.subject or (guest is not None and violation.subject == label(guest.resource)):
+        return violation.problem
+    return f"{violation.subject}: {violation.problem}"
 
 
-def split_message(message: str, name: str) -> tuple[str, str]:
-    """A check's "<what is wrong>; <how to fix it>." as (problem, fix), without its label.
-
-    The pack's messages put the remedy after "; ", or after the last ": " that a verb
-    follows; a message with neither is all problem.
-    """
-    text = message.strip()
-    if name and text.startswith(name + ": "):
-        text = text[len(name) + 2 :]
-    problem, separator, fix = text.partition("; ")
-    if not separator:
-        # The last ": " a remedy follows ("...: set enabled: true." splits at the first).
-        for found in reversed([m.start() for m in re.finditer(": ", text)]):
-            tail = text[found + 2 :]
-            if tail.split(" ", 1)[0].lower() in _REMEDIES:
-                problem, fix = text[:found], tail
-                break
-        else:
-            return text.rstrip("."), "See docs/audit.md for this rule."
-    fix = fix.strip()
-    fix = fix[:1].upper() + fix[1:]
-    return problem.strip(), fix if fix.endswith(".") else fix + "."
+def _fix(violation: Violation) -> str:
+    return violation.fix[:1].upper() + violation.fix[1:] + "."
 
 
-def _from_messages(guest: LiveGuest, rule: str, messages: Iterable[str]) -> list[Finding]:
-    name = label(guest.resource)
-    return [guest.finding(rule, *split_message(message, name)) for message in messages]
+def _from_violations(guest: LiveGuest, rule: str, violations: Iterable[Violation]) -> list[Finding]:
+    return [guest.finding(rule, _problem(v, guest), _fix(v)) for v in violations]
+
+
+def _host_finding(snapshot: HostSnapshot, rule: str, violation: Violation) -> Finding:
+    target = snapshot.target
+    return Finding(
+        "error",
+        rule,
+        target.stack,
+        target.node,
+        None,
+        None,
+        _problem(violation, None),
+        _fix(violation),
+    )
 
 
 def _from_findings(
@@ -868,15 +853,9 @@ def _from_findings(
         if guest is not None:
             if scoped_only and not guest.in_scope:
                 continue
-            findings.append(
-                guest.finding(rule, *split_message(violation.message, label(guest.resource)))
-            )
+            findings.extend(_from_violations(guest, rule, [violation]))
         elif host is not None:
-            target = host.target
-            problem, fix = split_message(violation.message, "")
-            findings.append(
-                Finding("error", rule, target.stack, target.node, None, None, problem, fix)
-            )
+            findings.append(_host_finding(host, rule, violation))
     return findings
 
 

@@ -22,10 +22,17 @@ from urllib.parse import urlsplit
 from zlh_infra.platform.api_identity import DEFAULT_DATASTORE
 from zlh_infra.platform.topology import StackRole, UnknownStackError, stack_role
 from zlh_infra.policies.config import CORE_NODE, DEFAULT_GUEST_NETWORKS, DEFAULT_MANAGEMENT_BRIDGE
+from zlh_infra.tooling.preview.stack_files import (
+    ProjectFile,
+    StackFileError,
+    find_project_file,
+    load_project,
+    load_stack_file,
+    stack_files_in,
+)
 
 #: The variable the Proxmox provider reads its token from; the audit's default too.
 TOKEN_ENV = "PROXMOX_VE_API_TOKEN"
-CORE_STACK = "core"
 DEFAULT_PORT = 8006
 #: The LAN bridge a runtime host's fleet attaches to when no stack file says.
 DEFAULT_LAN_BRIDGE = "vmbr1"
@@ -166,21 +173,6 @@ def check_endpoint(value: str, where: str) -> str:
     return value
 
 
-def discover_stack_files(root: Path) -> dict[str, Path]:
-    """``Pulumi.<stack>.yaml`` files in ``root`` whose stack the platform knows."""
-    found: dict[str, Path] = {}
-    for path in sorted(root.glob("Pulumi.*.y*ml")):
-        stack = path.name[len("Pulumi.") :].rsplit(".", 1)[0]
-        if path.suffix not in (".yaml", ".yml") or "." in stack:
-            continue
-        try:
-            stack_role(stack)
-        except UnknownStackError:
-            continue
-        found.setdefault(stack, path)
-    return found
-
-
 @dataclass(frozen=True, slots=True)
 class _StackFacts:
     endpoint: str
@@ -200,13 +192,6 @@ def _load_stack_file(stack: str, path: Path, root: Path) -> _StackFacts:
     # Imported here: the config models load the Pulumi SDK, which `--help` does not need.
     from zlh_infra.config import CoreStackConfig, RuntimeStackConfig, parse_stack_config
     from zlh_infra.errors import ConfigError
-    from zlh_infra.tooling.preview.stack_files import (
-        ProjectFile,
-        StackFileError,
-        find_project_file,
-        load_project,
-        load_stack_file,
-    )
 
     try:
         project_path = find_project_file(root)
@@ -261,7 +246,7 @@ def resolve(
 ) -> AuditPlan:
     """Every host to audit, with everything needed to read it and judge what it holds."""
     environ = os.environ if environ is None else environ
-    files = {**discover_stack_files(root), **options.stack_files}
+    files = {**stack_files_in(root), **options.stack_files}
     if options.stacks:
         stacks = list(dict.fromkeys(options.stacks))
     else:
@@ -274,7 +259,7 @@ def resolve(
     problems: list[str] = []
     warnings: list[str] = []
     facts: dict[str, _StackFacts] = {}
-    for stack in sorted(set(stacks) | ({CORE_STACK} & set(files)), key=_stack_order):
+    for stack in sorted(set(stacks) | ({StackRole.CORE.value} & set(files)), key=_stack_order):
         if stack in files:
             try:
                 facts[stack] = _load_stack_file(stack, files[stack], root)
@@ -344,7 +329,7 @@ def resolve(
             )
         )
 
-    core = facts.get(CORE_STACK)
+    core = facts.get(StackRole.CORE)
     api = options.api_address or (core.addresses.get("zpack-api") if core else None)
     monitor = options.monitor_address or (core.addresses.get("zlh-monitor") if core else None)
     for flag, value, key in (
@@ -373,4 +358,4 @@ def resolve(
 
 def _stack_order(stack: str) -> tuple[int, str]:
     """core first, then runtime, then runtime-<x> by name."""
-    return (0 if stack == CORE_STACK else 1, stack)
+    return (0 if stack == StackRole.CORE else 1, stack)

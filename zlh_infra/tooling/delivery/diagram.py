@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from zlh_infra.platform.catalogue import AGENT_PORT
 from zlh_infra.platform.firewall_state import read_firewall
 from zlh_infra.platform.reachability import TCP, AddressSet, FirewallReadError, reachable_from
-from zlh_infra.platform.topology import Layer
+from zlh_infra.platform.topology import Layer, StackRole
 from zlh_infra.platform.type_tokens import BACKUP_JOB as BACKUP_JOB_TYPE
 from zlh_infra.platform.type_tokens import PBS_STORAGE as PBS_STORAGE_TYPE
 from zlh_infra.platform.type_tokens import STACK_REFERENCE as STACK_REFERENCE_TYPE
@@ -40,7 +40,8 @@ from zlh_infra.tooling.preview.render import Guest, display, guest_of
 DOC = Path("docs/architecture.md")
 BEGIN = "<!-- diagram:begin -->"
 END = "<!-- diagram:end -->"
-STACKS = ("core", "runtime")
+#: The stacks drawn: the one of each role named after it.
+STACKS = (StackRole.CORE.value, StackRole.RUNTIME.value)
 
 
 #: The link between the hosts, drawn as a node of its own (the agent path crosses it).

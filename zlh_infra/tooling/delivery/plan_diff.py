@@ -23,11 +23,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pulumi.runtime import rpc
-
 from zlh_infra.policies.resources import GUEST_TYPES
 from zlh_infra.tooling.exit_codes import ExitCode
-from zlh_infra.tooling.preview.render import SECRET_MASK, UNKNOWN_MASK
+from zlh_infra.tooling.wire_values import SECRET_MASK, mask_secrets
 
 FORMATS = ("text", "markdown")
 
@@ -122,19 +120,6 @@ class StackDiff:
 # --- loading -------------------------------------------------------------------------------
 
 
-def _masked(value: Any) -> Any:
-    """Wire secrets as ``[secret]`` (should a recording hold any), unknowns named."""
-    if rpc.is_rpc_secret(value):
-        return SECRET_MASK
-    if value == rpc.UNKNOWN:
-        return UNKNOWN_MASK
-    if isinstance(value, dict):
-        return {key: _masked(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_masked(item) for item in value]
-    return value
-
-
 def parse_recording(data: Any, source: str = "recording") -> dict[str, Stack]:
     """The stacks of a preview's JSON document (``preview --format json``)."""
     stacks = data.get("stacks") if isinstance(data, dict) else None
@@ -148,8 +133,8 @@ def parse_recording(data: Any, source: str = "recording") -> dict[str, Stack]:
                     urn=str(r["urn"]),
                     type=str(r["type"]),
                     name=str(r["name"]),
-                    inputs=_masked(r.get("inputs") or {}),
-                    options=_masked(r.get("options") or {}),
+                    inputs=mask_secrets(r.get("inputs") or {}, name_unknowns=True),
+                    options=mask_secrets(r.get("options") or {}, name_unknowns=True),
                 )
                 for r in stack["resources"]
             }
@@ -161,7 +146,7 @@ def parse_recording(data: Any, source: str = "recording") -> dict[str, Stack]:
             result[str(stack["stack"])] = Stack(
                 name=str(stack["stack"]),
                 resources=resources,
-                outputs=_masked(stack.get("outputs") or {}),
+                outputs=mask_secrets(stack.get("outputs") or {}, name_unknowns=True),
                 errors=errors,
             )
         except (KeyError, TypeError, AttributeError, IndexError) as error:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from zlh_infra.config import CoreStackConfig, RuntimeStackConfig, parse_stack_config
 from zlh_infra.errors import ConfigError
+from zlh_infra.platform.topology import StackRole
 from zlh_infra.services.opnsense import RouterConfigError, render_router_configs
 from zlh_infra.tooling.exit_codes import ExitCode
 from zlh_infra.tooling.preview.stack_files import StackFileError, load_project, load_stack_file
@@ -30,9 +31,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "out as OPNsense's importer reads a USB stick or CD image.",
     )
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root")
-    parser.add_argument("--core", default="core", help="the core stack's name (default: core)")
     parser.add_argument(
-        "--runtime", default="runtime", help="the runtime stack's name (default: runtime)"
+        "--core", default=StackRole.CORE.value, help="the core stack's name (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runtime",
+        default=StackRole.RUNTIME.value,
+        help="the runtime stack's name (default: %(default)s)",
     )
     parser.add_argument(
         "--output", type=Path, required=True, help="directory to write the files under"

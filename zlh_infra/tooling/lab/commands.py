@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zlh_infra.platform.topology import is_stack_name
+from zlh_infra.platform.topology import StackRole
 from zlh_infra.tooling.exit_codes import ExitCode
 from zlh_infra.tooling.lab import host, lxc
 from zlh_infra.tooling.lab.checks import (
@@ -95,16 +95,6 @@ class Recorded:
     notes: list[str] = field(default_factory=list)
 
 
-def stack_files(root: Path) -> dict[str, Path]:
-    """The shipped stacks: every ``Pulumi.<stack>.yaml`` naming a known stack."""
-    files = {}
-    for path in sorted(root.glob("Pulumi.*.yaml")):
-        stack = path.name[len("Pulumi.") : -len(".yaml")]
-        if is_stack_name(stack):
-            files[stack] = path
-    return files
-
-
 def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Recorded:
     """Run both stacks' programs in-process, as ``pulumi up`` would, with real secrets.
 
@@ -112,10 +102,10 @@ def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Reco
     overlay points the stacks' release settings at them.
     """
     from zlh_infra.tooling.preview.runner import run_platform
-    from zlh_infra.tooling.preview.stack_files import find_project_file
+    from zlh_infra.tooling.preview.stack_files import find_project_file, stack_files_in
 
-    files = stack_files(root)
-    stacks = sorted(files, key=lambda s: (s != "core", s))
+    files = stack_files_in(root)
+    stacks = sorted(files, key=lambda s: (s != StackRole.CORE, s))
     releases = build_releases(root, dirs.releases)
     missing = referenced_releases(LAB_OVERLAY) - set(releases)
     notes: list[str] = []

@@ -18,8 +18,11 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Literal
 
 from zlh_infra.platform.type_tokens import CONTAINER, VM
+from zlh_infra.platform.wire_numbers import whole_number
 from zlh_infra.tooling.lab.paths import WAN_BRIDGE, WAN_GATEWAY_ADDRESS, container_name, wan_address
 from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording
+from zlh_infra.tooling.wire_values import SECRET_MASK, is_secret
+from zlh_infra.tooling.wire_values import UNKNOWN as UNKNOWN
 
 COMMAND = "command:remote:Command"
 #: Bridge names are network interface names: at most 15 characters.
@@ -33,20 +36,9 @@ class PlanError(ValueError):
 # --- wire form --------------------------------------------------------------------------
 
 
-# The engine's wire sentinels (``pulumi.runtime.rpc``): spelled out here so that the lab's
-# ``pct``, which reads guest records through this module, starts without the SDK.
-_SIG_KEY = "4dabf18193072939515e22adb298388d"
-_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-
-
-def _is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(_SIG_KEY) == _SECRET_SIG
-
-
 def unwrap(value: Any) -> Any:
     """A wire-form value with every secret sentinel replaced by the value it holds."""
-    if _is_secret(value):
+    if is_secret(value):
         return unwrap(value.get("value"))
     if isinstance(value, dict):
         return {key: unwrap(item) for key, item in value.items()}
@@ -61,7 +53,7 @@ def secret_strings(value: Any) -> set[str]:
     A secret object (the SSH connection) is not taken apart: its host and user names
     are secret only as part of it, and masking them everywhere would hide plain names.
     """
-    if _is_secret(value):
+    if is_secret(value):
         inner = value.get("value")
         return {inner} if isinstance(inner, str) and inner else set()
     if isinstance(value, dict):
@@ -82,10 +74,10 @@ def _has_unknown(value: Any) -> bool:
 
 
 def _vmid(resource: RecordedResource) -> int:
-    value = unwrap(resource.inputs.get("vmId"))
-    if not isinstance(value, (int, float)):
+    vmid = whole_number(unwrap(resource.inputs.get("vmId")), digits=False)
+    if vmid is None:
         raise PlanError(f"{resource.urn}: no vmId")
-    return int(value)
+    return vmid
 
 
 # --- what the lab builds ----------------------------------------------------------------
@@ -725,5 +717,5 @@ def decide(
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every known secret value (of 4 characters or more) masked."""
     for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, "[secret]")
+        text = text.replace(secret, SECRET_MASK)
     return text

@@ -29,9 +29,6 @@ if TYPE_CHECKING:  # both load the Pulumi SDKs, which `--help` and usage errors 
     from zlh_infra.tooling.preview.policy_engine import PolicySession
     from zlh_infra.tooling.preview.runner import StackObserver
 
-CORE_STACK = StackRole.CORE.value
-RUNTIME_STACK = StackRole.RUNTIME.value
-
 #: A check run on each stack's recording after the programs ran; it returns diagnostics
 #: to add to that recording (a policy pack's violations have source "policy").
 Check = Callable[[StackRecording], Iterable[Diagnostic]]
@@ -276,8 +273,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _stacks(choice: str, files: dict[str, Path]) -> list[str]:
     if choice != "all":
         return [choice]
-    extra = sorted(s for s in files if s.startswith(f"{RUNTIME_STACK}-"))
-    return [CORE_STACK, RUNTIME_STACK, *extra]
+    core, runtime = StackRole.CORE.value, StackRole.RUNTIME.value
+    extra = sorted(s for s in files if s.startswith(f"{runtime}-"))
+    return [core, runtime, *extra]
 
 
 def preview(

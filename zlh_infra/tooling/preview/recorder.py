@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -37,6 +36,8 @@ from zlh_infra.platform.type_tokens import RANDOM_STRING as RANDOM_STRING_TYPE
 from zlh_infra.platform.type_tokens import STACK as STACK_TYPE
 from zlh_infra.platform.type_tokens import STACK_REFERENCE as STACK_REFERENCE_TYPE
 from zlh_infra.platform.type_tokens import VM as VM_TYPE
+from zlh_infra.platform.wire_numbers import whole_number
+from zlh_infra.tooling.preview.durations import duration_seconds
 from zlh_infra.tooling.preview.recording import Diagnostic, RecordedRead, RecordedResource
 
 # --- wire form -------------------------------------------------------------------------
@@ -99,36 +100,6 @@ def engine_urn(stack: str, project: str, parent_urn: str | None, type_: str, nam
 
 
 # --- resource options --------------------------------------------------------------------
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def duration_seconds(text: str) -> float:
-    """Parse a Go duration (``5m``, ``1h30m``, ``1.5s``) as the engine does for customTimeouts."""
-    body = text.strip()
-    sign = -1.0 if body.startswith("-") else 1.0
-    body = body.lstrip("+-")
-    if body == "0":
-        return 0.0
-    total, position = 0.0, 0
-    for match in _DURATION_PART.finditer(body):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _DURATION_UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if not body or position != len(body):
-        raise ValueError(f"invalid duration {text!r}")
-    return sign * total
 
 
 def _alias_urns(request: Any, *, stack: str, project: str, parent_urn: str | None) -> list[str]:
@@ -228,9 +199,9 @@ class PreviewMocks(Mocks):
         """Ids shaped like the provider's where the program feeds them on (guests, files)."""
         inputs = args.inputs
         if args.typ in (CONTAINER_TYPE, VM_TYPE):
-            vmid = rpc.unwrap_rpc_secret(inputs.get("vmId"))
-            if isinstance(vmid, (int, float)):
-                return str(int(vmid))
+            vmid = whole_number(rpc.unwrap_rpc_secret(inputs.get("vmId")), digits=False)
+            if vmid is not None:
+                return str(vmid)
         if args.typ == DOWNLOAD_FILE_TYPE:
             parts = [
                 rpc.unwrap_rpc_secret(inputs.get(key))

@@ -19,23 +19,11 @@ from zlh_infra.platform.type_tokens import CONTAINER as CONTAINER_TYPE
 from zlh_infra.platform.type_tokens import STACK as STACK_TYPE
 from zlh_infra.platform.type_tokens import VM as VM_TYPE
 from zlh_infra.tooling.preview.recording import Diagnostic, RecordedResource, StackRecording
+from zlh_infra.tooling.wire_values import SECRET_MASK, UNKNOWN_MASK, mask_secrets
 
-SECRET_MASK = "[secret]"
-UNKNOWN_MASK = "(unknown)"
 FORMATS = ("text", "json", "markdown")
 
 GUEST_KINDS = {CONTAINER_TYPE: "container", VM_TYPE: "vm"}
-
-
-def mask_secrets(value: Any) -> Any:
-    """A copy of a wire-form value with every secret replaced by ``[secret]``."""
-    if rpc.is_rpc_secret(value):
-        return SECRET_MASK
-    if isinstance(value, dict):
-        return {key: mask_secrets(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(item) for item in value]
-    return value
 
 
 def _for_people(value: Any) -> Any:

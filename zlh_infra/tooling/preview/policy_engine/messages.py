@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -11,10 +10,12 @@ from google.protobuf import struct_pb2  # type: ignore[import-untyped]
 from pulumi.runtime.proto import analyzer_pb2
 
 from zlh_infra.platform import urns
+from zlh_infra.tooling.wire_values import mask_secrets
 
+from ..durations import duration_seconds
 from ..policy_config import PolicyConfig, PolicySpec
 from ..recording import Diagnostic, RecordedResource
-from .wire import marshal_properties, mask, struct_to_dict
+from .wire import marshal_properties, struct_to_dict
 
 LEVEL_VALUES: dict[str, analyzer_pb2.EnforcementLevel.ValueType] = {
     "advisory": analyzer_pb2.ADVISORY,
@@ -120,29 +121,16 @@ class ResourceMessages:
         return request
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
 def _seconds(value: object) -> float:
     """A custom timeout in seconds; strings use Go duration syntax ("5m", "1h30m")."""
     if value is None or value == "":
         return 0.0
     if isinstance(value, int | float):
         return float(value)
-    text = str(value).strip()
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid custom timeout {value!r}")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    try:
+        return duration_seconds(str(value))
+    except ValueError:
+        raise ValueError(f"invalid custom timeout {value!r}") from None
 
 
 def _options(res: RecordedResource) -> analyzer_pb2.AnalyzerResourceOptions:
@@ -253,7 +241,7 @@ def _remediation_diagnostic(
         after = struct_to_dict(rem.properties)
         changed = {k: v for k, v in after.items() if res.inputs.get(k, _MISSING) != v}
         shown = ", ".join(
-            f"{k}={json.dumps(mask(v), sort_keys=True)}" for k, v in sorted(changed.items())
+            f"{k}={json.dumps(mask_secrets(v), sort_keys=True)}" for k, v in sorted(changed.items())
         )
         severity, level = "info", "remediate"
         message = (

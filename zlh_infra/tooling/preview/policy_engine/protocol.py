@@ -224,7 +224,6 @@ class AnalyzerDriver:
         engine_address: str,
         settings: SessionSettings,
         given: Mapping[str, PolicyConfig],
-        python: str,
         attach: Callable[[ResourceFeed], None],
         final: Callable[[], StackRecording],
         deadline: float,
@@ -236,7 +235,6 @@ class AnalyzerDriver:
         self.settings = settings
         #: The policy config file's entries.
         self.given = given
-        self.python = python
         #: Takes the feed for the registrations once the pack is ready; then ``final``
         #: gives the finished recording, for AnalyzeStack.
         self.attach = attach
@@ -332,7 +330,6 @@ class AnalyzerDriver:
             pack_version=version,
             diagnostics=diagnostics,
             config=merged,
-            python=self.python,
             policies={p.name: merged[p.name].enforcement_level for p in info.policies},
             analysis_seconds=time.perf_counter() - analysis_started,
         )

@@ -18,8 +18,6 @@ class PolicyReport:
     diagnostics: list[Diagnostic]
     #: Merged configuration actually sent to the pack, per policy (and "all" if given).
     config: dict[str, PolicyConfig]
-    #: Interpreter the pack ran with.
-    python: str
     #: Enforcement level of each policy the pack declares, after configuration.
     policies: dict[str, str] = field(default_factory=dict)
     #: Seconds spent analysing (Analyze and AnalyzeStack calls), without the pack's start.

@@ -126,7 +126,6 @@ class PolicySession:
                     engine_address=engine_address,
                     settings=settings,
                     given=self._given,
-                    python=interpreter,
                     attach=self._attach,
                     final=self._recording.result,
                     deadline=deadline,

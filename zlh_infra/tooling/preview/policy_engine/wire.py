@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2  # type: ignore[import-untyped]
+from pulumi.runtime import rpc
 
-SIG = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
-OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+SIG = rpc._special_sig_key
+SECRET_SIG = rpc._special_secret_sig
+RESOURCE_SIG = rpc._special_resource_sig
+OUTPUT_SIG = rpc._special_output_value_sig
+UNKNOWN = rpc.UNKNOWN
 
 
 def marshal_properties(
@@ -70,14 +71,3 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct's fields as plain JSON values."""
     fields: dict[str, Any] = json_format.MessageToDict(struct)
     return fields
-
-
-def mask(value: Any) -> Any:
-    """``value`` fit to show: each secret becomes ``[secret]``."""
-    if isinstance(value, dict):
-        if value.get(SIG) == SECRET_SIG:
-            return "[secret]"
-        return {k: mask(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask(v) for v in value]
-    return value
