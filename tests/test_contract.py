@@ -16,6 +16,7 @@ from zlh_infra.contract import (
 )
 
 FINGERPRINT = ":".join(["ab"] * 32)
+ROUTE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDiK14tBothHhVFv/yDmF9U0IysymOJRcCcbx+T5Dv/F"
 GOOD: dict[str, Any] = {
     "contractVersion": CONTRACT_VERSION,
     "coreNode": "zlh-core",
@@ -40,15 +41,16 @@ GOOD: dict[str, Any] = {
     "apiHosts": {"runtime": {"username": "zpack-api@pve", "password": "api-s3cret"}},
     "headscaleUrl": "https://vpn.zerolaghub.com",
     "headscalePreauthKey": "0123456789abcdef0123456789abcdef0123456789abcdef",
+    "routeKey": ROUTE_KEY,
     "coreVmids": [100, 101],
     "fleetBlocks": {"zlh-runtime": "10.99.1.0"},
 }
 
 
-def test_the_contract_is_version_5_with_its_secrets_and_deploy_time_values() -> None:
-    assert CONTRACT_VERSION == 5
+def test_the_contract_is_version_6_with_its_secrets_and_deploy_time_values() -> None:
+    assert CONTRACT_VERSION == 6
     assert {"pbsHosts", "apiHosts", "headscalePreauthKey"} == SECRET_OUTPUTS
-    assert {"pbsFingerprint", "headscalePreauthKey"} == DEPLOY_TIME_OUTPUTS
+    assert {"pbsFingerprint", "headscalePreauthKey", "routeKey"} == DEPLOY_TIME_OUTPUTS
     assert set(SECRET_OUTPUTS | DEPLOY_TIME_OUTPUTS) <= set(CONTRACT_OUTPUTS)
     assert "pbsUsername" not in CONTRACT_OUTPUTS and "pbsPassword" not in CONTRACT_OUTPUTS
 
@@ -107,6 +109,19 @@ def test_other_contract_version_is_refused() -> None:
         parse_contract({**GOOD, "contractVersion": 1}, core_stack="core")
 
 
+def test_the_contract_version_crosses_the_wire_as_a_float() -> None:
+    contract = parse_contract({**GOOD, "contractVersion": float(CONTRACT_VERSION)}, core_stack="c")
+    assert contract.contract_version == CONTRACT_VERSION
+    with pytest.raises(ContractError, match="exports contractVersion 1, this"):
+        parse_contract({**GOOD, "contractVersion": 1.0}, core_stack="core")
+
+
+@pytest.mark.parametrize("version", [str(CONTRACT_VERSION), CONTRACT_VERSION + 0.5, True])
+def test_a_contract_version_that_is_no_whole_number_is_refused(version: object) -> None:
+    with pytest.raises(ContractError, match=f"exports contractVersion {version!r}, this"):
+        parse_contract({**GOOD, "contractVersion": version}, core_stack="core")
+
+
 @pytest.mark.parametrize(
     ("output", "value"),
     [
@@ -121,3 +136,24 @@ def test_other_contract_version_is_refused() -> None:
 def test_wrong_output_type_names_the_output(output: str, value: Any) -> None:
     with pytest.raises(ContractError, match=f"output {output}[.:]"):
         parse_contract({**GOOD, output: value}, core_stack="core")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7",
+        f"{ROUTE_KEY} zpack-api",
+        f'command="sh" {ROUTE_KEY}',
+        f"{ROUTE_KEY}\n{ROUTE_KEY}",
+    ],
+)
+def test_a_route_key_that_is_not_one_bare_ed25519_key_is_refused(key: str) -> None:
+    with pytest.raises(ContractError, match="output routeKey"):
+        parse_contract({**GOOD, "routeKey": key}, core_stack="core")
+
+
+def test_a_core_stack_not_deployed_yet_may_leave_the_route_key_pending() -> None:
+    outputs = {name: value for name, value in GOOD.items() if name != "routeKey"}
+    assert parse_contract(outputs, core_stack="core", pending={"routeKey"}).route_key is None
+    with pytest.raises(ContractError, match="does not export routeKey"):
+        parse_contract(outputs, core_stack="core")

@@ -59,7 +59,8 @@ from zlh_infra.platform.vmids import (
     fleet_split,
 )
 from zlh_infra.services.paper import heap_mb as paper_heap_mb
-from zlh_infra.services.values import is_ipv4_port
+from zlh_infra.services.routes import ROUTE_GUESTS
+from zlh_infra.services.values import ed25519_key, is_ipv4_port
 
 NAMESPACE = "zlh-infra"
 
@@ -149,7 +150,30 @@ def _ssh_host_key(value: str) -> str:
     return f"{words[0]} {words[1]}"
 
 
+def _ed25519_host_key(value: str) -> str:
+    try:
+        return ed25519_key("host key", value)
+    except ValueError:
+        raise ValueError(
+            "not an ed25519 host key: 'ssh-ed25519 <base64>' as the guest's "
+            "/etc/ssh/ssh_host_ed25519_key.pub"
+        ) from None
+
+
 BridgeName = Annotated[str, AfterValidator(_bridge)]
+Ed25519HostKey = Annotated[str, AfterValidator(_ed25519_host_key)]
+
+
+def _route_guest(value: str) -> str:
+    if value not in ROUTE_GUESTS.values():
+        raise ValueError(
+            f"not a guest zpack-api registers routes with ({', '.join(ROUTE_GUESTS.values())})"
+        )
+    return value
+
+
+#: The edge guests zpack-api registers routes with.
+RouteGuest = Annotated[str, AfterValidator(_route_guest)]
 DomainName = Annotated[str, AfterValidator(_domain)]
 SshHostKey = Annotated[str, AfterValidator(_ssh_host_key)]
 GuestName = Annotated[str, AfterValidator(_hostname)]
@@ -977,6 +1001,14 @@ class RuntimeHost(_Model):
         ),
     )
     pbs: PbsHostUser = Field(description="the PBS user and namespace the host backs up as")
+    route_host_keys: dict[RouteGuest, Ed25519HostKey] = Field(
+        default_factory=dict,
+        description=(
+            "the ed25519 host keys of the host's zlh-zpack-proxy and zlh-velocity, as its "
+            "stack exports them (`routeHostKeys`), which zpack-api pins to register the "
+            "servers it makes there; unset, zpack-api registers no routes on this host yet"
+        ),
+    )
 
     @property
     def endpoint_host(self) -> str:

@@ -13,9 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from zlh_infra.platform.wire_numbers import whole_number
+
 #: Bump when a field is added, removed or changes meaning; a runtime stack refuses
 #: a core stack that exports another version.
-CONTRACT_VERSION = 5
+CONTRACT_VERSION = 6
 
 
 class ContractError(ValueError):
@@ -86,6 +88,11 @@ class CoreContract(BaseModel):
     headscale_url: str = Field(alias="headscaleUrl", pattern=r"^https://")
     #: The dev containers' reusable pre-auth key, read from zlh-ctl while the core deploys.
     headscale_preauth_key: SecretStr | None = Field(default=None, alias="headscalePreauthKey")
+    #: zpack-api's route key (``ssh-ed25519 <base64>``), generated in its guest while the
+    #: core deploys: each runtime host's proxies accept it for ``zlh-route`` only.
+    route_key: str | None = Field(
+        default=None, alias="routeKey", pattern=r"^ssh-ed25519 [A-Za-z0-9+/]+={0,3}$"
+    )
     core_vmids: frozenset[int] = Field(alias="coreVmids")
     #: Per runtime node, the management address of its first fleet VMID: where zlh-monitor
     #: looks for that host's guests, so the runtime stack must put them there.
@@ -122,9 +129,12 @@ CONTRACT_OUTPUTS: tuple[str, ...] = tuple(
 #: Outputs that the core stack exports as secrets.
 SECRET_OUTPUTS: frozenset[str] = frozenset({"pbsHosts", "apiHosts", "headscalePreauthKey"})
 #: Outputs the core stack reads from its guests while it deploys (zlh-back's certificate,
-#: zlh-ctl's pre-auth key). A core stack that was previewed, not deployed, has them
-#: unknown; a core stack in the ``routers`` bootstrap stage does not export them yet.
-DEPLOY_TIME_OUTPUTS: frozenset[str] = frozenset({"pbsFingerprint", "headscalePreauthKey"})
+#: zlh-ctl's pre-auth key, zpack-api's route key). A core stack that was previewed, not
+#: deployed, has them unknown; a core stack in the ``routers`` bootstrap stage does not
+#: export them yet.
+DEPLOY_TIME_OUTPUTS: frozenset[str] = frozenset(
+    {"pbsFingerprint", "headscalePreauthKey", "routeKey"}
+)
 
 
 def parse_contract(
@@ -144,12 +154,13 @@ def parse_contract(
             f"core stack {core_stack!r} does not export {', '.join(missing)}: "
             "run `pulumi up` on the core stack first, with this version of the program"
         )
-    version = outputs.get("contractVersion")
-    if isinstance(version, float) and version.is_integer():
-        version = int(version)  # numbers cross the wire as floats
+    exported = outputs.get("contractVersion")
+    # Numbers cross the wire as floats; a bool or a string is no version.
+    version = whole_number(exported, digits=False)
     if version != CONTRACT_VERSION:
+        shown = exported if version is None else version
         raise ContractError(
-            f"core stack {core_stack!r} exports contractVersion {version!r}, this program "
+            f"core stack {core_stack!r} exports contractVersion {shown!r}, this program "
             f"needs {CONTRACT_VERSION}: deploy the same program version to core and runtime"
         )
     try:

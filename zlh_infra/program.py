@@ -231,6 +231,7 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
         "apiHosts": control_plane.api_hosts,
         "headscaleUrl": control_plane.headscale_url,
         "headscalePreauthKey": control_plane.headscale_preauth_key,
+        "routeKey": control_plane.route_key,
         "coreVmids": control_plane.vmids,
         "fleetBlocks": {node: str(first) for node, first in config.monitoring.fleets.items()},
     }
@@ -246,14 +247,15 @@ def deploy_core(stack: str, config: CoreStackConfig) -> ControlPlane:
 class CoreOutputs:
     """The core stack's contract, validated, and its deploy-time values as Outputs.
 
-    ``pbs_fingerprint`` and ``headscale_preauth_key`` (secret) are known once the core
-    stack has deployed; previewed against a core stack that was itself only previewed,
-    they are unknown, as the engine shows any value still to come.
+    ``pbs_fingerprint``, ``headscale_preauth_key`` (secret) and ``route_key`` are known
+    once the core stack has deployed; previewed against a core stack that was itself only
+    previewed, they are unknown, as the engine shows any value still to come.
     """
 
     contract: CoreContract
     pbs_fingerprint: pulumi.Output[str]
     headscale_preauth_key: pulumi.Output[str]
+    route_key: pulumi.Output[str]
 
 
 def read_core_contract(core_stack: str, *, allow_pending: bool = False) -> CoreOutputs:
@@ -292,6 +294,7 @@ def read_core_contract(core_stack: str, *, allow_pending: bool = False) -> CoreO
         headscale_preauth_key=pulumi.Output.secret(
             value_of(key.get_secret_value() if key else None)
         ),
+        route_key=value_of(contract.route_key),
     )
 
 
@@ -404,7 +407,7 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
         ),
         layer_opts,
     )
-    Edge(
+    edge = Edge(
         "edge",
         EdgeArgs(
             site=site,
@@ -426,6 +429,7 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
                 if m.role is VmidRole.GAME
             ],
             games_domain=config.domains.games,
+            dev_domain=config.domains.dev_ide,
             acme=config.acme,
             acme_credentials=config.acme_dns_credentials,
             traefik=runtime.vendor_artifacts["traefik"],
@@ -433,6 +437,7 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
             store_url=runtime.store_url,
             vendor_store=runtime.vendor_store,
             forwarding_secret=runtime.forwarding_secret,
+            route_key=core.route_key,
         ),
         layer_opts,
     )
@@ -440,6 +445,9 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
     pulumi.export("coreStack", config.core_stack)
     # What zpack-api gives a container it makes here (docs/fleet.md).
     pulumi.export("fleetSpec", fleet_spec(stack, config, site).export())
+    if edge.route_host_keys is not None:
+        # For the core stack's runtimeHosts.<stack>.routeHostKeys (docs/fleet.md).
+        pulumi.export("routeHostKeys", edge.route_host_keys)
     pulumi.export(
         "fleet",
         {

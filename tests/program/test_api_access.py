@@ -7,8 +7,8 @@ import re
 
 from pulumi.runtime import rpc
 
-from tests.program.conftest import of_type
-from tests.program.test_services_wiring import commands, passwords, script
+from tests.program.conftest import commands, of_type, script
+from tests.program.test_services_wiring import passwords
 from tests.stack_configs import shipped
 from zlh_infra.platform.api_identity import (
     USER_ID,

@@ -351,6 +351,6 @@ def test_a_deploy_needs_the_values_the_core_reads_from_its_guests(core: StackRec
     )
     assert config_errors(deployed) == [
         "stack 'runtime': invalid configuration:\n  - core stack 'core' does not export "
-        "pbsFingerprint, headscalePreauthKey: run `pulumi up` on the core stack first, with "
-        "this version of the program"
+        "pbsFingerprint, headscalePreauthKey, routeKey: run `pulumi up` on the core stack "
+        "first, with this version of the program"
     ]

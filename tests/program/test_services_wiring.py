@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 from ipaddress import IPv4Address
-from typing import Any
 
 import pytest
 from pulumi.runtime import rpc
@@ -19,8 +18,11 @@ from tests.program.conftest import (
     HOST_KEY,
     PBS_FINGERPRINT,
     PREAUTH_KEY,
+    clear,
+    commands,
     guests,
     of_type,
+    script,
 )
 from tests.scripts import decoded
 from tests.stack_configs import engine_config, shipped
@@ -33,21 +35,6 @@ COMMAND = "command:remote:Command"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 PBS_STORAGE = "proxmoxve:storage/pbs:Pbs"
 UNKNOWN = rpc.UNKNOWN
-
-
-def commands(recording: StackRecording) -> dict[str, RecordedResource]:
-    return {r.name: r for r in of_type(recording, COMMAND)}
-
-
-def clear(value: Any) -> str:
-    text = rpc.unwrap_rpc_secret(value) if rpc.is_rpc_secret(value) else value
-    assert isinstance(text, str)
-    return text
-
-
-def script(step: RecordedResource) -> str:
-    """What a step runs (or writes), every embedded file decoded."""
-    return decoded(clear(step.inputs["stdin"]))
 
 
 def passwords(recording: StackRecording) -> dict[str, str]:

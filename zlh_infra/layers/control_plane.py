@@ -53,6 +53,7 @@ from zlh_infra.services import (
     pbs,
     prometheus,
     redis,
+    routes,
     technitium,
     traefik,
     vendor,
@@ -138,6 +139,8 @@ class ControlPlane(pulumi.ComponentResource):
     headscale_url: str
     #: The dev containers' reusable pre-auth key, read from zlh-ctl (None in the routers stage).
     headscale_preauth_key: pulumi.Output[str] | None
+    #: zpack-api's route key, read from its guest (None in the routers stage).
+    route_key: pulumi.Output[str] | None
     vmids: list[int]
 
     def __init__(
@@ -203,6 +206,7 @@ class ControlPlane(pulumi.ComponentResource):
         )
         self.pbs_fingerprint = None
         self.headscale_preauth_key = None
+        self.route_key = None
         if site.converge:
             self._platform(name, args)
 
@@ -225,6 +229,7 @@ class ControlPlane(pulumi.ComponentResource):
                 "apiHosts": self.api_hosts,
                 "headscaleUrl": self.headscale_url,
                 "headscalePreauthKey": self.headscale_preauth_key,
+                "routeKey": self.route_key,
                 "vmids": self.vmids,
             }
         )
@@ -238,7 +243,7 @@ class ControlPlane(pulumi.ComponentResource):
         def lan(service: str, port: int) -> str:
             return f"http://{guests[service].lan_address}:{port}"
 
-        routes = [
+        proxy_routes = [
             HttpRoute("portal", args.domains.portal, lan("zpack-portal", PORTAL_PORT)),
             HttpRoute("api", args.domains.api, lan("zpack-api", API_PORT)),
             HttpRoute("grafana", args.domains.grafana, lan("zlh-monitor", grafana.PORT)),
@@ -249,7 +254,7 @@ class ControlPlane(pulumi.ComponentResource):
             shell=site.shell,
             vmid=guests["zlh-proxy"].vmid,
             path=traefik.ROUTES,
-            content=traefik.dynamic_config(routes),
+            content=traefik.dynamic_config(proxy_routes),
             # Traefik watches the directory: no restart; it must answer still.
             after=traefik_answers(),
             parent=self,
@@ -263,6 +268,16 @@ class ControlPlane(pulumi.ComponentResource):
                 steps["zpack-api"],
             ],
         )
+
+        route_key = read_from_guest(
+            f"{name}-zpack-api-route-key",
+            shell=site.shell,
+            vmid=guests["zpack-api"].vmid,
+            command_line=routes.print_public_key(),
+            parent=self,
+            after=steps["zpack-api"],
+        )
+        self.route_key = read_value(route_key, routes.public_key)
 
         back = guests["zlh-back"]
         core = args.pbs.core_user
@@ -509,6 +524,7 @@ class ControlPlane(pulumi.ComponentResource):
                         ],
                         sort_keys=True,
                     ),
+                    **routes.api_environment(route_hosts),
                 },
                 extra_files=[
                     GuestFile(_ca_file(stack), host.ca_certificate, mode=0o644)
@@ -517,6 +533,7 @@ class ControlPlane(pulumi.ComponentResource):
                 ],
             )
 
+        route_hosts = _route_hosts(args)
         portal_release = args.releases.zpack_portal
         first_fleet_vmid = DEFAULT_SCHEME.range_of(VmidRole.GAME).first
         # Where each runtime-host service sits in its host's block (the catalogue's slot).
@@ -592,6 +609,12 @@ class ControlPlane(pulumi.ComponentResource):
         # API, then the portal. None of them waits for Technitium: a core guest resolves
         # through zlh-dns, then the router, so the router answers until Technitium does.
         order = {"zpack-api": ["zlh-db", "zlh-redis"], "zpack-portal": ["zpack-api"]}
+        # After the API's own plan: its service account exists to own the route key.
+        beside = {
+            "zpack-api": [
+                routes.api_plan(guest="zpack-api", account="zpack-api", hosts=route_hosts)
+            ]
+        }
         steps: dict[str, pulumi.Resource] = {}
         for service, spec in CONTROL_PLANE_SERVICES.items():
             if spec.kind is not GuestKind.LXC:
@@ -599,7 +622,7 @@ class ControlPlane(pulumi.ComponentResource):
             exporter = node_exporter.plan(guest=service, listen=address(service))
             main = plans.get(service)
             guest_plans: Sequence[ServicePlan] | pulumi.Output[Sequence[ServicePlan]] = (
-                [exporter] if main is None else _beside(exporter, main)
+                [exporter] if main is None else _beside(exporter, main, beside.get(service, []))
             )
             after = [steps[other] for other in order.get(service, ())]
             if service != "zlh-dns" and "zlh-dns" in steps:
@@ -618,6 +641,25 @@ class ControlPlane(pulumi.ComponentResource):
 
 
 def _beside(
-    first: ServicePlan, plan: ServicePlan | pulumi.Output[ServicePlan]
+    first: ServicePlan, plan: ServicePlan | pulumi.Output[ServicePlan], after: Sequence[ServicePlan]
 ) -> pulumi.Output[Sequence[ServicePlan]]:
-    return pulumi.Output.from_input(plan).apply(lambda main: [first, main])
+    return pulumi.Output.from_input(plan).apply(lambda main: [first, main, *after])
+
+
+def _route_hosts(args: ControlPlaneArgs) -> list[routes.RouteHost]:
+    """The proxies zpack-api registers its servers with, from the core's config alone.
+
+    Each is at its catalogue slot after its host's fleet block (``monitoring.fleets``, as
+    zlh-monitor finds it), with the host key the operator copied from the runtime stack's
+    ``routeHostKeys`` output; a runtime host without them has no route hosts yet.
+    """
+    found = []
+    for stack, host in sorted(args.runtime_hosts.items()):
+        first = args.monitoring.fleets.get(host.node)
+        for kind, service in routes.ROUTE_GUESTS.items():
+            key = host.route_host_keys.get(service)
+            index = EDGE_SERVICES[service].management_index
+            if first is None or key is None or index is None:
+                continue
+            found.append(routes.RouteHost(stack, kind, first + index, key))
+    return found

@@ -30,6 +30,7 @@ def traefik_plan(
     source: Vendored,
     acme: Acme,
     credentials: Mapping[str, SecretStr] | None,
+    tenant_routes: bool = False,
 ) -> ServicePlan | pulumi.Output[ServicePlan]:
     """Traefik on ``guest``; with DNS credentials the plan is a secret Output (a 0600 file)."""
 
@@ -49,6 +50,7 @@ def traefik_plan(
                 domains=tuple(acme.domains),
                 ca_server=acme.ca_server,
             ),
+            tenant_routes=tenant_routes,
         )
 
     secrets = plain_credentials(credentials)

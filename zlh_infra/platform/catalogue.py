@@ -97,6 +97,11 @@ class ServiceSpec:
         return (*self.ingress, CORE_SCRAPE if self.layer is Layer.CONTROL_PLANE else RUNTIME_SCRAPE)
 
 
+#: zpack-api registering the servers it makes with a runtime host's proxies (ssh to the
+#: forced command ``zlh-route``, on the management network).
+ROUTE_REGISTRATION = Ingress(
+    22, "core:zpack-api", network=Network.MANAGEMENT, comment="route registration from zpack-api"
+)
 #: zlh-monitor's scrape of a core guest's node exporter, on the core LAN.
 CORE_SCRAPE = Ingress(METRICS_PORT, "zlh-monitor", comment="metrics scrape from zlh-monitor")
 #: zlh-monitor's scrape of a runtime-host guest's node exporter, on its management NIC.
@@ -237,7 +242,11 @@ EDGE_SERVICES: dict[str, ServiceSpec] = _svc(
         management_slot=2,
         stateful=True,  # its ACME account and certificates
         startup_order=3,
-        ingress=(Ingress(80, Peer.ANY, comment="HTTP"), Ingress(443, Peer.ANY, comment="HTTPS")),
+        ingress=(
+            Ingress(80, Peer.ANY, comment="HTTP"),
+            Ingress(443, Peer.ANY, comment="HTTPS"),
+            ROUTE_REGISTRATION,
+        ),
     ),
     ServiceSpec(
         "zlh-velocity",
@@ -247,7 +256,7 @@ EDGE_SERVICES: dict[str, ServiceSpec] = _svc(
         networks=(Network.LAN, Network.MANAGEMENT),
         management_slot=3,
         startup_order=3,
-        ingress=(Ingress(25565, Peer.ANY, comment="Minecraft"),),
+        ingress=(Ingress(25565, Peer.ANY, comment="Minecraft"), ROUTE_REGISTRATION),
     ),
 )
 

@@ -25,14 +25,12 @@ command.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import shlex
 from ipaddress import IPv4Address
 
 from zlh_infra.services.artifacts import PUBLISH, STORE
 from zlh_infra.services.plan import GuestFile, ServicePlan
+from zlh_infra.services.values import ed25519_key
 
 #: Debian packages the templates' builds need.
 TOOLCHAIN = ("openjdk-17-jdk-headless", "git", "build-essential", "nodejs", "npm")
@@ -52,32 +50,15 @@ ALIAS = "zlh-artifacts"
 #: The wrapper's exit code for a malformed command: what the client's health check expects.
 USAGE_EXIT = 2
 
-_ED25519 = re.compile(r"^ssh-ed25519 ([A-Za-z0-9+/]+={0,3})(?: [^\n]*)?$")
-
-
-def _ed25519(what: str, text: str) -> str:
-    """``ssh-ed25519 <base64>`` from one line of ssh-keygen's or sshd's output."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    match = _ED25519.match(lines[0].strip()) if len(lines) == 1 else None
-    if match is None:
-        raise ValueError(f"{what}: not one 'ssh-ed25519 <base64>' line")
-    try:
-        blob = base64.b64decode(match.group(1), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"{what}: its key is not base64") from None
-    if not blob.startswith(b"\x00\x00\x00\x0bssh-ed25519"):
-        raise ValueError(f"{what}: its key is not an ed25519 key")
-    return f"ssh-ed25519 {match.group(1)}"
-
 
 def public_key(stdout: str) -> str:
     """The publishing key's public half, from ``print_public_key``'s output."""
-    return _ed25519("zlh-build's publishing key", stdout)
+    return ed25519_key("zlh-build's publishing key", stdout)
 
 
 def host_key(stdout: str) -> str:
     """zlh-artifacts' ed25519 host key, from ``print_host_key``'s output."""
-    return _ed25519("zlh-artifacts' host key", stdout)
+    return ed25519_key("zlh-artifacts' host key", stdout)
 
 
 def print_public_key() -> str:

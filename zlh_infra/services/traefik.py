@@ -225,10 +225,13 @@ def plan(
     traefik: Vendored,
     acme: Acme,
     routes: Sequence[HttpRoute] | None = None,
+    tenant_routes: bool = False,
 ) -> ServicePlan:
     """Traefik on ``guest``; ``routes`` (when given) are written to ``ROUTES`` too.
 
     ``acme.challenge.credentials`` are secrets: they land in ``ENVIRONMENT`` (0600).
+    ``tenant_routes``: ``DYNAMIC_DIR`` is ``routes.edge_plan``'s, which runs first and lets
+    zpack-api add its own files there.
     """
     credentials = acme.challenge.credentials if acme.challenge else {}
     files = [
@@ -251,7 +254,7 @@ def plan(
         packages=("curl", "ca-certificates"),
         accounts=("traefik",),
         directories=(
-            GuestFile(DYNAMIC_DIR, "", mode=0o755),
+            *([] if tenant_routes else [GuestFile(DYNAMIC_DIR, "", mode=0o755)]),
             GuestFile(DATA_DIR, "", mode=0o700, owner="traefik", group="traefik"),
         ),
         files=tuple(files),

@@ -24,8 +24,9 @@ Every server gets a forced host ``<name>.<games domain>`` and a place in ``try``
 declared ones first, in their order, then the registered ones by name). The script runs
 before every start of ``velocity.service`` (``ExecStartPre``) and in the configure step,
 which restarts Velocity only when the merged file changed. To register a server, write
-``/etc/velocity/servers.d/<name>.toml`` and restart ``velocity.service`` (players on the
-proxy reconnect).
+``/etc/velocity/servers.d/<name>.toml`` (zpack-api does, through ``routes``): a path unit
+folds it in and restarts ``velocity.service`` when the merged file changed (players on
+the proxy reconnect).
 """
 
 from __future__ import annotations
@@ -301,10 +302,13 @@ def plan(
     servers: Sequence[GameServer] | None = None,
     motd: str = "<#09add3>A ZeroLagHub network",
     memory_mb: int = 512,
+    tenant_routes: bool = False,
 ) -> ServicePlan:
     """Velocity on ``guest``. ``forwarding_secret`` is a secret (``SECRET``, 0600).
 
     ``servers`` (when given) are written to ``DECLARED``, as the edge layer writes them.
+    ``tenant_routes``: ``SERVERS_DIR`` is ``routes.edge_plan``'s, which runs first and lets
+    zpack-api add its own files there.
     """
     secret = generated_secret("Velocity forwarding secret", forwarding_secret)
     if not 128 <= memory_mb <= 65536:
@@ -328,7 +332,7 @@ def plan(
         accounts=("velocity",),
         directories=(
             GuestFile(HOME, "", mode=0o750, owner="velocity", group="velocity"),
-            GuestFile(SERVERS_DIR, "", mode=0o755),
+            *([] if tenant_routes else [GuestFile(SERVERS_DIR, "", mode=0o755)]),
         ),
         files=tuple(files),
         converge=converge,
