@@ -9,7 +9,7 @@ import pytest
 from tests.policies.policy_fixtures import StackBuilder, core_builder, host_rule
 from zlh_infra.policies.config import HOST_FIREWALL
 from zlh_infra.policies.host import check_host_firewall
-from zlh_infra.policies.resources import Resource, Violation
+from zlh_infra.policies.resources import Resource, Violation, is_guest
 
 CONFIG = HOST_FIREWALL.parse("zlh-host-firewall", None)
 OPERATORS = "192.0.2.0/24"
@@ -113,6 +113,34 @@ def test_a_node_whose_firewall_is_off_or_unknown_is_refused() -> None:
         "node zlh-core has no node firewall resource, so its firewall may be off: register "
         "proxmoxve.node.FirewallLegacy with enabled: true."
     )
+
+
+def test_a_node_is_judged_even_where_the_stack_places_no_guest() -> None:
+    """A stack that only switches a node's firewall (or holds its rules) is judged there too."""
+    resources = with_host_firewall(node_enabled=False)
+    without_guests = [r for r in resources if not is_guest(r)]
+    assert len(without_guests) < len(resources)
+    assert messages(without_guests) == [
+        "node-firewall (proxmoxve:node/firewallLegacy:FirewallLegacy) disables node "
+        "zlh-core's firewall: set enabled: true."
+    ]
+    assert messages([r for r in with_host_firewall() if not is_guest(r)]) == []
+
+
+def test_rules_whose_owner_cannot_be_read_get_their_node_judged_and_reported() -> None:
+    builder = core_builder(host_firewall=False)
+    builder.host_firewall()
+    builder.add(
+        "proxmoxve:firewall/rulesLegacy:RulesLegacy",
+        "odd-rules",
+        {"nodeName": "zlh-core", "vmId": "one", "rules": [host_rule(22, "+management")]},
+        parent=builder.root.urn,
+        managed=True,
+    )
+    found = messages([r for r in builder.resources if not is_guest(r)])
+    assert len(found) == 1
+    assert found[0].startswith("odd-rules (proxmoxve:firewall/rulesLegacy:RulesLegacy): ")
+    assert found[0].endswith("correct the value, so the node's exposure can be told.")
 
 
 def test_a_datacenter_that_accepts_is_refused() -> None:

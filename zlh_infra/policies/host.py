@@ -75,6 +75,21 @@ def _datacenter(resources: Sequence[Resource], findings: Findings) -> tuple[bool
     return enabled, policy
 
 
+def _names_a_node(resource: Resource) -> bool:
+    """A guest, a node's firewall switch, or a node's own rules (not a guest's).
+
+    Rules whose owner cannot be read count: judging their node reports them unreadable.
+    """
+    if is_guest(resource) or resource.type == NODE_FIREWALL:
+        return True
+    if resource.type != FIREWALL_RULES:
+        return False
+    try:
+        return owner_vmid(resource.props) is None
+    except FirewallReadError:
+        return True
+
+
 def _node_rules(resources: Sequence[Resource], node: str, findings: Findings) -> list[Rule] | None:
     """The node's own rules, then the datacenter's accepts (its drops are not relied on)."""
     own: list[Rule] = []
@@ -107,13 +122,15 @@ def _node_rules(resources: Sequence[Resource], node: str, findings: Findings) ->
 def check_host_firewall(
     resources: Sequence[Resource], config: HostFirewallConfig, stack: str
 ) -> Findings:
-    """Every node a guest runs on: firewall on, DROP, and its management ports closed to guests."""
+    """Every node of the stack: firewall on, DROP, and its management ports closed to guests."""
     findings = Findings()
     with findings.reading():
-        # Each node a guest runs on, with the first such guest (where a finding lands).
+        # Each node a guest runs on or the stack sets a firewall of, with the first such
+        # resource (where a finding lands): a stack that only switches a node's firewall
+        # is judged on that node as well.
         placed: dict[str, str] = {}
         for r in resources:
-            if is_guest(r) and (n := node_of(r)) is not None:
+            if _names_a_node(r) and (n := node_of(r)) is not None:
                 placed.setdefault(n, r.urn)
         nodes = sorted(placed)
         if not nodes:

@@ -311,13 +311,44 @@ def test_groups_that_cannot_be_read_are_a_finding(platform: Platform) -> None:
     ]
 
 
-def test_the_identity_is_a_runtime_hosts_only(platform: Platform) -> None:
+def core_identity_findings(platform: Platform) -> list[tuple[str, str, str]]:
     result = platform.audit("--format", "json")
-    assert [f for f in findings(result) if f["stack"] == "core" and f["rule"] == IDENTITY] == []
+    assert result.code in (0, 1), result.err
+    return [
+        (f["severity"], f["problem"], f["fix"])
+        for f in findings(result)
+        if f["rule"] == IDENTITY and f["stack"] == "core"
+    ]
+
+
+def test_the_core_host_without_zpack_apis_identity_passes(platform: Platform) -> None:
+    assert core_identity_findings(platform) == []
     core_paths = {path for _, path, _ in platform.hosts["core"].pve.requests}
-    assert not any(
-        path.startswith("/api2/json/access/") and "permissions" not in path for path in core_paths
-    )
+    assert "/api2/json/access/acl" in core_paths
+    assert "/api2/json/access/users/zpack-api@pve" not in core_paths
+
+
+def test_zpack_apis_user_or_acl_entries_on_the_core_host_are_findings(platform: Platform) -> None:
+    platform.core.identity.users[USER_ID] = {"userid": USER_ID, "enable": 1}
+    platform.core.identity.acls += [
+        acl("/vms/100", "PVEVMAdmin"),
+        acl("/", "PVEAuditor", kind="token", ugid=f"{USER_ID}!ops"),
+        acl("/vms/101", "PVEVMAdmin", ugid="someone@pve"),
+    ]
+    assert core_identity_findings(platform) == [
+        (
+            "error",
+            f"the core host has ACL entries for {USER_ID} or its tokens on /, /vms/100; "
+            "zpack-api holds nothing on the core host",
+            f"Remove them: pveum acl delete <path> --users {USER_ID} (or --tokens).",
+        ),
+        (
+            "error",
+            f"the core host has a user {USER_ID}; zpack-api makes servers on runtime hosts only, "
+            "and a login here would reach the control plane's own guests",
+            f"Remove it: pveum user delete {USER_ID} (its ACL entries and tokens go with it).",
+        ),
+    ]
 
 
 def test_tokens_that_cannot_be_read_are_a_finding(platform: Platform) -> None:

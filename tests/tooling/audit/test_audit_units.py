@@ -499,7 +499,13 @@ def test_datacenter_and_node_firewall_read_as_proxmox_applies_them(
 
 def test_privileges_asked_of_a_runtime_host_and_of_the_core() -> None:
     core = dataclasses.replace(TARGET, stack="core", role=StackRole.CORE, node="zlh-core")
-    assert required_privileges(core) == (*REQUIRED_PRIVILEGES, ("/nodes/zlh-core", "Sys.Audit"))
+    # The core too: its audit checks that zpack-api holds nothing there.
+    assert required_privileges(core) == (
+        *REQUIRED_PRIVILEGES,
+        ("/nodes/zlh-core", "Sys.Audit"),
+        ("/access", "Sys.Audit"),
+        ("/access/groups", "Sys.Audit"),
+    )
     assert required_privileges(TARGET) == (
         *REQUIRED_PRIVILEGES,
         ("/nodes/zlh-runtime", "Sys.Audit"),

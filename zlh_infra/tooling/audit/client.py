@@ -22,7 +22,6 @@ from typing import Any, Literal, Protocol
 import requests
 
 from zlh_infra.platform.api_identity import USER_ID
-from zlh_infra.platform.topology import StackRole
 from zlh_infra.platform.wire_numbers import whole_number
 from zlh_infra.tooling.audit.targets import HostTarget
 
@@ -33,8 +32,8 @@ REQUIRED_PRIVILEGES: tuple[tuple[str, str], ...] = (
     ("/pool", "Pool.Audit"),  # pools and their members (backup jobs may select by pool)
     ("/storage", "Datastore.Audit"),  # the storages backup jobs write to
 )
-#: What a runtime host adds, for zpack-api's identity: without Sys.Audit there,
-#: ``/access/acl`` and ``/access/users`` answer with less than the host holds.
+#: For zpack-api's identity (a runtime host's to judge, the core's to lack): without
+#: Sys.Audit there, ``/access/acl`` and ``/access/users`` answer with less than it holds.
 IDENTITY_PRIVILEGES: tuple[tuple[str, str], ...] = (
     ("/access", "Sys.Audit"),  # every ACL entry
     ("/access/groups", "Sys.Audit"),  # every user, and zpack-api's groups and tokens
@@ -44,10 +43,11 @@ GuestKind = Literal["lxc", "qemu"]
 
 def required_privileges(target: HostTarget) -> tuple[tuple[str, str], ...]:
     """Every (ACL path, privilege) the audit of ``target`` reads with."""
-    found = (*REQUIRED_PRIVILEGES, (f"/nodes/{target.node}", "Sys.Audit"))  # the node's firewall
-    if target.role is StackRole.RUNTIME:
-        found += IDENTITY_PRIVILEGES
-    return found
+    return (
+        *REQUIRED_PRIVILEGES,
+        (f"/nodes/{target.node}", "Sys.Audit"),  # the node's firewall
+        *IDENTITY_PRIVILEGES,
+    )
 
 
 class HostReadError(Exception):
@@ -79,8 +79,8 @@ class GuestRecord:
 
 @dataclass(slots=True)
 class IdentityRecord:
-    """zpack-api's identity as a runtime host holds it: every role and ACL entry of the
-    host, and the user (None when the host has no such user)."""
+    """zpack-api's identity as a host holds it: every role and ACL entry of the host, and
+    the user (None when the host has no such user)."""
 
     roles: list[dict[str, Any]]
     acls: list[dict[str, Any]]
@@ -109,7 +109,7 @@ class HostSnapshot:
     #: The node's firewall options and rules (host.fw).
     node_firewall_options: dict[str, Any] = field(default_factory=dict)
     node_rules: list[dict[str, Any]] = field(default_factory=list)
-    #: zpack-api's identity; read on runtime hosts only.
+    #: zpack-api's identity (on the core host: what must not be there).
     identity: IdentityRecord | None = None
 
 
@@ -194,8 +194,7 @@ class _Reader:
         node = self.target.node
         snapshot.node_firewall_options = self._dict(f"nodes/{node}/firewall/options")
         snapshot.node_rules = self._list(f"nodes/{node}/firewall/rules")
-        if self.target.role is StackRole.RUNTIME:
-            snapshot.identity = self._identity()
+        snapshot.identity = self._identity()
         return snapshot
 
     def _identity(self) -> IdentityRecord:
@@ -236,8 +235,8 @@ class _Reader:
             token = self.target.token.token_id
             raise HostReadError(
                 f"{self.target.label}: API token {token} lacks {', '.join(missing)}, so the "
-                "host's guests, firewall, backup jobs and (on a runtime host) zpack-api's "
-                "identity cannot all be read; grant it the "
+                "host's guests, firewall, backup jobs and zpack-api's identity cannot all be "
+                "read; grant it the "
                 f"read-only role PVEAuditor on /: pveum acl modify / --tokens '{token}' "
                 "--roles PVEAuditor"
             )

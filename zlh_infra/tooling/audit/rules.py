@@ -675,11 +675,14 @@ def _identity(snapshot: HostSnapshot, plan: AuditPlan) -> list[Finding]:
     the entries it lacks are information."""
     target = snapshot.target
     record = snapshot.identity
-    if target.role is not StackRole.RUNTIME or record is None:
+    if record is None:
         return []
 
     def finding(problem: str, fix: str, severity: Severity = "error") -> Finding:
         return Finding(severity, RULE_IDENTITY, target.stack, target.node, None, None, problem, fix)
+
+    if target.role is not StackRole.RUNTIME:
+        return _identity_on_core(record, finding)
 
     refresh = f"pulumi up --refresh -s {target.stack}"
     if record.user is None:
@@ -730,6 +733,38 @@ def _identity(snapshot: HostSnapshot, plan: AuditPlan) -> list[Finding]:
     ]
     findings += _missing_acls(missing_acls(mine, inputs), inputs, refresh, finding)
     return findings
+
+
+def _identity_on_core(
+    record: IdentityRecord, finding: Callable[[str, str], Finding]
+) -> list[Finding]:
+    """The core host holds no part of zpack-api's identity: it makes servers on runtime
+    hosts only, and a login on the core host would reach the control plane itself."""
+    found = []
+    if record.user is not None:
+        found.append(
+            finding(
+                f"the core host has a user {USER_ID}; zpack-api makes servers on runtime hosts "
+                "only, and a login here would reach the control plane's own guests",
+                f"Remove it: pveum user delete {USER_ID} (its ACL entries and tokens go with it).",
+            )
+        )
+    paths = sorted(
+        {
+            str(entry.get("path"))
+            for entry in record.acls
+            if str(entry.get("ugid") or "").split("!", 1)[0] == USER_ID
+        }
+    )
+    if paths:
+        found.append(
+            finding(
+                f"the core host has ACL entries for {USER_ID} or its tokens on "
+                f"{', '.join(paths)}; zpack-api holds nothing on the core host",
+                f"Remove them: pveum acl delete <path> --users {USER_ID} (or --tokens).",
+            )
+        )
+    return found
 
 
 def _user_groups(record: IdentityRecord) -> list[str]:
