@@ -60,7 +60,8 @@ from zlh_infra.platform.vmids import (
 )
 from zlh_infra.services.paper import heap_mb as paper_heap_mb
 from zlh_infra.services.routes import ROUTE_GUESTS
-from zlh_infra.services.values import ed25519_key, is_ipv4_port
+from zlh_infra.services.ssh import ed25519_key
+from zlh_infra.services.values import is_ipv4_port
 
 NAMESPACE = "zlh-infra"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.scripts import decoded, shellcheck
-from zlh_infra.services import artifacts, build
+from zlh_infra.services import artifacts, build, ssh
 from zlh_infra.services.plan import Gateway, ServicePlan, configure_script, install_script
 
 BUILD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDiK14tBothHhVFv/yDmF9U0IysymOJRcCcbx+T5Dv/F"
@@ -65,7 +65,7 @@ def test_anything_but_one_ed25519_key_is_refused(text: str) -> None:
 
 def test_the_read_commands_print_the_keys() -> None:
     assert build.print_public_key() == "ssh-keygen -y -f /root/.ssh/zlh-publish"
-    assert build.print_host_key() == "cat /etc/ssh/ssh_host_ed25519_key.pub"
+    assert ssh.print_host_key() == "cat /etc/ssh/ssh_host_ed25519_key.pub"
 
 
 # --- zlh-build ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from zlh_infra.layers.site import Site, service_guest
 from zlh_infra.layers.vendor import read_value, traefik_answers, traefik_plan
 from zlh_infra.platform.catalogue import EDGE_SERVICES, GuestKind, Network
 from zlh_infra.platform.proxy_config import GameServer, HttpRoute
-from zlh_infra.services import node_exporter, routes, traefik, velocity
+from zlh_infra.services import node_exporter, routes, ssh, traefik, velocity
 from zlh_infra.services.artifacts import Artifact
 from zlh_infra.services.plan import ServicePlan
 from zlh_infra.services.vendor import Vendored
@@ -188,17 +188,13 @@ class Edge(pulumi.ComponentResource):
             ],
             routes.RouteKind.GAME: [server.name for server in args.game_servers],
         }
-        directories = {
-            routes.RouteKind.HTTP: traefik.DYNAMIC_DIR,
-            routes.RouteKind.GAME: velocity.SERVERS_DIR,
-        }
         api_address = site.addresses[("core:zpack-api", Network.MANAGEMENT)]
         self.route_host_keys = {}
         found: dict[str, pulumi.Resource] = {}
         for kind, service in routes.ROUTE_GUESTS.items():
             settings = routes.RouteSettings(
                 kind=kind,
-                directory=directories[kind],
+                directory=routes.ROUTE_DIRECTORIES[kind],
                 network=site.lan.cidr,
                 domain=args.dev_domain if kind is routes.RouteKind.HTTP else "",
                 reserved=tuple(declared[kind]),
@@ -228,7 +224,7 @@ class Edge(pulumi.ComponentResource):
                 f"{name}-{service}-host-key",
                 shell=site.shell,
                 vmid=guests[service].vmid,
-                command_line=routes.print_host_key(),
+                command_line=ssh.print_host_key(),
                 parent=self,
                 after=step,
             )

@@ -45,7 +45,7 @@ from zlh_infra.platform.catalogue import (
 from zlh_infra.platform.fleet_firewall import FLEET_GROUPS, fleet_group_rules
 from zlh_infra.platform.topology import Layer, guest_tags
 from zlh_infra.platform.vmids import VmidRole
-from zlh_infra.services import agent, artifacts, build, code_server, node_exporter, paper
+from zlh_infra.services import agent, artifacts, build, code_server, node_exporter, paper, ssh
 from zlh_infra.services.plan import (
     ServicePlan,
     configure_script,
@@ -416,7 +416,7 @@ class Runtime(pulumi.ComponentResource):
                 "zlh-artifacts-host-key",
                 shell=site.shell,
                 vmid=artifacts_guest.vmid,
-                command_line=build.print_host_key(),
+                command_line=ssh.print_host_key(),
                 parent=self,
                 after=publishing,
             ),

@@ -30,7 +30,8 @@ from ipaddress import IPv4Address
 
 from zlh_infra.services.artifacts import PUBLISH, STORE
 from zlh_infra.services.plan import GuestFile, ServicePlan
-from zlh_infra.services.values import ed25519_key
+from zlh_infra.services.ssh import ed25519_key, generate_key
+from zlh_infra.services.ssh import print_public_key as _print_key
 
 #: Debian packages the templates' builds need.
 TOOLCHAIN = ("openjdk-17-jdk-headless", "git", "build-essential", "nodejs", "npm")
@@ -41,7 +42,6 @@ ACCOUNT_HOME = f"/home/{ACCOUNT}"
 AUTHORIZED_KEYS = f"{ACCOUNT_HOME}/.ssh/authorized_keys"
 WRAPPER = "/usr/local/sbin/zlh-publish-ssh"
 SUDOERS = "/etc/sudoers.d/zlh-publish"
-HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 CLIENT_CONFIG = "/etc/ssh/ssh_config.d/zlh-artifacts.conf"
 KNOWN_HOSTS = "/etc/ssh/zlh-artifacts.known_hosts"
 REMOTE = "/usr/local/bin/zlh-publish-remote"
@@ -57,30 +57,18 @@ def public_key(stdout: str) -> str:
 
 
 def host_key(stdout: str) -> str:
-    """zlh-artifacts' ed25519 host key, from ``print_host_key``'s output."""
+    """zlh-artifacts' ed25519 host key, from ``ssh.print_host_key``'s output."""
     return ed25519_key("zlh-artifacts' host key", stdout)
 
 
 def print_public_key() -> str:
     """Shell printing the publishing key's public half (derived from the private key)."""
-    return f"ssh-keygen -y -f {KEY}"
-
-
-def print_host_key() -> str:
-    """Shell printing zlh-artifacts' ed25519 host key."""
-    return f"cat {HOST_KEY}"
+    return _print_key(KEY)
 
 
 def plan(*, guest: str) -> ServicePlan:
     """The toolchains, and the publishing key (generated once, 0600, never copied out)."""
-    converge = f"""\
-if ! [ -s {KEY} ]; then
-  rm -f {KEY} {KEY}.pub
-  ssh-keygen -q -t ed25519 -N '' -C 'zlh-build publishing' -f {KEY}
-  ZLH_CHANGED=1
-fi
-chmod 0600 {KEY}
-"""
+    converge = generate_key(KEY, "zlh-build publishing") + f"chmod 0600 {KEY}\n"
     return ServicePlan(
         service="build-toolchains",
         guest=guest,

@@ -40,8 +40,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 from zlh_infra.services import traefik, velocity
 from zlh_infra.services.plan import GuestFile, ServicePlan
+from zlh_infra.services.ssh import ed25519_key, generate_key
+from zlh_infra.services.ssh import print_public_key as _print_key
 from zlh_infra.services.traefik import domain
-from zlh_infra.services.values import ed25519_key
 
 ACCOUNT = "zlh-route"
 #: Root's, so the account can change nothing in it (sshd's StrictModes accepts root).
@@ -49,7 +50,6 @@ ACCOUNT_HOME = f"/home/{ACCOUNT}"
 AUTHORIZED_KEYS = f"{ACCOUNT_HOME}/.ssh/authorized_keys"
 COMMAND = "/usr/local/sbin/zlh-route"
 SSHD_CONFIG = "/etc/ssh/sshd_config.d/zlh-route.conf"
-HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 #: The forced command's exit code for a malformed command: what health checks expect.
 USAGE_EXIT = 2
 #: Traefik's file of a registered route: ``tenant-NAME.yml`` (Pulumi's is ``zlh.yml``).
@@ -76,6 +76,11 @@ ROUTE_GUESTS: dict[RouteKind, str] = {
     RouteKind.HTTP: "zlh-zpack-proxy",
     RouteKind.GAME: "zlh-velocity",
 }
+#: Where its proxy reads each kind of route from.
+ROUTE_DIRECTORIES: dict[RouteKind, str] = {
+    RouteKind.HTTP: traefik.DYNAMIC_DIR,
+    RouteKind.GAME: velocity.SERVERS_DIR,
+}
 
 
 def public_key(stdout: str) -> str:
@@ -84,17 +89,13 @@ def public_key(stdout: str) -> str:
 
 
 def host_key(what: str, stdout: str) -> str:
-    """An edge guest's ed25519 host key, from ``print_host_key``'s output."""
+    """An edge guest's ed25519 host key, from ``ssh.print_host_key``'s output."""
     return ed25519_key(f"{what}'s host key", stdout)
 
 
 def print_public_key() -> str:
     """Shell printing the route key's public half (derived from the private key)."""
-    return f"ssh-keygen -y -f {KEY}"
-
-
-def print_host_key() -> str:
-    return f"cat {HOST_KEY}"
+    return _print_key(KEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,14 +435,9 @@ def api_plan(*, guest: str, account: str, hosts: Sequence[RouteHost]) -> Service
             "    BatchMode yes",
             "    ConnectTimeout 10",
         ]
-    converge = f"""\
-if ! [ -s {KEY} ]; then
-  rm -f {KEY} {KEY}.pub
-  ssh-keygen -q -t ed25519 -N '' -C 'zpack-api routes' -f {KEY}
-  ZLH_CHANGED=1
-fi
-chown {account}:{account} {KEY} && chmod 0600 {KEY}
-"""
+    converge = generate_key(KEY, "zpack-api routes") + (
+        f"chown {account}:{account} {KEY} && chmod 0600 {KEY}\n"
+    )
     return ServicePlan(
         service="zpack-api-routes",
         guest=guest,

@@ -6,8 +6,6 @@ user input first, so these are the last line, not the first.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from ipaddress import IPv4Address
@@ -16,7 +14,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GENERATED_SECRET = re.compile(r"^[A-Za-z0-9]{16,128}$")
 _SQL_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_ED25519 = re.compile(r"^ssh-ed25519 ([A-Za-z0-9+/]+={0,3})(?: [^\n]*)?$")
 
 
 def no_control(what: str, value: str) -> str:
@@ -72,22 +69,3 @@ def is_ipv4_port(value: str) -> bool:
     except ValueError:
         return False
     return port.isdigit() and 0 < int(port) < 65536
-
-
-def ed25519_key(what: str, text: str) -> str:
-    """``ssh-ed25519 <base64>`` from one line of ssh-keygen's or sshd's output.
-
-    The comment is dropped and the blob decoded, so nothing but a key lands in an
-    ``authorized_keys`` or ``known_hosts`` line.
-    """
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    match = _ED25519.match(lines[0].strip()) if len(lines) == 1 else None
-    if match is None:
-        raise ValueError(f"{what}: not one 'ssh-ed25519 <base64>' line")
-    try:
-        blob = base64.b64decode(match.group(1), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"{what}: its key is not base64") from None
-    if not blob.startswith(b"\x00\x00\x00\x0bssh-ed25519"):
-        raise ValueError(f"{what}: its key is not an ed25519 key")
-    return f"ssh-ed25519 {match.group(1)}"
