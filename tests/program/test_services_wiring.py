@@ -614,8 +614,12 @@ def test_every_fleet_container_gets_its_disk_size_and_agent_check(runtime: Stack
             f"sh -eu -c 'pct resize {vmid} rootfs {size}G'"
         )
         configure = decoded(clear(steps[f"{name}-configure"].inputs["stdin"]))
-        assert "--web.listen-address=10.99.1" in configure
-        assert ":18888 ]" in configure
+        # The clone writes nothing for either: both came with the image, on eth1.
+        assert "/etc/default/prometheus-node-exporter" not in configure
+        assert f"= 10.99.1.{vmid - 1000}:9100 ]" in configure
+        assert f"= 10.99.1.{vmid - 1000}:18888 ]" in configure
+    image = decoded(clear(steps["zlh-base-agent"].inputs["stdin"]))
+    assert "show dev eth1 scope global" in image
 
 
 def test_a_game_containers_heap_follows_its_memory(runtime: StackRecording) -> None:

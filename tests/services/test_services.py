@@ -179,10 +179,54 @@ def test_sql_and_config_strings_escape_their_quotes() -> None:
 
 
 def test_node_exporter_listens_on_the_given_address_only() -> None:
-    plan = node_exporter.plan(guest="dev-alice", listen=IPv4Address("10.99.1.100"), install=False)
-    assert file_of(plan, node_exporter.DEFAULTS) == 'ARGS="--web.listen-address=10.99.1.100:9100"\n'
-    assert plan.packages == ()
-    assert "http://10.99.1.100:9100/metrics" in plan.health
+    plan = node_exporter.plan(guest="zlh-build", listen=IPv4Address("10.99.0.101"))
+    assert file_of(plan, node_exporter.DEFAULTS) == 'ARGS="--web.listen-address=10.99.0.101:9100"\n'
+    assert "prometheus-node-exporter" in plan.packages
+    assert "http://10.99.0.101:9100/metrics" in plan.health
+
+
+def _launch(tmp_path: Path, ip_output: str) -> subprocess.CompletedProcess[str]:
+    """Run the image's launcher with a stand-in ``ip`` and exporter that print their argv."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "ip").write_text(f"#!/bin/sh\necho \"$*\" >&2\nprintf '%s' '{ip_output}'\n")
+    exporter = bin_dir / "exporter"
+    exporter.write_text('#!/bin/sh\necho "exporter $*"\n')
+    for tool in (bin_dir / "ip", exporter):
+        tool.chmod(0o755)
+    script = node_exporter.launcher("eth1").replace(node_exporter.EXPORTER, str(exporter))
+    return subprocess.run(
+        ["sh", "-c", script, "launcher", "--collector.systemd"],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        check=False,
+    )
+
+
+def test_the_images_exporter_starts_on_the_management_nics_address_only(tmp_path: Path) -> None:
+    done = _launch(tmp_path, "3: eth1    inet 10.99.1.20/22 brd 10.99.3.255 scope global eth1\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "exporter --web.listen-address=10.99.1.20:9100 --collector.systemd"
+    )
+    assert "dev eth1 scope global" in done.stderr
+    # No address yet: it fails (the unit retries) rather than listen on every address.
+    empty = _launch(tmp_path, "")
+    assert empty.returncode == 1 and "eth1 has no IPv4 address" in empty.stderr
+
+
+def test_the_image_enables_the_exporter_and_each_clone_checks_where_it_listens() -> None:
+    image = node_exporter.image_plan(guest="zlh-base", interface="eth1")
+    drop_in = file_of(image, node_exporter.DROP_IN)
+    assert f"ExecStart=\nExecStart={node_exporter.LAUNCHER} $ARGS" in drop_in
+    assert file_of(image, node_exporter.DEFAULTS) == 'ARGS=""\n'
+    assert image.units == ()  # the image has no management NIC: never started there
+    assert "systemctl stop prometheus-node-exporter.service" in image.converge
+    clone = node_exporter.fleet_plan(guest="arena", management_address=IPv4Address("10.99.1.20"))
+    assert clone.files == () and clone.packages == ()
+    assert clone.units == ("prometheus-node-exporter.service",)
+    assert "= 10.99.1.20:9100 ]" in clone.health
 
 
 def prometheus_plan() -> ServicePlan:

@@ -190,10 +190,10 @@ class Runtime(pulumi.ComponentResource):
             self._image_args(site, "zlh-base", args.base_image.vmid, args.base_image, layer_pool),
             child,
         )
-        # The image exports metrics on loopback only; each clone moves them to its
-        # management address.
+        # The image holds the exporter and the agent, each starting on the management
+        # NIC of whatever clone it runs in: zpack-api's clones need no step of their own.
         image_plans = [
-            node_exporter.plan(guest="zlh-base", listen=IPv4Address("127.0.0.1")),
+            node_exporter.image_plan(guest="zlh-base", interface=agent.INTERFACE),
             agent.image_plan(guest="zlh-base", artifacts_url=artifacts_url, agent=agent_artifact),
         ]
         base_ready = run_in_base_image(
@@ -299,8 +299,8 @@ class Runtime(pulumi.ComponentResource):
                 shell=site.shell,
                 vmid=guest.vmid,
                 plans=[
-                    node_exporter.plan(
-                        guest=guest.name, listen=member.management_address, install=False
+                    node_exporter.fleet_plan(
+                        guest=guest.name, management_address=member.management_address
                     ),
                     agent.fleet_plan(
                         guest=guest.name, management_address=member.management_address
