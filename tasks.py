@@ -7,7 +7,7 @@ Needs only Python 3.11+: it installs uv (pinned) into ``.tools/``, lets uv build
     python3 tasks.py preview [ARGS...]   offline preview of both stacks, with policies
     python3 tasks.py test [PYTEST ARGS]  lint, type check and the test suite
     python3 tasks.py bench               the preview benchmark
-    python3 tasks.py lab up|check|down   the local LXC lab (root; docs/lab.md)
+    python3 tasks.py lab up|check|server|down   the local LXC lab (root; docs/lab.md)
 """
 
 from __future__ import annotations

@@ -397,8 +397,17 @@ class RouteHost:
 
     @property
     def alias(self) -> str:
-        """The ssh host alias zpack-api uses: ``route-<stack>-<kind>``."""
-        return f"route-{self.stack}-{self.kind}"
+        return alias(self.stack, self.kind)
+
+
+def alias(stack: str, kind: RouteKind) -> str:
+    """The ssh host alias zpack-api uses for a stack's route host: ``route-<stack>-<kind>``."""
+    return f"route-{stack}-{kind}"
+
+
+def client_command(stack: str, kind: RouteKind, *words: str) -> list[str]:
+    """What zpack-api runs, as its account, to ``put``, ``delete`` or ``list`` routes."""
+    return ["ssh", "-F", SSH_CONFIG, alias(stack, kind), *words]
 
 
 def api_environment(hosts: Sequence[RouteHost]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,13 @@ from zlh_infra.tooling.lab.plan import (
     PlanError,
     build_plan,
     decide,
+    printed_outputs,
     redact,
+    step_hash,
     unwrap,
 )
 from zlh_infra.tooling.lab.secrets_store import SecretStore
+from zlh_infra.tooling.lab.state import LabState
 from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -239,6 +243,23 @@ def test_a_step_with_inputs_known_only_at_deploy_time_is_deferred_not_run() -> N
     assert (decision.verb, decision.reason) == ("unavailable", DEFERRED)
 
 
+def test_what_a_step_printed_is_its_output_while_its_inputs_are_unchanged() -> None:
+    [core, _] = small_platform()
+    db_setup = core.resources[1]
+    digest = build_plan(small_platform(), upstream_dns="192.0.2.53").steps[db_setup.urn].hash
+    assert step_hash(db_setup.inputs) == digest
+    answer = printed_outputs({db_setup.urn: {"hash": digest, "stdout": "key\n"}})
+    assert answer(db_setup.urn, lab_plan.COMMAND, db_setup.inputs) == {
+        "stdout": "key\n",
+        "stderr": "",
+    }
+    # Changed inputs: like the engine, no output until the step runs again.
+    changed = {**db_setup.inputs, "triggers": ["t2"]}
+    assert answer(db_setup.urn, lab_plan.COMMAND, changed) is None
+    assert answer(db_setup.urn, CONTAINER, db_setup.inputs) is None
+    assert step_hash({**db_setup.inputs, "stdin": rpc.UNKNOWN}) is None
+
+
 def _empty_state() -> dict[str, Any]:
     return {"guest_specs": {}, "existing": [], "step_hashes": {}}
 
@@ -295,7 +316,9 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> LabPlan:
 
     tmp = tmp_path_factory.mktemp("lab")
     dirs = LabDirs(state=tmp / "state", cache=tmp / "cache")
-    return record(ROOT, dirs, SecretStore(tmp / "secrets.json"), "192.0.2.53").plan
+    return record(
+        ROOT, dirs, SecretStore(tmp / "secrets.json"), "192.0.2.53", LabState(tmp / "st")
+    ).plan
 
 
 def test_shipped_stacks_every_container_and_router_becomes_a_guest(shipped: LabPlan) -> None:
@@ -321,9 +344,39 @@ def test_shipped_stacks_rerun_identically_with_the_same_secrets(tmp_path: Path) 
     from zlh_infra.tooling.lab.paths import LabDirs
 
     dirs = LabDirs(state=tmp_path / "state", cache=tmp_path / "cache")
-    first = record(ROOT, dirs, SecretStore(tmp_path / "s.json"), "192.0.2.53").plan
-    second = record(ROOT, dirs, SecretStore(tmp_path / "s.json"), "192.0.2.53").plan
+    first = record(
+        ROOT, dirs, SecretStore(tmp_path / "s.json"), "192.0.2.53", LabState(tmp_path / "st")
+    ).plan
+    second = record(
+        ROOT, dirs, SecretStore(tmp_path / "s.json"), "192.0.2.53", LabState(tmp_path / "st")
+    ).plan
     assert {u: s.hash for u, s in first.steps.items()} == {
         u: s.hash for u, s in second.steps.items()
     }
     assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o600
+
+
+def _ed25519(seed: int) -> str:
+    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes([seed]) * 32
+    return "ssh-ed25519 " + base64.b64encode(blob).decode()
+
+
+def test_shipped_stacks_a_printed_route_key_lets_the_runtime_route_steps_run(
+    shipped: LabPlan, tmp_path: Path
+) -> None:
+    from zlh_infra.tooling.lab.commands import record
+    from zlh_infra.tooling.lab.paths import LabDirs
+
+    [printer] = [s for s in shipped.steps.values() if s.name.endswith("zpack-api-route-key")]
+    waiting = {u for u, s in shipped.steps.items() if s.deferred and s.stack == "runtime"}
+    assert any("route" in shipped.steps[u].name for u in waiting)
+
+    dirs = LabDirs(state=tmp_path / "state", cache=tmp_path / "cache")
+    state = LabState(tmp_path / "st")
+    state.printed = {printer.urn: {"hash": printer.hash, "stdout": _ed25519(7) + " zpack-api\n"}}
+    again = record(ROOT, dirs, SecretStore(tmp_path / "s.json"), "192.0.2.53", state).plan
+    runs_now = {u for u in waiting if not again.steps[u].deferred}
+    assert {again.steps[u].name for u in runs_now} >= {
+        n for n in (again.steps[u].name for u in waiting) if "route" in n
+    }
+    assert any(_ed25519(7).split()[1] in (again.steps[u].stdin or "") for u in runs_now)

@@ -235,3 +235,39 @@ def test_missing_stack_file_fails_before_running_anything(stack_files: dict[str,
     with pytest.raises(StackFileError, match="no stack file given for stack 'runtime-b'"):
         run_platform(stack_files, ["runtime-b"], program=core_and_runtime(calls))
     assert calls == []
+
+
+def _printing_program() -> None:
+    """A step whose printed value feeds a second step, as the program reads keys from guests."""
+    import pulumi_command as command
+
+    from zlh_infra.layers.vendor import read_value
+
+    connection = command.remote.ConnectionArgs(host="10.99.0.2", user="root")
+    printer = command.remote.Command("print-key", connection=connection, create="cat key.pub")
+    key = read_value(printer, str.strip, secret=True)
+    command.remote.Command("use-key", connection=connection, create="install", stdin=key)
+
+
+def _stdin_of(recording: StackRecording, name: str) -> object:
+    return next(r for r in recording.resources if r.name == name).inputs.get("stdin")
+
+
+def test_a_steps_printed_value_is_unknown_until_the_state_holds_it() -> None:
+    previewed = run_stack("core", {}, [], _printing_program)
+    unknown = _stdin_of(previewed, "use-key")
+    assert isinstance(unknown, dict) and unknown.get("value") == rpc.UNKNOWN
+
+    asked: list[tuple[str, str]] = []
+
+    def state(urn: str, type_: str, inputs: object) -> dict[str, str] | None:
+        asked.append((urn.rsplit("::", 1)[-1], type_))
+        return {"stdout": "ssh-ed25519 AAAA printed\n"} if urn.endswith("::print-key") else None
+
+    deployed = run_stack("core", {}, [], _printing_program, state_outputs=state)
+    stdin = _stdin_of(deployed, "use-key")
+    # Known now, and still a secret: the engine's additional secret outputs apply to it.
+    assert isinstance(stdin, dict) and stdin.get("value") == "ssh-ed25519 AAAA printed"
+    assert rpc.is_rpc_secret(stdin)
+    assert ("print-key", "command:remote:Command") in asked
+    assert not [d for d in deployed.diagnostics if d.severity == "error"]

@@ -15,6 +15,8 @@ from pathlib import Path
 from zlh_infra.platform.topology import StackRole
 from zlh_infra.tooling.exit_codes import ExitCode
 from zlh_infra.tooling.lab import host, lxc
+from zlh_infra.tooling.lab.api_server_checks import api_server_checks
+from zlh_infra.tooling.lab.api_servers import as_resources
 from zlh_infra.tooling.lab.checks import (
     SERVICE_HEALTH,
     CheckContext,
@@ -45,6 +47,7 @@ from zlh_infra.tooling.lab.overlay import (
     apply_overlay,
     mirror_overlay,
     referenced_releases,
+    with_route_host_keys,
 )
 from zlh_infra.tooling.lab.paths import (
     FIREWALL_TABLE,
@@ -55,12 +58,15 @@ from zlh_infra.tooling.lab.paths import (
 )
 from zlh_infra.tooling.lab.plan import (
     DEFERRED,
+    UNKNOWN,
     Action,
     LabGuest,
     LabPlan,
     build_plan,
     decide,
+    printed_outputs,
     redact,
+    unwrap,
 )
 from zlh_infra.tooling.lab.releases import build_releases
 from zlh_infra.tooling.lab.rootfs import ensure_rootfs, purge
@@ -68,6 +74,7 @@ from zlh_infra.tooling.lab.secrets_store import SecretStore
 from zlh_infra.tooling.lab.state import GuestState, LabState
 from zlh_infra.tooling.lab.steps import install_pct, run_step
 from zlh_infra.tooling.lab.system import LabError, ensure_host_packages, netns_path, require_root
+from zlh_infra.tooling.preview.recording import StackRecording
 
 
 def project_root() -> Path:
@@ -86,6 +93,7 @@ def _say(message: str) -> None:
 @dataclass(slots=True)
 class Recorded:
     plan: LabPlan
+    recordings: list[StackRecording]
     #: The recorded Proxmox firewall on the lab's bridges; None when it cannot be read.
     firewall: LabFirewall | None = None
     #: Why the firewall cannot be read (the reader's or the lab's refusal).
@@ -95,11 +103,17 @@ class Recorded:
     notes: list[str] = field(default_factory=list)
 
 
-def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Recorded:
+def record(
+    root: Path, dirs: LabDirs, store: SecretStore, resolver: str, state: LabState
+) -> Recorded:
     """Run both stacks' programs in-process, as ``pulumi up`` would, with real secrets.
 
     The stand-in releases are built into the lab's release directory first; the lab
-    overlay points the stacks' release settings at them.
+    overlay points the stacks' release settings at them. From ``state``: what the lab's
+    steps printed when they last succeeded, which the programs see as the engine shows a
+    Command's outputs once it ran; the runtime hosts' route host keys, copied into the
+    core's config as the operator does; and the servers made as zpack-api makes them,
+    which the host holds beside what the recording holds.
     """
     from zlh_infra.tooling.preview.runner import run_platform
     from zlh_infra.tooling.preview.stack_files import find_project_file, stack_files_in
@@ -121,6 +135,9 @@ def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Reco
         )
         mirrored_config, changed = mirror_overlay(result.config, mirrored, release_base_url())
         notes.extend(f"{stack}: {path} from the local mirror" for path in changed)
+        if stack == StackRole.CORE:
+            mirrored_config, copied = with_route_host_keys(mirrored_config, state.route_host_keys)
+            notes.extend(f"{stack}: {path} from the runtime stack's output" for path in copied)
         return mirrored_config
 
     with contextlib.redirect_stdout(sys.stderr):
@@ -128,11 +145,12 @@ def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Reco
             files,
             stacks,
             project_file=find_project_file(root),
-            # As the engine previews: values only a step prints at deploy time (a
-            # fingerprint, a key) stay unknown, and the steps needing them are deferred.
+            # As the engine previews: a value only a step prints (a fingerprint, a key)
+            # is unknown until that step has run, and the steps needing it are deferred.
             preview=True,
             secret_values=store.for_stack,
             config_overlay=overlay,
+            state_outputs=lambda _stack: printed_outputs(state.printed),
         )
     store.save()
     problems = [
@@ -143,6 +161,10 @@ def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Reco
     ]
     if problems:
         raise LabError("the program failed offline:\n  " + "\n  ".join(problems))
+    for recording in recordings:
+        for server in state.api_servers.values():
+            if server.stack == recording.stack:
+                recording.resources += as_resources(server.stack, server.record, server.template)
     plan = build_plan(recordings, upstream_dns=resolver)
     plan.secrets = plan.secrets | frozenset(store.values())
     firewall, firewall_error = None, None
@@ -156,8 +178,27 @@ def record(root: Path, dirs: LabDirs, store: SecretStore, resolver: str) -> Reco
     except LabFirewallError as error:
         firewall_error = redact(str(error), plan.secrets)
     return Recorded(
-        plan=plan, firewall=firewall, firewall_error=firewall_error, missing=missing, notes=notes
+        plan=plan,
+        recordings=recordings,
+        firewall=firewall,
+        firewall_error=firewall_error,
+        missing=missing,
+        notes=notes,
     )
+
+
+def exported_route_host_keys(recordings: Sequence[StackRecording]) -> dict[str, dict[str, str]]:
+    """Each runtime stack's ``routeHostKeys`` output, once every key in it is known."""
+    found = {}
+    for recording in recordings:
+        keys = unwrap(recording.outputs.get("routeHostKeys"))
+        if (
+            isinstance(keys, dict)
+            and keys
+            and all(isinstance(v, str) and v != UNKNOWN for v in keys.values())
+        ):
+            found[recording.stack] = dict(keys)
+    return found
 
 
 # --- up ---------------------------------------------------------------------------------
@@ -225,6 +266,24 @@ def link_mirror(dirs: LabDirs, artifacts: Path | None) -> None:
             (mirror / item.name).symlink_to(item.resolve())
 
 
+#: At most this many rounds of recording and running: each round runs what the values
+#: printed in the round before made known (a dependency chain of printed values).
+MAX_ROUNDS = 8
+
+
+@dataclass(slots=True)
+class Round:
+    """What one pass over the plan did."""
+
+    code: int = ExitCode.OK
+    created: int = 0
+    ran: int = 0
+    failed: set[Action] = field(default_factory=set)
+    #: Steps that could not fetch a vendor artifact (exit 69), now or unchanged since.
+    unavailable: set[Action] = field(default_factory=set)
+    blocked: set[Action] = field(default_factory=set)
+
+
 def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     started = time.monotonic()
     require_root()
@@ -239,8 +298,7 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     root = project_root()
     resolver = host.host_resolver()
     store = SecretStore(dirs.secrets_file)
-    recorded = record(root, dirs, store, str(resolver))
-    plan = recorded.plan
+    recorded = record(root, dirs, store, str(resolver), state)
     if recorded.firewall is None:
         # Without the recorded firewall the lab is not the platform: nothing is built.
         raise LabError(
@@ -255,7 +313,7 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     host.ensure_subids(state)
     host.ensure_sysctls(state)
     rootfs = ensure_rootfs(dirs)
-    host.ensure_network(state, plan.bridges, resolver, recorded.firewall)
+    host.ensure_network(state, recorded.plan.bridges, resolver, recorded.firewall)
     _say(
         f"Proxmox firewall on the lab bridges: {len(recorded.firewall.ports)} ports, "
         f"{len(recorded.firewall.nodes)} node stand-ins"
@@ -264,6 +322,82 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     lxc.install_hook(dirs)
     if host.ensure_release_server(state, dirs.releases, dirs.logs / "releases.log"):
         _say(f"serving the stand-in releases at {release_base_url()}")
+
+    done = Round()
+    said: set[str] = set()
+    for number in range(1, MAX_ROUNDS + 1):
+        outcome = converge(dirs, state, recorded.plan, rootfs, keep_going=keep_going, said=said)
+        done.created += outcome.created
+        done.ran += outcome.ran
+        done.failed |= outcome.failed
+        done.unavailable, done.blocked = outcome.unavailable, outcome.blocked
+        if outcome.code != ExitCode.OK:
+            if not keep_going:
+                _say(f"stopped after {time.monotonic() - started:.0f} s (--keep-going runs on)")
+                return outcome.code
+            break
+        keys = exported_route_host_keys(recorded.recordings)
+        copied = keys != state.route_host_keys
+        if copied:
+            state.route_host_keys = keys
+            state.save()
+        if not (outcome.ran or copied) or number == MAX_ROUNDS:
+            break
+        # What the steps just printed is known now, as it is to `pulumi up` once they ran
+        # (and the runtime's route host keys are in the core's config, as the operator
+        # copies them): the programs run again, and what that changes runs.
+        _say("recording again with what this round's steps printed")
+        recorded = record(root, dirs, store, str(resolver), state)
+        firewall = recorded.firewall
+        if firewall is None:
+            raise LabError(
+                f"the recorded Proxmox firewall cannot be applied: {recorded.firewall_error}"
+            )
+        if state.firewall_hash != firewall.digest():
+            host.ensure_network(state, recorded.plan.bridges, resolver, firewall)
+
+    # Guests the recording starts are running (after a host reboot, say).
+    for vmid, guest in sorted(recorded.plan.guests.items()):
+        if guest.started and lxc.exists(dirs, vmid) and lxc.status(vmid) == "stopped":
+            _say(f"starting {guest.name}")
+            lxc.start(dirs, vmid)
+
+    elapsed = time.monotonic() - started
+    summary = f"{done.created} containers made, {done.ran} steps run"
+    if done.unavailable or done.blocked:
+        summary += (
+            f", {len(done.unavailable)} unavailable (a vendor artifact the lab cannot have, "
+            f"or a value only such a step prints), {len(done.blocked)} waiting on them"
+        )
+    if done.failed:
+        _say(f"{summary}, {len(done.failed)} FAILED, in {elapsed:.0f} s")
+        return ExitCode.FAILED
+    _say(f"up: {summary}, in {elapsed:.0f} s")
+    return ExitCode.OK
+
+
+def converge(
+    dirs: LabDirs,
+    state: LabState,
+    plan: LabPlan,
+    rootfs: Path,
+    *,
+    keep_going: bool,
+    said: set[str] | None = None,
+    report_waiting: bool = True,
+) -> Round:
+    """One pass: remove what the recording dropped, make what is missing, run what changed.
+
+    ``said`` holds what earlier passes reported as unavailable or blocked; this pass
+    says only what is new of that (nothing of it without ``report_waiting``).
+    """
+    said = set() if said is None else said
+
+    def say_once(prefix: str, what: str, why: str) -> None:
+        # Once per action and state: a later pass says "unchanged since" of the same wait.
+        if report_waiting and what not in said:
+            said.add(what)
+            _say(f"{prefix} {what}: {why}")
 
     # Containers of an earlier run the recording no longer has go, as Pulumi deletes them.
     for vmid in sorted(set(lxc.lab_vmids(dirs)) | set(state.guests)):
@@ -281,26 +415,26 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
         unavailable=state.unavailable,
     )
     total = len(decisions)
-    failed: set[Action] = set()
-    #: Steps that could not fetch a vendor artifact (exit 69), now or unchanged since.
-    unavailable: set[Action] = set()
-    blocked: set[Action] = set()
+    result = Round()
     state.waiting = {}
-    ran = created = 0
     for number, decision in enumerate(decisions, 1):
         action = decision.action
         prefix = f"[{number}/{total}]"
         if decision.verb == "unavailable":
-            unavailable.add(action)
-            _say(f"{prefix} unavailable {plan.describe(action)}: {decision.reason}")
+            result.unavailable.add(action)
+            say_once(prefix, f"unavailable {plan.describe(action)}", decision.reason)
             continue
         if decision.verb == "skip":
             continue
-        stuck = [dep for dep in plan.depends_on[action] if dep in failed | blocked | unavailable]
+        stuck = [
+            dep
+            for dep in plan.depends_on[action]
+            if dep in result.failed | result.blocked | result.unavailable
+        ]
         if stuck:
-            blocked.add(action)
+            result.blocked.add(action)
             waits = ", ".join(plan.describe(dep) for dep in sorted(stuck)[:3])
-            _say(f"{prefix} blocked {plan.describe(action)}: waits for {waits}")
+            say_once(prefix, f"blocked {plan.describe(action)}", f"waits for {waits}")
             key = plan.steps[action.key].urn if action.kind == "step" else f"guest:{action.key}"
             state.waiting[key] = f"waits for {waits}"
             state.save()
@@ -316,11 +450,12 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
                 outcome = _create_guest(dirs, state, plan, guest, rootfs)
             except LabError as error:
                 _say(f"{prefix} {decision.verb} {plan.describe(action)} FAILED: {error}")
-                failed.add(action)
+                result.failed.add(action)
                 if not keep_going:
-                    return ExitCode.FAILED
+                    result.code = ExitCode.FAILED
+                    return result
                 continue
-            created += 1
+            result.created += 1
             _say(
                 f"{prefix} {decision.verb} {plan.describe(action)}: {outcome} "
                 f"({time.monotonic() - began:.1f} s)"
@@ -328,50 +463,34 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
             continue
         step = plan.steps[action.key]
         state.steps.pop(step.urn, None)
+        state.printed.pop(step.urn, None)
         state.unavailable.pop(step.urn, None)
         state.unavailable_reasons.pop(step.urn, None)
         state.save()
-        result = run_step(dirs, step, set(plan.secrets))
-        ran += 1
-        if result.returncode == ExitCode.UNAVAILABLE:
-            unavailable.add(action)
-            reason = redact(_tail(result.stderr), plan.secrets) or "a vendor artifact is missing"
+        ran = run_step(dirs, step, set(plan.secrets))
+        result.ran += 1
+        if ran.returncode == ExitCode.UNAVAILABLE:
+            result.unavailable.add(action)
+            reason = redact(_tail(ran.stderr), plan.secrets) or "a vendor artifact is missing"
             state.unavailable[step.urn] = step.hash
             state.unavailable_reasons[step.urn] = reason
             state.save()
             _say(f"{prefix} unavailable step {step.name} (exit 69: {reason}); its dependents wait")
             continue
-        if result.returncode != 0:
-            failed.add(action)
-            _report_failure(
-                prefix, step.name, step.urn, result.returncode, result.stderr, result.log
-            )
+        if ran.returncode != 0:
+            result.failed.add(action)
+            _report_failure(prefix, step.name, step.urn, ran.returncode, ran.stderr, ran.log)
             if not keep_going:
-                _say(f"stopped after {time.monotonic() - started:.0f} s (--keep-going runs on)")
-                return ExitCode.FAILED
+                result.code = ExitCode.FAILED
+                return result
             continue
         state.steps[step.urn] = step.hash
+        state.printed[step.urn] = {"hash": step.hash, "stdout": ran.stdout}
         state.save()
-        _say(f"{prefix} ran step {step.name} ({decision.reason}; {result.seconds:.1f} s)")
-
-    # Guests the recording starts are running (after a host reboot, say).
-    for vmid, guest in sorted(plan.guests.items()):
-        if guest.started and lxc.exists(dirs, vmid) and lxc.status(vmid) == "stopped":
-            _say(f"starting {guest.name}")
-            lxc.start(dirs, vmid)
-
-    elapsed = time.monotonic() - started
-    outcome = f"{created} containers made, {ran} steps run"
-    if unavailable or blocked:
-        outcome += (
-            f", {len(unavailable)} unavailable (a vendor artifact the lab cannot have), "
-            f"{len(blocked)} waiting on them"
-        )
-    if failed:
-        _say(f"{outcome}, {len(failed)} FAILED, in {elapsed:.0f} s")
-        return ExitCode.FAILED
-    _say(f"up: {outcome}, in {elapsed:.0f} s")
-    return ExitCode.OK
+        _say(f"{prefix} ran step {step.name} ({decision.reason}; {ran.seconds:.1f} s)")
+    if result.failed:
+        result.code = ExitCode.FAILED
+    return result
 
 
 def _tail(text: str) -> str:
@@ -433,9 +552,9 @@ def check(*, output_format: str = "table") -> int:
         return ExitCode.USAGE
     root = project_root()
     store = SecretStore(dirs.secrets_file)
-    recorded = record(root, dirs, store, str(host.host_resolver()))
-    plan = recorded.plan
     state = LabState.load(dirs.state_file)
+    recorded = record(root, dirs, store, str(host.host_resolver()), state)
+    plan = recorded.plan
     held = frozenset(int(key[6:]) for key in state.waiting if key.startswith("guest:"))
     ctx = CheckContext(executor=LxcExecutor(), plan=plan, missing=recorded.missing, held=held)
     health = health_from_steps(plan, releases=referenced_releases(LAB_OVERLAY))
@@ -455,6 +574,7 @@ def check(*, output_format: str = "table") -> int:
     results += unavailable_results(
         plan, state.unavailable, {**state.unavailable_reasons, **state.waiting}, state.waiting
     )
+    results += api_server_checks(ctx, list(state.api_servers.values()), recorded.recordings)
     # Last, alone: its throwaway listeners would show in the other checks' `ss`.
     firewall = recorded.firewall
     if firewall is None:

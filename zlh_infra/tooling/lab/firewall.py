@@ -61,7 +61,7 @@ from zlh_infra.platform.reachability import (
 from zlh_infra.platform.type_tokens import NODE_FIREWALL
 from zlh_infra.tooling.lab.lxcconf import host_veth, mac_address
 from zlh_infra.tooling.lab.paths import FIREWALL_TABLE, WAN_BRIDGE, node_netns, node_port
-from zlh_infra.tooling.lab.plan import UNKNOWN, LabGuest, LabPlan, unwrap
+from zlh_infra.tooling.lab.plan import LabGuest, LabPlan, has_unknown, unwrap
 from zlh_infra.tooling.preview.recording import StackRecording
 
 POLICIES = ("ACCEPT", "DROP", "REJECT")
@@ -107,20 +107,10 @@ def firewall_resources(recording: StackRecording) -> list[tuple[str, str, dict[s
         if resource.type not in FIREWALL_TYPES:
             continue
         props = unwrap(resource.inputs)
-        if _has_unknown(props):
+        if has_unknown(props):
             raise LabFirewallError(f"{resource.urn}: inputs unknown until deploy time")
         triples.append((resource.type, resource.name, props))
     return triples
-
-
-def _has_unknown(value: Any) -> bool:
-    if value == UNKNOWN:
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_unknown(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_unknown(item) for item in value)
-    return False
 
 
 def node_addresses(recordings: Sequence[StackRecording]) -> dict[str, IPv4Address]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,7 +286,11 @@ def host_table_present() -> bool:
 def remove_network(state: LabState) -> list[str]:
     """Undo ``ensure_network``; safe when parts (or all) are already gone."""
     done = []
-    if run(["nft", "delete", "table", "ip", HOST_NFT_TABLE], check=False).returncode == 0:
+    # Without nft on the machine there is no table of ours to remove.
+    if (
+        shutil.which("nft")
+        and run(["nft", "delete", "table", "ip", HOST_NFT_TABLE], check=False).returncode == 0
+    ):
         done.append(f"nft table ip {HOST_NFT_TABLE}")
     if HOST_VETH in _links():
         run(["ip", "link", "delete", HOST_VETH], check=False)

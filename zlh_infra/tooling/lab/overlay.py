@@ -208,3 +208,27 @@ def mirror_overlay(
             if walked != value:
                 result[key] = _to_json(walked)
     return result, changed
+
+
+#: The core stack's config key holding each runtime host's settings.
+RUNTIME_HOSTS_KEY = "zlh-infra:runtimeHosts"
+
+
+def with_route_host_keys(
+    config: Mapping[str, str], keys: Mapping[str, Mapping[str, str]]
+) -> tuple[dict[str, str], list[str]]:
+    """The core's ``config`` with each runtime stack's exported ``routeHostKeys`` copied
+    into ``runtimeHosts.<stack>.routeHostKeys``, as the operator does after the runtime
+    stack's first ``pulumi up`` (``docs/fleet.md``). Returns the config and what it set.
+
+    Only runtime hosts the core's config names are touched.
+    """
+    if RUNTIME_HOSTS_KEY not in config or not keys:
+        return dict(config), []
+    hosts = json.loads(config[RUNTIME_HOSTS_KEY])
+    changed = []
+    for stack, found in sorted(keys.items()):
+        if isinstance(hosts.get(stack), dict) and found:
+            hosts[stack]["routeHostKeys"] = dict(found)
+            changed.append(f"{RUNTIME_HOSTS_KEY}.{stack}.routeHostKeys")
+    return {**config, RUNTIME_HOSTS_KEY: _to_json(hosts)}, changed

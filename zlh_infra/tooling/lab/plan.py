@@ -20,7 +20,7 @@ from typing import Any, Literal
 from zlh_infra.platform.type_tokens import CONTAINER, VM
 from zlh_infra.platform.wire_numbers import whole_number
 from zlh_infra.tooling.lab.paths import WAN_BRIDGE, WAN_GATEWAY_ADDRESS, container_name, wan_address
-from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording
+from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording, StateOutputs
 from zlh_infra.tooling.wire_values import SECRET_MASK, is_secret
 from zlh_infra.tooling.wire_values import UNKNOWN as UNKNOWN
 
@@ -63,13 +63,13 @@ def secret_strings(value: Any) -> set[str]:
     return set()
 
 
-def _has_unknown(value: Any) -> bool:
+def has_unknown(value: Any) -> bool:
     if value == UNKNOWN:
         return True
     if isinstance(value, dict):
-        return any(_has_unknown(item) for item in value.values())
+        return any(has_unknown(item) for item in value.values())
     if isinstance(value, list):
-        return any(_has_unknown(item) for item in value)
+        return any(has_unknown(item) for item in value)
     return False
 
 
@@ -196,8 +196,10 @@ class LabStep:
     stdin: str | None = field(repr=False)
     triggers: tuple[Any, ...] = field(repr=False)
     #: Its inputs hold a value known only once ``pulumi up`` ran the step printing it
-    #: (a fingerprint, a key): the lab cannot run it.
+    #: (a fingerprint, a key) that no run of the lab has printed yet.
     deferred: bool = False
+    #: The program keeps what the step prints secret (a pre-auth key): never logged.
+    secret_stdout: bool = False
 
     @property
     def hash(self) -> str:
@@ -370,7 +372,7 @@ def _ports(recordings: Sequence[StackRecording]) -> list[_Port]:
 def _container(
     stack: str, resource: RecordedResource, bridges: Mapping[tuple[str, str], str]
 ) -> LabGuest:
-    if _has_unknown(resource.inputs):
+    if has_unknown(resource.inputs):
         raise PlanError(f"{resource.urn}: inputs unknown until deploy time")
     inputs = unwrap(resource.inputs)
     node = str(inputs["nodeName"])
@@ -447,8 +449,18 @@ def _router(
 
 
 def _step(stack: str, resource: RecordedResource) -> LabStep:
-    if _has_unknown(resource.inputs):
-        return LabStep(resource.urn, resource.name, stack, "", None, (), deferred=True)
+    secret_stdout = "stdout" in resource.options.get("additionalSecretOutputs", ())
+    if has_unknown(resource.inputs):
+        return LabStep(
+            resource.urn,
+            resource.name,
+            stack,
+            "",
+            None,
+            (),
+            deferred=True,
+            secret_stdout=secret_stdout,
+        )
     inputs = unwrap(resource.inputs)
     create = inputs.get("create")
     if not isinstance(create, str) or not create:
@@ -461,7 +473,42 @@ def _step(stack: str, resource: RecordedResource) -> LabStep:
         create=create,
         stdin=str(stdin) if stdin is not None else None,
         triggers=tuple(inputs.get("triggers") or ()),
+        secret_stdout=secret_stdout,
     )
+
+
+def step_hash(inputs: Mapping[str, Any]) -> str | None:
+    """The hash a step with these wire-form inputs has (``LabStep.hash``); None if deferred."""
+    if has_unknown(dict(inputs)):
+        return None
+    plain = unwrap(dict(inputs))
+    create, stdin = plain.get("create"), plain.get("stdin")
+    if not isinstance(create, str) or not create:
+        return None
+    return LabStep(
+        "",
+        "",
+        "",
+        create,
+        str(stdin) if stdin is not None else None,
+        tuple(plain.get("triggers") or ()),
+    ).hash
+
+
+def printed_outputs(printed: Mapping[str, Mapping[str, str]]) -> StateOutputs:
+    """The engine's state for the lab's steps: what each printed when it last succeeded.
+
+    ``printed`` maps a step's URN to the ``hash`` it ran with and its ``stdout``. Like
+    the engine, a step whose inputs changed since has no outputs until it runs again.
+    """
+
+    def answer(urn: str, type_: str, inputs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        entry = printed.get(urn) if type_ == COMMAND else None
+        if entry is None or entry.get("hash") != step_hash(inputs):
+            return None
+        return {"stdout": entry.get("stdout", ""), "stderr": ""}
+
+    return answer
 
 
 def build_plan(recordings: Sequence[StackRecording], *, upstream_dns: str) -> LabPlan:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zlh_infra.tooling.lab.api_servers import ApiServer
+
 STATE_VERSION = 1
 
 
@@ -35,6 +37,13 @@ class LabState:
     unavailable: dict[str, str] = field(default_factory=dict)
     #: Why each unavailable step could not run (its own message, secrets masked).
     unavailable_reasons: dict[str, str] = field(default_factory=dict)
+    #: Step URN -> the ``hash`` it last succeeded with and the ``stdout`` it printed then
+    #: (kept like the engine's state: later runs of the program read it; this file is 0600).
+    printed: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Runtime stack -> its exported ``routeHostKeys``, copied into the core's config.
+    route_host_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The servers ``lab server`` made as zpack-api makes them, by VMID.
+    api_servers: dict[int, ApiServer] = field(default_factory=dict)
     #: Steps the last ``up`` held back, and what each waits for.
     waiting: dict[str, str] = field(default_factory=dict)
     release_server_pid: int | None = None
@@ -65,6 +74,17 @@ class LabState:
             steps=dict(data.get("steps", {})),
             unavailable=dict(data.get("unavailable", {})),
             unavailable_reasons=dict(data.get("unavailableReasons", {})),
+            printed={
+                urn: {"hash": str(entry["hash"]), "stdout": str(entry["stdout"])}
+                for urn, entry in data.get("printed", {}).items()
+            },
+            route_host_keys={
+                str(stack): dict(keys) for stack, keys in data.get("routeHostKeys", {}).items()
+            },
+            api_servers={
+                int(vmid): ApiServer.from_json(server)
+                for vmid, server in data.get("apiServers", {}).items()
+            },
             waiting=dict(data.get("waiting", {})),
             release_server_pid=data.get("releaseServerPid"),
             node_netns=list(data.get("nodeNetns", [])),
@@ -86,6 +106,11 @@ class LabState:
             "steps": dict(sorted(self.steps.items())),
             "unavailable": dict(sorted(self.unavailable.items())),
             "unavailableReasons": dict(sorted(self.unavailable_reasons.items())),
+            "printed": dict(sorted(self.printed.items())),
+            "routeHostKeys": dict(sorted(self.route_host_keys.items())),
+            "apiServers": {
+                str(vmid): server.to_json() for vmid, server in sorted(self.api_servers.items())
+            },
             "waiting": dict(sorted(self.waiting.items())),
             "releaseServerPid": self.release_server_pid,
             "nodeNetns": self.node_netns,

@@ -12,13 +12,14 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zlh_infra.tooling.lab.paths import NODE_PATH, LabDirs
 from zlh_infra.tooling.lab.pct import wrapper_script
 from zlh_infra.tooling.lab.plan import LabStep, redact
 from zlh_infra.tooling.lab.system import in_netns
+from zlh_infra.tooling.wire_values import SECRET_MASK
 
 #: A step that runs longer than this is stopped and fails.
 STEP_TIMEOUT = 30 * 60
@@ -31,6 +32,8 @@ class StepResult:
     #: The step's stderr (the program's own failure report), redacted.
     stderr: str
     log: Path
+    #: What it printed, as printed: the program reads it (a host key, a fingerprint).
+    stdout: str = field(default="", repr=False)
 
 
 def install_pct(dirs: LabDirs, project_root: Path) -> Path:
@@ -82,11 +85,14 @@ def run_step(dirs: LabDirs, step: LabStep, secrets: set[str]) -> StepResult:
         out = expired.stdout or b""
         err = (expired.stderr or b"") + f"\nlab: step stopped after {STEP_TIMEOUT} s\n".encode()
     seconds = time.monotonic() - started
-    stdout = redact(out.decode(errors="replace"), secrets)
+    printed = out.decode(errors="replace")
+    stdout = SECRET_MASK if step.secret_stdout and printed else redact(printed, secrets)
     stderr = redact(err.decode(errors="replace"), secrets)
+    if step.secret_stdout and printed:
+        stderr = redact(stderr, printed.split())
     log.write_text(
         f"# {step.urn}\n# exit {code} after {seconds:.1f} s\n"
         f"# --- stdout\n{stdout}\n# --- stderr\n{stderr}\n",
         encoding="utf-8",
     )
-    return StepResult(code, seconds, stderr, log)
+    return StepResult(code, seconds, stderr, log, stdout=printed)

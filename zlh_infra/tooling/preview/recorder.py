@@ -38,7 +38,12 @@ from zlh_infra.platform.type_tokens import STACK_REFERENCE as STACK_REFERENCE_TY
 from zlh_infra.platform.type_tokens import VM as VM_TYPE
 from zlh_infra.platform.wire_numbers import whole_number
 from zlh_infra.tooling.preview.durations import duration_seconds
-from zlh_infra.tooling.preview.recording import Diagnostic, RecordedRead, RecordedResource
+from zlh_infra.tooling.preview.recording import (
+    Diagnostic,
+    RecordedRead,
+    RecordedResource,
+    StateOutputs,
+)
 
 # --- wire form -------------------------------------------------------------------------
 
@@ -255,10 +260,13 @@ class RecordingMonitor(MockMonitor):
         stack: str,
         project: str,
         on_register: Callable[[RecordedResource], None] | None = None,
+        state_outputs: StateOutputs | None = None,
     ) -> None:
         super().__init__(mocks)
         self.stack = stack
         self.project = project
+        #: Asked, after the mocks, for outputs an earlier deployment left in the state.
+        self.state_outputs = state_outputs
         #: Told of each resource as it registers, as the engine tells a policy pack.
         self.on_register = on_register
         self.recorded: list[RecordedResource] = []
@@ -397,6 +405,8 @@ class RecordingMonitor(MockMonitor):
             )
             resource_id, state = self.mocks.new_resource(resource_args)
             state = dict(state)
+            if self.state_outputs is not None:
+                state.update(self.state_outputs(urn, request.type, inputs) or {})
             # The engine, not the provider, makes these outputs secret.
             for key in request.additionalSecretOutputs:
                 if key in state and not hasattr(state[key], "apply"):

@@ -7,8 +7,13 @@ exactly what ``pulumi preview`` would send it; the renderers mask secrets.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+#: ``(urn, type, wire inputs) -> outputs`` the engine's state holds for a resource
+#: whose inputs are unchanged (what an earlier ``pulumi up`` saw a step print), or None.
+StateOutputs = Callable[[str, str, Mapping[str, Any]], Mapping[str, Any] | None]
 
 
 @dataclass(slots=True)

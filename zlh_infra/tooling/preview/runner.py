@@ -36,7 +36,12 @@ from zlh_infra.tooling.preview.recorder import (
     SecretValue,
     contains_secret,
 )
-from zlh_infra.tooling.preview.recording import Diagnostic, RecordedResource, StackRecording
+from zlh_infra.tooling.preview.recording import (
+    Diagnostic,
+    RecordedResource,
+    StackRecording,
+    StateOutputs,
+)
 from zlh_infra.tooling.preview.stack_files import (
     PLACEHOLDER_SECRET,
     ProjectFile,
@@ -144,12 +149,15 @@ def run_stack(
     organization: str = "organization",
     on_register: Callable[[RecordedResource], None] | None = None,
     secret_value: SecretValue | None = None,
+    state_outputs: StateOutputs | None = None,
 ) -> StackRecording:
     """Run ``program`` as stack ``stack`` and return what it registered.
 
     ``stack_outputs`` answers StackReference reads (stack name -> outputs), and
     ``secret_output_names`` says which of those outputs are secrets; ``secret_value``
-    answers generated passwords and strings (see ``PreviewMocks``). Exceptions from
+    answers generated passwords and strings (see ``PreviewMocks``); ``state_outputs``
+    adds what an earlier deployment's state holds for unchanged resources (see
+    ``StateOutputs``). Exceptions from
     the program become diagnostics; this function only raises for its own bugs.
     """
     context = contextvars.copy_context()
@@ -166,6 +174,7 @@ def run_stack(
         organization=organization,
         on_register=on_register,
         secret_value=secret_value,
+        state_outputs=state_outputs,
     )
     del context
     # A failed program leaves SDK coroutines that were created but never scheduled;
@@ -189,13 +198,16 @@ def _run_stack(
     organization: str,
     on_register: Callable[[RecordedResource], None] | None,
     secret_value: SecretValue | None,
+    state_outputs: StateOutputs | None,
 ) -> StackRecording:
     # A fresh Settings drops the previous run's root stack, RPC manager and pending outputs.
     settings.reset_options(project=project, stack=stack, preview=preview, organization=organization)
     runtime_config.set_all_config(config, secret_keys)
 
     mocks = PreviewMocks(stack_outputs, secret_output_names, secret_value)
-    monitor = RecordingMonitor(mocks, stack=stack, project=project, on_register=on_register)
+    monitor = RecordingMonitor(
+        mocks, stack=stack, project=project, on_register=on_register, state_outputs=state_outputs
+    )
     engine = RecordingEngine()
     # What set_mocks does, minus creating a root Stack: run_in_stack creates the one
     # whose exports get registered at the end.
@@ -323,6 +335,7 @@ def run_platform(
     preview: bool = True,
     secret_values: Callable[[str], SecretValue] | None = None,
     config_overlay: Callable[[str, Mapping[str, str]], Mapping[str, str]] | None = None,
+    state_outputs: Callable[[str], StateOutputs] | None = None,
 ) -> list[StackRecording]:
     """Preview ``stacks``, each from its stack file, core stacks before the stacks reading them.
 
@@ -338,7 +351,8 @@ def run_platform(
     ``preview=False`` runs the programs as ``pulumi up`` would (no unknowns);
     ``secret_values(stack)`` gives the stack's ``secret_value`` answer (see
     ``PreviewMocks``); ``config_overlay(stack, config)`` returns the config a stack runs
-    with instead of its stack file's.
+    with instead of its stack file's; ``state_outputs(stack)`` gives the stack's
+    ``state_outputs`` answer.
     """
     if project_file is None:
         first = next(iter(stack_files.values()), None)
@@ -397,6 +411,7 @@ def run_platform(
             preview=preview,
             on_register=observer.register if observer else None,
             secret_value=secret_values(name) if secret_values else None,
+            state_outputs=state_outputs(name) if state_outputs else None,
         )
         if stack_file.placeholder_keys:
             recording.diagnostics.insert(

@@ -1,0 +1,172 @@
+"""``lab server create|delete|list``: servers made in the lab the way zpack-api makes them.
+
+``create`` reads the runtime stack's ``fleetSpec`` output, makes the Proxmox calls of
+``docs/fleet.md`` (``api_servers.plan_calls``; the lab keeps their result as the host
+would), builds the container as a clone of the template, loads the firewall with it,
+starts it, and registers its route from zpack-api's guest with zpack-api's own key and
+command (``routes.client_command``). ``lab check`` then holds it to the platform's
+rules like any fleet container. Pulumi's recording never holds it, and ``lab up``
+leaves it alone, as ``pulumi up`` leaves zpack-api's servers alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zlh_infra.platform.type_tokens import CONTAINER
+from zlh_infra.services import routes
+from zlh_infra.tooling.exit_codes import ExitCode
+from zlh_infra.tooling.lab import host, lxc
+from zlh_infra.tooling.lab.api_servers import (
+    API_ACCOUNT,
+    API_GUEST,
+    ApiServer,
+    host_record,
+    plan_calls,
+    route_kind,
+    taken_vmids,
+    template_config,
+)
+from zlh_infra.tooling.lab.commands import Recorded, converge, project_root, record
+from zlh_infra.tooling.lab.paths import LabDirs
+from zlh_infra.tooling.lab.plan import has_unknown, redact, unwrap
+from zlh_infra.tooling.lab.rootfs import ensure_rootfs
+from zlh_infra.tooling.lab.secrets_store import SecretStore
+from zlh_infra.tooling.lab.state import LabState
+from zlh_infra.tooling.lab.system import LabError, require_root
+
+
+def _say(message: str) -> None:
+    print(f"lab: {message}", flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What zpack-api reads before it makes a server: the export and where it runs."""
+
+    stack: str
+    spec: Mapping[str, Any]
+    #: zpack-api's own guest (where the route calls run).
+    api_vmid: int
+    recorded: Recorded
+
+    @classmethod
+    def of(cls, recorded: Recorded) -> Fleet:
+        found = [r for r in recorded.recordings if "fleetSpec" in r.outputs]
+        if len(found) != 1:
+            raise LabError(f"{len(found)} stacks export fleetSpec; the lab makes servers on one")
+        spec = unwrap(found[0].outputs["fleetSpec"])
+        if has_unknown(spec):
+            raise LabError(f"stack {found[0].stack}: fleetSpec is not known yet (run `lab up`)")
+        api = recorded.plan.guest_by_hostname(API_GUEST)
+        if api is None:
+            raise LabError(f"the recording has no {API_GUEST} guest")
+        return cls(found[0].stack, spec, api.vmid, recorded)
+
+    def route(self, server: ApiServer, words: Sequence[str]) -> tuple[int, str]:
+        """Run a ``zlh-route`` command as zpack-api does; exit code and what it said."""
+        kind = route_kind(self.spec, server.template)
+        argv = ["runuser", "-u", API_ACCOUNT, "--"]
+        argv += routes.client_command(self.stack, kind, *words)
+        done = lxc.attach(self.api_vmid, argv, timeout=60)
+        said = (done.stdout + done.stderr).strip()
+        return done.returncode, redact(said, self.recorded.plan.secrets)
+
+
+def _loaded() -> tuple[LabDirs, LabState, SecretStore]:
+    require_root()
+    dirs = LabDirs.from_env()
+    if not dirs.state_file.is_file():
+        raise LabError("the lab is not up (run `lab up` first)")
+    return dirs, LabState.load(dirs.state_file), SecretStore(dirs.secrets_file)
+
+
+def _apply(dirs: LabDirs, state: LabState, store: SecretStore) -> Recorded:
+    """Record with the servers the state holds now, load that firewall, make what is missing."""
+    resolver = host.host_resolver()
+    recorded = record(project_root(), dirs, store, str(resolver), state)
+    if recorded.firewall is None:
+        raise LabError(
+            f"the recorded Proxmox firewall cannot be applied: {recorded.firewall_error}"
+        )
+    host.ensure_network(state, recorded.plan.bridges, resolver, recorded.firewall)
+    outcome = converge(
+        dirs, state, recorded.plan, ensure_rootfs(dirs), keep_going=False, report_waiting=False
+    )
+    if outcome.code != ExitCode.OK:
+        raise LabError("the lab could not make the server (see above)")
+    return recorded
+
+
+def create(*, role: str, name: str) -> int:
+    dirs, state, store = _loaded()
+    recorded = record(project_root(), dirs, store, str(host.host_resolver()), state)
+    fleet = Fleet.of(recorded)
+    hostnames = {g.hostname for g in recorded.plan.guests.values()}
+    if name in hostnames:
+        raise LabError(f"name: {name!r} is taken by a guest of the host")
+    resources = [r for rec in recorded.recordings for r in rec.resources]
+    calls = plan_calls(fleet.spec, role, name, taken_vmids(resources, state.api_servers))
+    template = next(
+        (
+            r
+            for r in resources
+            if r.type == CONTAINER and unwrap(r.inputs).get("vmId") == calls.template
+        ),
+        None,
+    )
+    if template is None:
+        raise LabError(f"template {calls.template} is not in the recording")
+    _say(f"zpack-api's calls for {name} (VMID {calls.vmid}):")
+    for line in calls.describe():
+        _say(f"  {line}")
+    server = ApiServer(
+        stack=fleet.stack,
+        role=role,
+        template=calls.template,
+        workload=calls.workload,
+        record=host_record(calls, template_config(template)),
+    )
+    state.api_servers[server.vmid] = server
+    state.save()
+    try:
+        recorded = _apply(dirs, state, store)
+    except LabError:
+        state.api_servers.pop(server.vmid, None)
+        state.save()
+        lxc.destroy(dirs, server.vmid)
+        raise
+    code, said = Fleet.of(recorded).route(server, ["put", name, server.workload])
+    if code != 0:
+        _say(f"route for {name} FAILED (exit {code}): {said}")
+        return ExitCode.FAILED
+    _say(f"route registered: {said or f'{name} {server.workload}'}")
+    _say(f"made lab-{server.vmid} ({name}); `lab check` holds it to the platform's rules")
+    return ExitCode.OK
+
+
+def delete(*, name: str) -> int:
+    dirs, state, store = _loaded()
+    server = next((s for s in state.api_servers.values() if s.name == name), None)
+    if server is None:
+        raise LabError(f"name: no server {name!r} made by `lab server create`")
+    recorded = record(project_root(), dirs, store, str(host.host_resolver()), state)
+    code, said = Fleet.of(recorded).route(server, ["delete", name])
+    if code != 0:
+        # zpack-api deletes the route first; a server it cannot unroute stays.
+        _say(f"route delete for {name} FAILED (exit {code}): {said}")
+        return ExitCode.FAILED
+    state.api_servers.pop(server.vmid)
+    state.save()
+    _apply(dirs, state, store)
+    _say(f"removed lab-{server.vmid} ({name}) and its route")
+    return ExitCode.OK
+
+
+def list_servers() -> int:
+    _, state, _ = _loaded()
+    for server in sorted(state.api_servers.values(), key=lambda s: s.vmid):
+        print(f"{server.vmid}\t{server.name}\t{server.role}\t{server.workload}")
+    return ExitCode.OK
