@@ -7,6 +7,8 @@ import re
 import shutil
 import subprocess
 
+from zlh_infra.services.plan import GuestFile, ServicePlan
+
 # The two places a script embeds content base64-encoded: zlh_put's last argument, and
 # the builtin printf that feeds a command.
 _PAYLOAD = re.compile(
@@ -38,3 +40,18 @@ def shellcheck(script: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout
+
+
+def guest_file(plan: ServicePlan, path: str) -> GuestFile:
+    """The file ``plan`` writes at ``path``; fails naming what it writes instead."""
+    for file in plan.files:
+        if file.path == path:
+            return file
+    raise AssertionError(
+        f"{plan.service} writes no {path} ({', '.join(f.path for f in plan.files)})"
+    )
+
+
+def file_content(plan: ServicePlan, path: str) -> str:
+    """What ``plan`` writes at ``path``."""
+    return guest_file(plan, path).content

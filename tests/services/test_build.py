@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts import decoded, shellcheck
+from tests.scripts import decoded, file_content, shellcheck
 from zlh_infra.services import artifacts, build, ssh
 from zlh_infra.services.plan import Gateway, ServicePlan, configure_script, install_script
 
@@ -21,10 +21,6 @@ BUILD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDiK14tBothHhVFv/yDmF9U0IysymOJ
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC3YLQUmVzEwvcVTKtRth5M4RojEFaf+it4DRikkJ3z1"
 RSA_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
 GATEWAY = Gateway("10.20.0.1", "zlh-zpack-router")
-
-
-def file_of(plan: ServicePlan, path: str) -> str:
-    return next(f.content for f in plan.files if f.path == path)
 
 
 def publish_plan() -> ServicePlan:
@@ -101,7 +97,7 @@ def test_the_publishing_key_is_made_once_and_stays_0600(tmp_path: Path) -> None:
 
 def test_the_publish_account_may_only_run_the_wrapper() -> None:
     plan = publish_plan()
-    keys = file_of(plan, build.AUTHORIZED_KEYS)
+    keys = file_content(plan, build.AUTHORIZED_KEYS)
     assert keys == f'restrict,command="/usr/local/sbin/zlh-publish-ssh" {BUILD_KEY} zlh-build\n'
     owned = {item.path: (item.owner, item.mode) for item in (*plan.files, *plan.directories)}
     # Root's: the account cannot change its own key line.
@@ -109,7 +105,7 @@ def test_the_publish_account_may_only_run_the_wrapper() -> None:
     assert owned["/home/publish"] == ("root", 0o755)
     assert owned["/home/publish/.ssh"] == ("root", 0o755)
     assert owned[build.SUDOERS] == ("root", 0o440)
-    assert file_of(plan, build.SUDOERS).endswith(
+    assert file_content(plan, build.SUDOERS).endswith(
         "publish ALL=(root) NOPASSWD: /usr/local/sbin/zlh-publish\n"
     )
     assert plan.packages == ("openssh-server", "sudo")
@@ -121,7 +117,7 @@ def test_visudo_accepts_the_rule(tmp_path: Path) -> None:
     visudo = next((p for p in ("/usr/sbin/visudo", "/sbin/visudo") if os.path.exists(p)), None)
     assert visudo, "visudo not found: install the Debian package sudo"
     rule = tmp_path / "zlh-publish"
-    rule.write_text(file_of(publish_plan(), build.SUDOERS))
+    rule.write_text(file_content(publish_plan(), build.SUDOERS))
     rule.chmod(0o440)
     subprocess.run([visudo, "-cqf", str(rule)], check=True)
 
@@ -199,7 +195,7 @@ def test_a_published_artifact_is_never_replaced(tmp_path: Path) -> None:
 
 def test_zlh_build_reaches_the_store_with_its_key_and_the_pinned_host_key() -> None:
     plan = client_plan()
-    config = file_of(plan, build.CLIENT_CONFIG)
+    config = file_content(plan, build.CLIENT_CONFIG)
     for line in (
         "Host zlh-artifacts\n",
         "    HostName 10.20.0.10\n",
@@ -210,7 +206,7 @@ def test_zlh_build_reaches_the_store_with_its_key_and_the_pinned_host_key() -> N
         f"    UserKnownHostsFile {build.KNOWN_HOSTS}\n",
     ):
         assert line in config
-    assert file_of(plan, build.KNOWN_HOSTS) == f"zlh-artifacts {HOST_KEY}\n"
+    assert file_content(plan, build.KNOWN_HOSTS) == f"zlh-artifacts {HOST_KEY}\n"
     # Logged in, the wrapper's usage error proves the key, the host key and the forced command.
     assert plan.health.endswith('[ "$zlh_rc" -eq 2 ]')
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.scripts import decoded, shellcheck
+from tests.scripts import decoded, guest_file, shellcheck
 from zlh_infra.services import code_server
 from zlh_infra.services.artifacts import Artifact
 from zlh_infra.services.plan import Gateway, ServicePlan, configure_script, install_script
@@ -41,10 +41,6 @@ def fleet() -> tuple[ServicePlan, ServicePlan]:
     )
 
 
-def file_of(plan: ServicePlan, path: str) -> Any:
-    return next(f for f in plan.files if f.path == path)
-
-
 # --- the template -------------------------------------------------------------------------
 
 
@@ -59,7 +55,7 @@ def test_the_template_holds_the_user_and_tools_but_no_vendor_software() -> None:
 
 
 def test_tailscaled_runs_in_userspace_networking_mode() -> None:
-    defaults = file_of(template(), "/etc/default/tailscaled").content
+    defaults = guest_file(template(), "/etc/default/tailscaled").content
     assert 'FLAGS="--tun=userspace-networking"\n' in defaults
 
 
@@ -79,7 +75,7 @@ def test_a_dev_container_installs_both_debs_from_zlh_artifacts_before_starting_t
 
 def test_code_server_binds_8443_with_its_own_password_in_a_0600_file() -> None:
     code, _ = fleet()
-    config = file_of(code, code_server.CONFIG)
+    config = guest_file(code, code_server.CONFIG)
     assert config.path == "/home/coder/.config/code-server/config.yaml"
     assert (config.mode, config.owner, config.group) == (0o600, "coder", "coder")
     assert yaml.safe_load(config.content) == {
@@ -95,7 +91,7 @@ def test_code_server_binds_8443_with_its_own_password_in_a_0600_file() -> None:
 
 def test_the_join_reads_the_auth_key_from_a_0600_file_and_runs_once() -> None:
     _, vpn = fleet()
-    key = file_of(vpn, code_server.AUTH_KEY)
+    key = guest_file(vpn, code_server.AUTH_KEY)
     assert (key.mode, key.owner, key.content) == (0o600, "root", AUTH_KEY)
     join = next(line for line in vpn.converge.splitlines() if "tailscale up" in line)
     assert join.strip() == (

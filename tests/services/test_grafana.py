@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.scripts import decoded, shellcheck
+from tests.scripts import decoded, guest_file, shellcheck
 from zlh_infra.services import grafana
 from zlh_infra.services.plan import Gateway, ServicePlan, configure_script, install_script
 from zlh_infra.services.vendor import AptRepository
@@ -38,18 +38,14 @@ def a_plan(version: str | None = "11.5.2") -> ServicePlan:
     )
 
 
-def file_of(plan: ServicePlan, path: str) -> Any:
-    return next(f for f in plan.files if f.path == path)
-
-
 # --- the repository -----------------------------------------------------------------------
 
 
 def test_the_repository_is_trusted_through_the_given_key_only() -> None:
     plan = a_plan()
-    keyring = file_of(plan, "/etc/apt/keyrings/grafana.asc")
+    keyring = guest_file(plan, "/etc/apt/keyrings/grafana.asc")
     assert (keyring.content, keyring.mode) == (KEY, 0o644)
-    sources = file_of(plan, "/etc/apt/sources.list.d/grafana.sources").content
+    sources = guest_file(plan, "/etc/apt/sources.list.d/grafana.sources").content
     fields = dict(line.split(": ", 1) for line in sources.splitlines() if not line.startswith("#"))
     assert fields == {
         "Types": "deb",
@@ -96,7 +92,7 @@ def test_a_bad_repository_is_refused(field: str, value: str) -> None:
 
 
 def env_of(plan: ServicePlan) -> dict[str, str]:
-    text = file_of(plan, grafana.ENVIRONMENT).content
+    text = guest_file(plan, grafana.ENVIRONMENT).content
     return {
         key: value.strip('"') for key, value in (line.split("=", 1) for line in text.splitlines())
     }
@@ -110,9 +106,9 @@ def test_grafana_listens_on_the_lan_with_the_admin_password_from_the_environment
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == PASSWORD
     assert env["GF_SERVER_ROOT_URL"] == "https://grafana.zerolaghub.com/"
     assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
-    settings = file_of(plan, grafana.ENVIRONMENT)
+    settings = guest_file(plan, grafana.ENVIRONMENT)
     assert (settings.mode, settings.owner, settings.group) == (0o640, "root", "grafana")
-    assert file_of(plan, grafana.DROP_IN).content.endswith(
+    assert guest_file(plan, grafana.DROP_IN).content.endswith(
         "[Service]\nEnvironmentFile=/etc/grafana/zlh.env\n"
     )
     # The account exists before the package, so the group owns the files from the start.
@@ -136,7 +132,7 @@ def test_the_password_is_reset_through_stdin_when_the_settings_change() -> None:
 
 
 def test_prometheus_is_the_default_data_source_with_uid_prometheus() -> None:
-    document = yaml.safe_load(file_of(a_plan(), grafana.DATASOURCES).content)
+    document = yaml.safe_load(guest_file(a_plan(), grafana.DATASOURCES).content)
     assert document["apiVersion"] == 1
     (source,) = document["datasources"]
     assert source == {
@@ -153,13 +149,13 @@ def test_prometheus_is_the_default_data_source_with_uid_prometheus() -> None:
 
 def test_dashboards_are_provisioned_from_var_lib_grafana_dashboards() -> None:
     plan = a_plan()
-    document = yaml.safe_load(file_of(plan, grafana.DASHBOARD_PROVIDERS).content)
+    document = yaml.safe_load(guest_file(plan, grafana.DASHBOARD_PROVIDERS).content)
     (provider,) = document["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
     assert grafana.DASHBOARD.startswith(provider["options"]["path"] + "/")
     for path in (grafana.DATASOURCES, grafana.DASHBOARD_PROVIDERS):
-        provisioned = file_of(plan, path)
+        provisioned = guest_file(plan, path)
         assert (provisioned.mode, provisioned.group) == (0o640, "grafana")
 
 

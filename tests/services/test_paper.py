@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.scripts import decoded, shellcheck
+from tests.scripts import decoded, guest_file, shellcheck
 from zlh_infra.services import paper
 from zlh_infra.services.artifacts import Artifact
 from zlh_infra.services.plan import Gateway, ServicePlan, configure_script, install_script
@@ -39,10 +39,6 @@ def container(java: Artifact | None = None, **extra: Any) -> ServicePlan:
     return paper.fleet_plan(**args)
 
 
-def file_of(plan: ServicePlan, path: str) -> Any:
-    return next(f for f in plan.files if f.path == path)
-
-
 def test_the_template_carries_java_and_the_account_but_nothing_of_paper() -> None:
     plan = template()
     assert "openjdk-17-jre-headless" in plan.packages
@@ -63,7 +59,7 @@ def test_a_game_container_runs_the_server_and_listens_on_its_port() -> None:
 
 def test_world_data_lives_on_the_data_disk_owned_by_minecraft() -> None:
     plan = container()
-    unit = file_of(plan, paper.UNIT_PATH).content
+    unit = guest_file(plan, paper.UNIT_PATH).content
     assert "WorkingDirectory=/srv/data/world\n" in unit
     assert "User=minecraft\n" in unit
     assert "-jar /opt/minecraft/paper.jar --nogui\n" in unit
@@ -71,20 +67,20 @@ def test_world_data_lives_on_the_data_disk_owned_by_minecraft() -> None:
     assert (data.mode, data.owner, data.group) == (0o750, "minecraft", "minecraft")
     for path in (paper.EULA, paper.PROPERTIES, paper.PAPER_GLOBAL):
         assert path.startswith("/srv/data/world/")
-        assert file_of(plan, path).owner == "minecraft"
+        assert guest_file(plan, path).owner == "minecraft"
 
 
 def test_the_server_sits_behind_velocity_with_its_forwarding_secret() -> None:
     plan = container(port=25570)
     properties = dict(
         line.split("=", 1)
-        for line in file_of(plan, paper.PROPERTIES).content.splitlines()
+        for line in guest_file(plan, paper.PROPERTIES).content.splitlines()
         if not line.startswith("#")
     )
     assert properties["online-mode"] == "false"
     assert properties["server-port"] == "25570"
-    assert file_of(plan, paper.EULA).content == "eula=true\n"
-    settings = file_of(plan, paper.PAPER_GLOBAL)
+    assert guest_file(plan, paper.EULA).content == "eula=true\n"
+    settings = guest_file(plan, paper.PAPER_GLOBAL)
     assert settings.mode == 0o600
     assert yaml.safe_load(settings.content) == {
         "proxies": {"velocity": {"enabled": True, "online-mode": True, "secret": SECRET}}
@@ -100,10 +96,10 @@ def test_the_eula_must_be_accepted_explicitly() -> None:
 
 def test_java_is_debians_17_or_a_pinned_jre_from_zlh_artifacts() -> None:
     debian = container()
-    assert "ExecStart=/usr/bin/java " in file_of(debian, paper.UNIT_PATH).content
+    assert "ExecStart=/usr/bin/java " in guest_file(debian, paper.UNIT_PATH).content
     assert "temurin" not in debian.converge
     temurin = container(java=JRE)
-    assert "ExecStart=/opt/java/bin/java " in file_of(temurin, paper.UNIT_PATH).content
+    assert "ExecStart=/opt/java/bin/java " in guest_file(temurin, paper.UNIT_PATH).content
     assert f"{STORE}/temurin-jre/21.0.6+7/OpenJDK21U-jre_x64_linux.tar.gz" in temurin.converge
     assert "--strip-components=1" in temurin.converge
 
@@ -115,7 +111,7 @@ def test_the_jar_comes_from_zlh_artifacts_verified() -> None:
 
 
 def test_a_game_containers_heap_follows_its_memory() -> None:
-    unit = file_of(container(memory_mb=4096), paper.UNIT_PATH).content
+    unit = guest_file(container(memory_mb=4096), paper.UNIT_PATH).content
     assert "ExecStart=/usr/bin/java -Xms3584M -Xmx3584M -XX:+UseG1GC \\\n" in unit
     assert paper.heap_mb(1024) == 512
     with pytest.raises(ValueError, match="a game container of 1000 MiB cannot run Paper"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft7Validator
 
+from tests.scripts import file_content
 from zlh_infra.services import routes, velocity
 from zlh_infra.services.plan import ServicePlan
 from zlh_infra.services.routes import RouteHost, RouteKind, RouteSettings
@@ -198,16 +199,12 @@ def edge(kind: RouteKind) -> ServicePlan:
     )
 
 
-def file_of(plan: ServicePlan, path: str) -> str:
-    return next(f.content for f in plan.files if f.path == path)
-
-
 def test_the_key_may_run_the_forced_command_only_from_zpack_apis_address() -> None:
     plan = edge(RouteKind.HTTP)
-    assert file_of(plan, routes.AUTHORIZED_KEYS) == (
+    assert file_content(plan, routes.AUTHORIZED_KEYS) == (
         f'restrict,from="10.99.0.10",command="{routes.COMMAND}" {API_KEY} zpack-api\n'
     )
-    sshd = file_of(plan, routes.SSHD_CONFIG)
+    sshd = file_content(plan, routes.SSHD_CONFIG)
     assert "ListenAddress 10.99.0.227\n" in sshd
     assert f"AllowUsers {routes.ACCOUNT}\n" in sshd
     assert "PasswordAuthentication no\n" in sshd
@@ -223,9 +220,9 @@ def test_the_proxy_directory_is_sticky_and_the_accounts_groups() -> None:
 def test_only_velocitys_plan_watches_the_servers_directory() -> None:
     game = edge(RouteKind.GAME)
     assert routes.VELOCITY_PATH_UNIT in game.units
-    path_unit = file_of(game, f"/etc/systemd/system/{routes.VELOCITY_PATH_UNIT}")
+    path_unit = file_content(game, f"/etc/systemd/system/{routes.VELOCITY_PATH_UNIT}")
     assert f"PathChanged={velocity.SERVERS_DIR}\n" in path_unit
-    merge_unit = file_of(game, f"/etc/systemd/system/{routes.VELOCITY_MERGE_UNIT}")
+    merge_unit = file_content(game, f"/etc/systemd/system/{routes.VELOCITY_MERGE_UNIT}")
     assert f"systemctl try-restart {velocity.UNIT}" in merge_unit
     assert routes.VELOCITY_PATH_UNIT not in edge(RouteKind.HTTP).units
 
@@ -250,10 +247,10 @@ def test_zpack_api_pins_each_route_hosts_key_and_names_the_aliases_in_its_enviro
         RouteHost("runtime", RouteKind.GAME, IPv4Address("10.99.1.3"), HOST_KEY),
     ]
     plan = routes.api_plan(guest="zpack-api", account="zpack-api", hosts=hosts)
-    assert file_of(plan, routes.KNOWN_HOSTS) == (
+    assert file_content(plan, routes.KNOWN_HOSTS) == (
         f"route-runtime-http {HOST_KEY}\nroute-runtime-game {HOST_KEY}\n"
     )
-    config = file_of(plan, routes.SSH_CONFIG)
+    config = file_content(plan, routes.SSH_CONFIG)
     assert "Host route-runtime-http\n    HostName 10.99.1.2\n" in config
     assert "    StrictHostKeyChecking yes\n" in config
     assert f"    IdentityFile {routes.KEY}\n" in config

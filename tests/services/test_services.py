@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts import decoded
+from tests.scripts import decoded, file_content
 from zlh_infra.services import (
     agent,
     artifacts,
@@ -34,10 +34,6 @@ PASSWORD = "Q7hmWkz2Rr9TbXc4Vp1LsN8e"
 SHA = "ab" * 32
 
 
-def file_of(plan: ServicePlan, path: str) -> str:
-    return next(f.content for f in plan.files if f.path == path)
-
-
 def tool(name: str, package: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
     if found is None:
@@ -57,7 +53,7 @@ def mariadb_plan(client: str = "10.10.0.10") -> ServicePlan:
 
 
 def test_mariadb_binds_the_lan_and_keeps_its_data_on_the_data_disk() -> None:
-    config = file_of(mariadb_plan(), "/etc/mysql/mariadb.conf.d/90-zlh.cnf")
+    config = file_content(mariadb_plan(), "/etc/mysql/mariadb.conf.d/90-zlh.cnf")
     assert "bind-address = 10.10.0.12\n" in config
     assert "datadir = /srv/data/mysql\n" in config
     assert "skip-name-resolve\n" in config
@@ -92,7 +88,7 @@ def test_a_password_that_is_not_generated_is_refused_without_being_echoed(bad: s
 
 def test_redis_binds_the_lan_with_a_password_and_append_only() -> None:
     plan = redis.plan(guest="zlh-redis", listen=IPv4Address("10.10.0.13"), password=PASSWORD)
-    config = file_of(plan, redis.INCLUDE)
+    config = file_content(plan, redis.INCLUDE)
     assert config.splitlines()[1:] == [
         "bind 10.10.0.13",
         "port 6379",
@@ -125,7 +121,7 @@ def test_redis_server_runs_the_generated_configuration(tmp_path: Path) -> None:
     plan = redis.plan(guest="zlh-redis", listen=IPv4Address("127.0.0.1"), password=PASSWORD)
     conf = tmp_path / "redis.conf"
     conf.write_text(
-        file_of(plan, redis.INCLUDE).replace("port 6379", f"port {port}") + f"dir {tmp_path}\n"
+        file_content(plan, redis.INCLUDE).replace("port 6379", f"port {port}") + f"dir {tmp_path}\n"
     )
     process = subprocess.Popen([server, str(conf)], stdout=subprocess.DEVNULL)
     try:
@@ -180,7 +176,10 @@ def test_sql_and_config_strings_escape_their_quotes() -> None:
 
 def test_node_exporter_listens_on_the_given_address_only() -> None:
     plan = node_exporter.plan(guest="zlh-build", listen=IPv4Address("10.99.0.101"))
-    assert file_of(plan, node_exporter.DEFAULTS) == 'ARGS="--web.listen-address=10.99.0.101:9100"\n'
+    assert (
+        file_content(plan, node_exporter.DEFAULTS)
+        == 'ARGS="--web.listen-address=10.99.0.101:9100"\n'
+    )
     assert "prometheus-node-exporter" in plan.packages
     assert "http://10.99.0.101:9100/metrics" in plan.health
 
@@ -218,9 +217,9 @@ def test_the_images_exporter_starts_on_the_management_nics_address_only(tmp_path
 
 def test_the_image_enables_the_exporter_and_each_clone_checks_where_it_listens() -> None:
     image = node_exporter.image_plan(guest="zlh-base", interface="eth1")
-    drop_in = file_of(image, node_exporter.DROP_IN)
+    drop_in = file_content(image, node_exporter.DROP_IN)
     assert f"ExecStart=\nExecStart={node_exporter.LAUNCHER} $ARGS" in drop_in
-    assert file_of(image, node_exporter.DEFAULTS) == 'ARGS=""\n'
+    assert file_content(image, node_exporter.DEFAULTS) == 'ARGS=""\n'
     assert image.units == ()  # the image has no management NIC: never started there
     assert "systemctl stop prometheus-node-exporter.service" in image.converge
     clone = node_exporter.fleet_plan(guest="arena", management_address=IPv4Address("10.99.1.20"))
@@ -239,7 +238,7 @@ def prometheus_plan() -> ServicePlan:
 
 
 def test_prometheus_scrapes_the_inventory_and_discovers_the_fleet_from_files() -> None:
-    document = json.loads(file_of(prometheus_plan(), prometheus.CONFIG).split("\n", 1)[1])
+    document = json.loads(file_content(prometheus_plan(), prometheus.CONFIG).split("\n", 1)[1])
     jobs = {job["job_name"]: job for job in document["scrape_configs"]}
     assert jobs["core"]["static_configs"] == [
         {"targets": ["10.10.0.12:9100"], "labels": {"instance": "zlh-db"}},
@@ -252,7 +251,7 @@ def test_prometheus_scrapes_the_inventory_and_discovers_the_fleet_from_files() -
 def test_promtool_accepts_the_generated_configuration(tmp_path: Path) -> None:
     promtool = tool("promtool", "prometheus")
     config = tmp_path / "prometheus.yml"
-    config.write_text(file_of(prometheus_plan(), prometheus.CONFIG))
+    config.write_text(file_content(prometheus_plan(), prometheus.CONFIG))
     result = subprocess.run(
         [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
     )
@@ -272,7 +271,9 @@ def artifacts_plan(
 def test_nginx_accepts_the_generated_site(tmp_path: Path) -> None:
     nginx = tool("nginx", "nginx-light")
     # nginx -t binds the listen address: loopback stands in for the LAN address.
-    site = file_of(artifacts_plan(listen="127.0.0.1"), "/etc/nginx/sites-available/zlh-artifacts")
+    site = file_content(
+        artifacts_plan(listen="127.0.0.1"), "/etc/nginx/sites-available/zlh-artifacts"
+    )
     (tmp_path / "logs").mkdir()
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
@@ -288,7 +289,7 @@ def test_nginx_accepts_the_generated_site(tmp_path: Path) -> None:
 
 
 def test_the_store_is_read_only_over_http() -> None:
-    site = file_of(artifacts_plan(), "/etc/nginx/sites-available/zlh-artifacts")
+    site = file_content(artifacts_plan(), "/etc/nginx/sites-available/zlh-artifacts")
     assert "limit_except GET HEAD { deny all; }" in site
     assert "autoindex off;" in site
 
@@ -343,7 +344,7 @@ def test_the_agent_comes_from_zlh_artifacts_verified_and_binds_eth1() -> None:
     )
     assert "http://10.20.0.10:8080/zlh-agent/1.4.2/zlh-agent" in plan.converge
     assert f"printf '%s  %s\\n' {SHA} \"$zlh_dl\" | sha256sum -c" in plan.converge
-    assert "ExecStart=/usr/local/bin/zlh-agent --interface eth1 --port 18888" in file_of(
+    assert "ExecStart=/usr/local/bin/zlh-agent --interface eth1 --port 18888" in file_content(
         plan, "/etc/systemd/system/zlh-agent.service"
     )
     fleet = agent.fleet_plan(guest="mc-survival", management_address=IPv4Address("10.99.1.0"))
@@ -363,7 +364,7 @@ def test_a_release_runs_as_its_own_user_with_a_0600_environment() -> None:
     env = next(f for f in plan.files if f.path == "/etc/zpack-api/env")
     assert (env.mode, env.owner) == (0o600, "root")
     assert env.content == f'DB_PASSWORD="{PASSWORD}"\n'
-    unit = file_of(plan, "/etc/systemd/system/zpack-api.service")
+    unit = file_content(plan, "/etc/systemd/system/zpack-api.service")
     assert "User=zpack-api\n" in unit
     assert "ExecStart=/usr/bin/node /opt/zpack-api/current/server.js\n" in unit
     assert plan.accounts == ("zpack-api",)

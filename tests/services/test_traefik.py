@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator
 
-from tests.scripts import decoded, shellcheck
+from tests.scripts import decoded, file_content, shellcheck
 from zlh_infra.platform.proxy_config import HttpRoute
 from zlh_infra.services import traefik
 from zlh_infra.services.artifacts import Artifact
@@ -61,10 +61,6 @@ def errors(validator: Draft7Validator, document: Any) -> list[str]:
     return [error.message for error in validator.iter_errors(document)]
 
 
-def file_of(plan: ServicePlan, path: str) -> str:
-    return next(f.content for f in plan.files if f.path == path)
-
-
 def http_plan(routes: list[HttpRoute] | None = None) -> ServicePlan:
     return traefik.plan(
         guest="zlh-proxy",
@@ -92,12 +88,12 @@ def dns_plan() -> ServicePlan:
 
 @pytest.mark.parametrize("make", [http_plan, dns_plan], ids=["http-01", "dns-01"])
 def test_the_static_configuration_is_valid_against_traefiks_schema(make: Any) -> None:
-    document = json.loads(file_of(make(), traefik.CONFIG))
+    document = json.loads(file_content(make(), traefik.CONFIG))
     assert errors(STATIC, document) == []
 
 
 def test_web_redirects_to_websecure_which_uses_the_letsencrypt_resolver() -> None:
-    document = json.loads(file_of(http_plan(), traefik.CONFIG))
+    document = json.loads(file_content(http_plan(), traefik.CONFIG))
     web, websecure = document["entryPoints"]["web"], document["entryPoints"]["websecure"]
     assert web["address"] == ":80"
     assert web["http"]["redirections"]["entryPoint"] == {
@@ -120,7 +116,7 @@ def test_web_redirects_to_websecure_which_uses_the_letsencrypt_resolver() -> Non
 
 
 def test_the_api_and_dashboard_are_off_and_ping_is_on_loopback_only() -> None:
-    document = json.loads(file_of(http_plan(), traefik.CONFIG))
+    document = json.loads(file_content(http_plan(), traefik.CONFIG))
     assert "api" not in document
     assert document["ping"] == {"entryPoint": "ping"}
     assert document["entryPoints"]["ping"] == {"address": "127.0.0.1:8082"}
@@ -129,7 +125,7 @@ def test_the_api_and_dashboard_are_off_and_ping_is_on_loopback_only() -> None:
 
 def test_the_dns_challenge_names_its_provider_and_keeps_credentials_in_a_0600_file() -> None:
     plan = dns_plan()
-    document = json.loads(file_of(plan, traefik.CONFIG))
+    document = json.loads(file_content(plan, traefik.CONFIG))
     acme = document["certificatesResolvers"]["letsencrypt"]["acme"]
     assert acme["dnsChallenge"] == {
         "provider": "cloudflare",
@@ -141,11 +137,11 @@ def test_the_dns_challenge_names_its_provider_and_keeps_credentials_in_a_0600_fi
     ]
     env = next(f for f in plan.files if f.path == traefik.ENVIRONMENT)
     assert (env.mode, env.owner, env.content) == (0o600, "root", f'CF_DNS_API_TOKEN="{TOKEN}"\n')
-    assert TOKEN not in file_of(plan, traefik.CONFIG)
+    assert TOKEN not in file_content(plan, traefik.CONFIG)
     # In the script only base64-encoded, decoded into the file.
     assert TOKEN not in configure_script([plan])
     assert TOKEN in decoded(configure_script([plan]))
-    assert "EnvironmentFile=/etc/traefik/acme.env" in file_of(
+    assert "EnvironmentFile=/etc/traefik/acme.env" in file_content(
         plan, "/etc/systemd/system/traefik.service"
     )
 
@@ -165,7 +161,7 @@ def test_a_wildcard_certificate_needs_the_dns_challenge() -> None:
     ],
 )
 def test_the_schema_refuses_a_misspelled_key(path: tuple[str, ...], key: str) -> None:
-    document = json.loads(file_of(http_plan(), traefik.CONFIG))
+    document = json.loads(file_content(http_plan(), traefik.CONFIG))
     node = document
     for part in path:
         node = node[part]
@@ -176,14 +172,14 @@ def test_the_schema_refuses_a_misspelled_key(path: tuple[str, ...], key: str) ->
 def test_the_schemas_root_would_not_catch_a_misspelled_top_level_key() -> None:
     # Why the negative cases above misspell nested keys: the static schema's root allows
     # additional properties, its sections do not.
-    document = json.loads(file_of(http_plan(), traefik.CONFIG))
+    document = json.loads(file_content(http_plan(), traefik.CONFIG))
     document["entrypoints"] = document.pop("entryPoints")
     assert errors(STATIC, document) == []
 
 
 def test_the_unit_binds_low_ports_as_traefik_with_one_capability() -> None:
     plan = http_plan()
-    unit = file_of(plan, "/etc/systemd/system/traefik.service")
+    unit = file_content(plan, "/etc/systemd/system/traefik.service")
     assert "User=traefik\n" in unit
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE\n" in unit
     assert "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n" in unit
@@ -222,7 +218,7 @@ def test_the_dynamic_routes_are_valid_against_the_file_provider_schema() -> None
         "tls": {"certResolver": "letsencrypt"},
     }
     plan = http_plan(ROUTES)
-    assert file_of(plan, traefik.ROUTES) == traefik.dynamic_config(ROUTES)
+    assert file_content(plan, traefik.ROUTES) == traefik.dynamic_config(ROUTES)
 
 
 def test_the_dynamic_schema_refuses_misspelled_keys() -> None:

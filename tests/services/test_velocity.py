@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.scripts import decoded, shellcheck
+from tests.scripts import decoded, guest_file, shellcheck
 from zlh_infra.platform.proxy_config import GameServer
 from zlh_infra.services import velocity
 from zlh_infra.services.artifacts import Artifact
@@ -53,10 +53,6 @@ def a_plan(servers: list[GameServer] | None = SERVERS) -> ServicePlan:
         games_domain="play.zerolaghub.com",
         servers=servers,
     )
-
-
-def file_of(plan: ServicePlan, path: str) -> Any:
-    return next(f for f in plan.files if f.path == path)
 
 
 def group() -> str:
@@ -157,7 +153,7 @@ def test_modern_forwarding_binds_all_addresses_and_reads_the_secret_file(tmp_pat
     assert generated["forwarding-secret-file"] == "forwarding.secret"
     assert generated["online-mode"] is True
     plan = a_plan()
-    secret = file_of(plan, velocity.SECRET)
+    secret = guest_file(plan, velocity.SECRET)
     assert (secret.content, secret.mode, secret.owner, secret.group) == (
         SECRET,
         0o600,
@@ -165,7 +161,7 @@ def test_modern_forwarding_binds_all_addresses_and_reads_the_secret_file(tmp_pat
         "velocity",
     )
     # velocity.toml's working directory makes the relative name resolve to that file.
-    assert "WorkingDirectory=/opt/velocity\n" in file_of(plan, velocity.UNIT_PATH).content
+    assert "WorkingDirectory=/opt/velocity\n" in guest_file(plan, velocity.UNIT_PATH).content
     assert SECRET not in velocity.base_config()
     assert SECRET not in configure_script([plan])
     assert SECRET in decoded(configure_script([plan]))
@@ -225,9 +221,9 @@ def test_the_configure_step_restarts_velocity_only_when_the_merge_changed_it() -
         in plan.converge
     )
     assert 'if [ "$zlh_out" = changed ]; then ZLH_CHANGED=1; fi' in plan.converge
-    unit = file_of(plan, velocity.UNIT_PATH).content
+    unit = guest_file(plan, velocity.UNIT_PATH).content
     assert "ExecStartPre=+/usr/local/sbin/zlh-velocity-config --base" in unit
-    assert file_of(plan, velocity.DECLARED).content == velocity.declared_servers(SERVERS)
+    assert guest_file(plan, velocity.DECLARED).content == velocity.declared_servers(SERVERS)
     assert velocity.DECLARED not in [f.path for f in a_plan(servers=None).files]
     assert plan.health == "ss -ltnH 'sport = :25565' | grep -q ."
     assert "openjdk-17-jre-headless" in plan.packages

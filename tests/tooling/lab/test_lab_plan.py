@@ -217,6 +217,14 @@ def test_a_missing_clone_source_is_refused() -> None:
         build_plan(recordings, upstream_dns="192.0.2.53")
 
 
+@pytest.mark.parametrize("source", [200.5, True, "200"])
+def test_a_clone_source_that_is_no_whole_vmid_is_refused(source: Any) -> None:
+    recordings = small_platform()
+    recordings[1].resources[0].inputs["clone"] = {"vmId": source}
+    with pytest.raises(PlanError, match=r"clone\.vmId .* is not a whole number"):
+        build_plan(recordings, upstream_dns="192.0.2.53")
+
+
 @pytest.mark.parametrize("vmid", [None, 300.5, True, "300", secret(300.5)])
 def test_a_guest_without_a_whole_vmid_is_refused(vmid: Any) -> None:
     recordings = small_platform()

@@ -211,6 +211,7 @@ def test_stack_files_in_finds_the_known_stacks_and_prefers_yaml(tmp_path: Path) 
     ]
     for name in names:
         (tmp_path / name).write_text("config: {}\n")
+    (tmp_path / "Pulumi.edge.yaml").mkdir()  # a directory is no stack file
     assert stack_files_in(tmp_path) == {
         "core": tmp_path / "Pulumi.core.yaml",
         "runtime-eu": tmp_path / "Pulumi.runtime-eu.yml",

@@ -80,6 +80,15 @@ def _vmid(resource: RecordedResource) -> int:
     return vmid
 
 
+def _clone_source(resource: RecordedResource, value: object) -> int | None:
+    if value is None:
+        return None
+    vmid = whole_number(value, digits=False)
+    if vmid is None:
+        raise PlanError(f"{resource.urn}: clone.vmId {value!r} is not a whole number")
+    return vmid
+
+
 # --- what the lab builds ----------------------------------------------------------------
 
 
@@ -404,7 +413,7 @@ def _container(
         dns_domain=dns.get("domain"),
         mount_points=tuple(str(mp["path"]) for mp in inputs.get("mountPoints") or ()),
         started=bool(inputs.get("started", True)),
-        clone_of=int(clone["vmId"]) if clone.get("vmId") is not None else None,
+        clone_of=_clone_source(resource, clone.get("vmId")),
         root_password=str(password) if password else None,
     )
 

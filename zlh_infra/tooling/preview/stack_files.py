@@ -346,7 +346,7 @@ def stack_files_in(root: Path, overrides: Sequence[tuple[str, Path]] = ()) -> di
     files: dict[str, Path] = {}
     for path in sorted(root.glob("Pulumi.*.y*ml")):
         stack = path.name.split(".", 1)[1].rsplit(".", 1)[0]
-        if path.suffix in (".yaml", ".yml") and is_stack_name(stack):
+        if path.suffix in (".yaml", ".yml") and is_stack_name(stack) and path.is_file():
             files.setdefault(stack, path)
     files.update(dict(overrides))
     return files
