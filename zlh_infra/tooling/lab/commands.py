@@ -476,6 +476,7 @@ def converge(
             state.unavailable_reasons[step.urn] = reason
             state.save()
             _say(f"{prefix} unavailable step {step.name} (exit 69: {reason}); its dependents wait")
+            said.add(f"unavailable {plan.describe(action)}")
             continue
         if ran.returncode != 0:
             result.failed.add(action)
