@@ -26,6 +26,7 @@ from zlh_infra.tooling.lab.api_servers import (
     ApiServer,
     ApiServerError,
     as_resources,
+    conflict,
     host_record,
     plan_calls,
     route_kind,
@@ -38,6 +39,7 @@ from zlh_infra.tooling.lab.paths import LabDirs
 from zlh_infra.tooling.lab.plan import unwrap
 from zlh_infra.tooling.lab.secrets_store import SecretStore
 from zlh_infra.tooling.lab.state import LabState
+from zlh_infra.tooling.lab.system import LabError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -88,8 +90,8 @@ def test_the_calls_from_the_export_are_those_the_fleet_spec_prescribes(
 
 def test_the_vmid_is_the_lowest_of_zpack_apis_part_the_host_does_not_hold() -> None:
     assert plan_calls(EXPORT, "game", "a", taken={1000, 1020, 1021, 1023}).vmid == 1022
-    # The declared part is never the API's, free or not.
-    assert plan_calls(EXPORT, "dev", "a", taken=set(range(1100, 1120))).vmid == 1120
+    # The declared part (1100-1119) is free here, and still never the API's.
+    assert plan_calls(EXPORT, "dev", "a", taken={1120, 1121}).vmid == 1122
 
 
 def test_a_full_part_a_bad_name_or_an_unknown_role_is_refused_by_its_key() -> None:
@@ -135,8 +137,8 @@ def test_the_host_holds_the_templates_resolver_and_the_calls_values() -> None:
     assert (record.name, record.pool, record.template) == ("arena", "zlh-runtime", False)
     assert [rule["pos"] for rule in record.firewall_rules] == [0, 1, 2]
 
-    server = ApiServer("runtime", "game", 210, calls.workload, record)
-    assert ApiServer.from_json(server.to_json()) == server
+    server = ApiServer("runtime", "game", 210, calls.workload, record, RouteKind.GAME)
+    assert ApiServer.from_json(json.loads(json.dumps(server.to_json()))) == server
 
     guest, options, rules = as_resources("runtime", record, 210)
     assert (guest.type, options.type, rules.type) == (CONTAINER, FIREWALL_OPTIONS, FIREWALL_RULES)
@@ -185,7 +187,15 @@ def shipped_server(recorded: Recorded, role: str, name: str) -> ApiServer:
     calls = plan_calls(
         unwrap(runtime.outputs["fleetSpec"]), role, name, taken_vmids(runtime.resources, ())
     )
-    return ApiServer(runtime.stack, role, calls.template, calls.workload, host_record(calls, {}))
+    spec = unwrap(runtime.outputs["fleetSpec"])
+    return ApiServer(
+        runtime.stack,
+        role,
+        calls.template,
+        calls.workload,
+        host_record(calls, {}),
+        route_kind(spec, calls.template),
+    )
 
 
 def test_the_shipped_export_gives_the_first_free_vmid_and_its_addresses(
@@ -206,12 +216,12 @@ def checked(
     lab = FakeLab({})
     lab.on(api.vmid, "runuser", stdout=listed, code=code, stderr="connection refused")
     results = api_server_checks(CheckContext(lab, recorded.plan), [server], recorded.recordings)
-    if listed or code:
-        [(_, argv, _)] = lab.ran
-        assert argv == (
-            "runuser", "-u", "zpack-api", "--",
-            "ssh", "-F", "/etc/zpack-api/route-ssh-config", "route-runtime-game", "list",
-        )  # fmt: skip
+    [(_, argv, _)] = lab.ran
+    alias = f"route-{server.stack}-{server.route}"
+    assert argv == (
+        "runuser", "-u", "zpack-api", "--",
+        "ssh", "-F", "/etc/zpack-api/route-ssh-config", alias, "list",
+    )  # fmt: skip
     return {result.check: result for result in results}
 
 
@@ -271,3 +281,60 @@ def test_the_command_line_names_a_server_by_name_and_reports_a_refusal(
     assert capsys.readouterr().err == ("lab: error: role: every VMID of game 1020-1099 is taken\n")
     with pytest.raises(SystemExit):
         parser.parse_args(["lab", "server", "create", "--role", "edge", "--name", "a"])
+
+
+def test_the_lab_keeps_its_servers_between_runs(tmp_path: Path) -> None:
+    calls = plan_calls(EXPORT, "game", "arena", taken=set())
+    server = ApiServer(
+        "runtime", "game", 210, calls.workload, host_record(calls, {}), RouteKind.GAME
+    )
+    state = LabState(tmp_path / "state.json")
+    state.api_servers[server.vmid] = server
+    state.save()
+    assert LabState.load(tmp_path / "state.json").api_servers == {1020: server}
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
+
+    # A lab of an earlier version (servers without their route kind) is only taken down.
+    older = json.loads((tmp_path / "state.json").read_text())
+    older["version"] = 1
+    del older["apiServers"]["1020"]["route"]
+    (tmp_path / "state.json").write_text(json.dumps(older))
+    with pytest.raises(LabError, match="state of another lab version; run `lab down` first"):
+        LabState.load(tmp_path / "state.json")
+    assert LabState.load(tmp_path / "state.json", any_version=True).api_servers == {}
+
+
+def test_a_server_the_recording_now_conflicts_with_is_named_with_its_way_out(
+    shipped: Recorded, tmp_path: Path
+) -> None:
+    server = shipped_server(shipped, "game", "arena")
+    [runtime] = [r for r in shipped.recordings if r.stack == "runtime"]
+    assert conflict(server, runtime) is None
+    assert conflict(server, None) == "its stack runtime is not recorded"
+    orphan = dataclasses.replace(server, template=299)
+    assert conflict(orphan, runtime) == "its template 299 is no longer recorded"
+    declared = dataclasses.replace(server, record=dataclasses.replace(server.record, vmid=1000))
+    assert conflict(declared, runtime) == "the stack now declares VMID 1000 itself"
+
+    dirs = LabDirs(state=tmp_path / "state", cache=tmp_path / "cache")
+    state = LabState(tmp_path / "st")
+    state.api_servers[orphan.vmid] = orphan
+    with pytest.raises(LabError) as error:
+        record(ROOT, dirs, SecretStore(tmp_path / "s.json"), "192.0.2.53", state)
+    assert str(error.value) == (
+        "server arena (VMID 1020) made by `lab server create`: its template 299 is no longer "
+        "recorded; `lab server delete --name arena` removes it"
+    )
+
+
+def test_a_server_whose_stack_is_gone_fails_its_checks_without_stopping_the_rest(
+    shipped: Recorded,
+) -> None:
+    server = dataclasses.replace(shipped_server(shipped, "game", "arena"), stack="runtime-b")
+    results = checked(shipped, server, "", code=255)
+    assert results[ROUTE_CHECK].ok is False
+    assert "`list` on zlh-velocity exited 255" in results[ROUTE_CHECK].detail
+    assert (results[BACKUP_CHECK].ok, results[BACKUP_CHECK].detail) == (
+        False,
+        "stack runtime-b is not recorded",
+    )

@@ -25,7 +25,6 @@ from zlh_infra.tooling.lab.api_servers import (
     API_GUEST,
     ApiServer,
     as_resources,
-    route_kind,
 )
 from zlh_infra.tooling.lab.checks import CheckContext, CheckResult
 from zlh_infra.tooling.lab.plan import unwrap
@@ -44,18 +43,17 @@ def api_server_checks(
     results: list[CheckResult] = []
     for server in servers:
         recording = next((r for r in recordings if r.stack == server.stack), None)
-        spec = unwrap(recording.outputs.get("fleetSpec")) if recording else None
-        results.append(_route(ctx, server, spec or {}))
+        results.append(_route(ctx, server))
         results.append(_backup(server, recording))
     return results
 
 
-def _route(ctx: CheckContext, server: ApiServer, spec: dict[str, object]) -> CheckResult:
+def _route(ctx: CheckContext, server: ApiServer) -> CheckResult:
     """``zlh-route list`` on the proxy, asked from zpack-api with its key, names the server."""
     api = ctx.guest(API_GUEST)
     if api is None:
         return CheckResult(server.name, server.vmid, ROUTE_CHECK, False, f"no {API_GUEST} guest")
-    kind = route_kind(spec, server.template)
+    kind = server.route
     argv = ["runuser", "-u", API_ACCOUNT, "--"]
     argv += routes.client_command(server.stack, kind, "list")
     done = ctx.executor.run(api.vmid, argv, timeout=60)

@@ -23,11 +23,12 @@ from zlh_infra.platform.addressing import fleet_address
 from zlh_infra.platform.type_tokens import CONTAINER
 from zlh_infra.platform.type_tokens import FIREWALL_OPTIONS as OPTIONS
 from zlh_infra.platform.type_tokens import FIREWALL_RULES as RULES
+from zlh_infra.platform.wire_numbers import whole_number
 from zlh_infra.services import routes
 from zlh_infra.tooling.audit.client import GuestRecord
 from zlh_infra.tooling.audit.convert import guest_options_props, guest_props, rule_props
 from zlh_infra.tooling.lab.plan import unwrap
-from zlh_infra.tooling.preview.recording import RecordedResource
+from zlh_infra.tooling.preview.recording import RecordedResource, StackRecording
 
 #: The name a server gets: a DNS label, as ``zlh-route`` requires of a route's name.
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -270,6 +271,9 @@ class ApiServer:
     #: ``<LAN address>:<port>``: what its route points at.
     workload: str
     record: GuestRecord
+    #: The kind of route host it is registered with, remembered as zpack-api remembers
+    #: it: deleting the route must not depend on the template still being exported.
+    route: routes.RouteKind
 
     @property
     def vmid(self) -> int:
@@ -286,6 +290,7 @@ class ApiServer:
             "role": self.role,
             "template": self.template,
             "workload": self.workload,
+            "route": str(self.route),
             "vmid": record.vmid,
             "node": record.node,
             "name": record.name,
@@ -316,7 +321,25 @@ class ApiServer:
             template=int(data["template"]),
             workload=str(data["workload"]),
             record=record,
+            route=routes.RouteKind(data["route"]),
         )
+
+
+def conflict(server: ApiServer, recording: StackRecording | None) -> str | None:
+    """Why ``server`` can no longer stand beside ``recording`` (its stack's), or None."""
+    if recording is None:
+        return f"its stack {server.stack} is not recorded"
+    guests = {
+        vmid
+        for r in recording.resources
+        if r.type == CONTAINER
+        and (vmid := whole_number(unwrap(r.inputs).get("vmId"), digits=False)) is not None
+    }
+    if server.vmid in guests:
+        return f"the stack now declares VMID {server.vmid} itself"
+    if server.template not in guests:
+        return f"its template {server.template} is no longer recorded"
+    return None
 
 
 def taken_vmids(resources: Sequence[RecordedResource], servers: Collection[int]) -> set[int]:

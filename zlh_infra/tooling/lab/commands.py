@@ -16,7 +16,7 @@ from zlh_infra.platform.topology import StackRole
 from zlh_infra.tooling.exit_codes import ExitCode
 from zlh_infra.tooling.lab import host, lxc
 from zlh_infra.tooling.lab.api_server_checks import api_server_checks
-from zlh_infra.tooling.lab.api_servers import as_resources
+from zlh_infra.tooling.lab.api_servers import as_resources, conflict
 from zlh_infra.tooling.lab.checks import (
     SERVICE_HEALTH,
     CheckContext,
@@ -62,6 +62,7 @@ from zlh_infra.tooling.lab.plan import (
     Action,
     LabGuest,
     LabPlan,
+    PlanError,
     build_plan,
     decide,
     printed_outputs,
@@ -161,11 +162,19 @@ def record(
     ]
     if problems:
         raise LabError("the program failed offline:\n  " + "\n  ".join(problems))
-    for recording in recordings:
-        for server in state.api_servers.values():
-            if server.stack == recording.stack:
-                recording.resources += as_resources(server.stack, server.record, server.template)
-    plan = build_plan(recordings, upstream_dns=resolver)
+    by_stack = {recording.stack: recording for recording in recordings}
+    for server in state.api_servers.values():
+        recording = by_stack.get(server.stack)
+        if (problem := conflict(server, recording)) is not None or recording is None:
+            raise LabError(
+                f"server {server.name} (VMID {server.vmid}) made by `lab server create`: "
+                f"{problem}; `lab server delete --name {server.name}` removes it"
+            )
+        recording.resources += as_resources(server.stack, server.record, server.template)
+    try:
+        plan = build_plan(recordings, upstream_dns=resolver)
+    except PlanError as error:
+        raise LabError(f"the recording cannot be built as a lab: {error}") from None
     plan.secrets = plan.secrets | frozenset(store.values())
     firewall, firewall_error = None, None
     try:
@@ -325,23 +334,35 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
 
     done = Round()
     said: set[str] = set()
+    unsettled = False
     for number in range(1, MAX_ROUNDS + 1):
-        outcome = converge(dirs, state, recorded.plan, rootfs, keep_going=keep_going, said=said)
+        # What failed in an earlier round is not retried in this `up` (--keep-going).
+        outcome = converge(
+            dirs,
+            state,
+            recorded.plan,
+            rootfs,
+            keep_going=keep_going,
+            said=said,
+            failed_before=frozenset(done.failed),
+        )
         done.created += outcome.created
         done.ran += outcome.ran
         done.failed |= outcome.failed
         done.unavailable, done.blocked = outcome.unavailable, outcome.blocked
-        if outcome.code != ExitCode.OK:
-            if not keep_going:
-                _say(f"stopped after {time.monotonic() - started:.0f} s (--keep-going runs on)")
-                return outcome.code
-            break
-        keys = exported_route_host_keys(recorded.recordings)
+        if outcome.code != ExitCode.OK and not keep_going:
+            _say(f"stopped after {time.monotonic() - started:.0f} s (--keep-going runs on)")
+            return outcome.code
+        # A key that is unknown for a round (its step's inputs changed) keeps its last value.
+        keys = {**state.route_host_keys, **exported_route_host_keys(recorded.recordings)}
         copied = keys != state.route_host_keys
         if copied:
             state.route_host_keys = keys
             state.save()
-        if not (outcome.ran or copied) or number == MAX_ROUNDS:
+        if not (outcome.ran or copied):
+            break
+        if number == MAX_ROUNDS:
+            unsettled = True
             break
         # What the steps just printed is known now, as it is to `pulumi up` once they ran
         # (and the runtime's route host keys are in the core's config, as the operator
@@ -372,6 +393,12 @@ def up(*, keep_going: bool = False, artifacts: Path | None = None) -> int:
     if done.failed:
         _say(f"{summary}, {len(done.failed)} FAILED, in {elapsed:.0f} s")
         return ExitCode.FAILED
+    if unsettled:
+        _say(
+            f"{summary}, in {elapsed:.0f} s; NOT SETTLED: round {MAX_ROUNDS} still ran steps, "
+            "so what they printed has not been given to the programs: run `lab up` again"
+        )
+        return ExitCode.FAILED
     _say(f"up: {summary}, in {elapsed:.0f} s")
     return ExitCode.OK
 
@@ -385,11 +412,13 @@ def converge(
     keep_going: bool,
     said: set[str] | None = None,
     report_waiting: bool = True,
+    failed_before: frozenset[Action] = frozenset(),
 ) -> Round:
     """One pass: remove what the recording dropped, make what is missing, run what changed.
 
     ``said`` holds what earlier passes reported as unavailable or blocked; this pass
-    says only what is new of that (nothing of it without ``report_waiting``).
+    says only what is new of that (nothing of it without ``report_waiting``). What is in
+    ``failed_before`` counts as failed again without being retried.
     """
     said = set() if said is None else said
 
@@ -406,6 +435,10 @@ def converge(
             lxc.destroy(dirs, vmid)
             state.guests.pop(vmid, None)
             state.save()
+
+    # What a step the recording no longer has printed goes with it (it may be a secret).
+    for urn in set(state.printed) - set(plan.steps):
+        del state.printed[urn]
 
     decisions = decide(
         plan,
@@ -425,6 +458,9 @@ def converge(
             say_once(prefix, f"unavailable {plan.describe(action)}", decision.reason)
             continue
         if decision.verb == "skip":
+            continue
+        if action in failed_before:
+            result.failed.add(action)
             continue
         stuck = [
             dep
@@ -626,9 +662,7 @@ def down(*, purge_cache: bool = False) -> int:
     require_root()
     dirs = LabDirs.from_env()
     had_state = dirs.state.exists()
-    state = (
-        LabState.load(dirs.state_file) if dirs.state_file.is_file() else LabState(dirs.state_file)
-    )
+    state = LabState.load(dirs.state_file, any_version=True)
     if host.stop_release_server(state):
         _say("stopped the release server")
     for vmid in sorted(set(lxc.lab_vmids(dirs)) | set(state.guests)):

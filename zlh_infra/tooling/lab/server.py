@@ -29,9 +29,9 @@ from zlh_infra.tooling.lab.api_servers import (
     taken_vmids,
     template_config,
 )
-from zlh_infra.tooling.lab.commands import Recorded, converge, project_root, record
+from zlh_infra.tooling.lab.commands import Recorded, Round, converge, project_root, record
 from zlh_infra.tooling.lab.paths import LabDirs
-from zlh_infra.tooling.lab.plan import has_unknown, redact, unwrap
+from zlh_infra.tooling.lab.plan import Action, has_unknown, redact, unwrap
 from zlh_infra.tooling.lab.rootfs import ensure_rootfs
 from zlh_infra.tooling.lab.secrets_store import SecretStore
 from zlh_infra.tooling.lab.state import LabState
@@ -67,9 +67,8 @@ class Fleet:
 
     def route(self, server: ApiServer, words: Sequence[str]) -> tuple[int, str]:
         """Run a ``zlh-route`` command as zpack-api does; exit code and what it said."""
-        kind = route_kind(self.spec, server.template)
         argv = ["runuser", "-u", API_ACCOUNT, "--"]
-        argv += routes.client_command(self.stack, kind, *words)
+        argv += routes.client_command(server.stack, server.route, *words)
         done = lxc.attach(self.api_vmid, argv, timeout=60)
         said = (done.stdout + done.stderr).strip()
         return done.returncode, redact(said, self.recorded.plan.secrets)
@@ -83,8 +82,9 @@ def _loaded() -> tuple[LabDirs, LabState, SecretStore]:
     return dirs, LabState.load(dirs.state_file), SecretStore(dirs.secrets_file)
 
 
-def _apply(dirs: LabDirs, state: LabState, store: SecretStore) -> Recorded:
-    """Record with the servers the state holds now, load that firewall, make what is missing."""
+def _apply(dirs: LabDirs, state: LabState, store: SecretStore) -> tuple[Recorded, Round]:
+    """Record with the servers the state holds now, load that firewall, and converge:
+    make what is missing, remove what is gone (what else fails is reported, not fatal)."""
     resolver = host.host_resolver()
     recorded = record(project_root(), dirs, store, str(resolver), state)
     if recorded.firewall is None:
@@ -93,11 +93,24 @@ def _apply(dirs: LabDirs, state: LabState, store: SecretStore) -> Recorded:
         )
     host.ensure_network(state, recorded.plan.bridges, resolver, recorded.firewall)
     outcome = converge(
-        dirs, state, recorded.plan, ensure_rootfs(dirs), keep_going=False, report_waiting=False
+        dirs, state, recorded.plan, ensure_rootfs(dirs), keep_going=True, report_waiting=False
     )
-    if outcome.code != ExitCode.OK:
-        raise LabError("the lab could not make the server (see above)")
-    return recorded
+    if outcome.failed - {Action.guest(v) for v in state.api_servers}:
+        _say("other actions failed (above); `lab up` runs them again")
+    return recorded, outcome
+
+
+def _forget(dirs: LabDirs, state: LabState, store: SecretStore, server: ApiServer) -> None:
+    """Undo a server: out of the state, then the firewall and guests without it."""
+    state.api_servers.pop(server.vmid, None)
+    state.save()
+    try:
+        _apply(dirs, state, store)
+    finally:
+        # Whatever else went wrong, the container goes with the server.
+        lxc.destroy(dirs, server.vmid)
+        state.guests.pop(server.vmid, None)
+        state.save()
 
 
 def create(*, role: str, name: str) -> int:
@@ -128,19 +141,22 @@ def create(*, role: str, name: str) -> int:
         template=calls.template,
         workload=calls.workload,
         record=host_record(calls, template_config(template)),
+        route=route_kind(fleet.spec, calls.template),
     )
     state.api_servers[server.vmid] = server
     state.save()
     try:
-        recorded = _apply(dirs, state, store)
+        recorded, outcome = _apply(dirs, state, store)
+        made = Action.guest(server.vmid)
+        if made in outcome.failed | outcome.blocked or lxc.status(server.vmid) != "running":
+            raise LabError(f"lab-{server.vmid} ({name}) could not be made (see above)")
     except LabError:
-        state.api_servers.pop(server.vmid, None)
-        state.save()
-        lxc.destroy(dirs, server.vmid)
+        _forget(dirs, state, store, server)
         raise
     code, said = Fleet.of(recorded).route(server, ["put", name, server.workload])
     if code != 0:
         _say(f"route for {name} FAILED (exit {code}): {said}")
+        _say(f"lab-{server.vmid} stays; `lab server delete --name {name}` removes it")
         return ExitCode.FAILED
     _say(f"route registered: {said or f'{name} {server.workload}'}")
     _say(f"made lab-{server.vmid} ({name}); `lab check` holds it to the platform's rules")
@@ -152,15 +168,18 @@ def delete(*, name: str) -> int:
     server = next((s for s in state.api_servers.values() if s.name == name), None)
     if server is None:
         raise LabError(f"name: no server {name!r} made by `lab server create`")
-    recorded = record(project_root(), dirs, store, str(host.host_resolver()), state)
-    code, said = Fleet.of(recorded).route(server, ["delete", name])
+    # Recorded without it, so that a server the recording now conflicts with can go.
+    state.api_servers.pop(server.vmid)
+    try:
+        recorded = record(project_root(), dirs, store, str(host.host_resolver()), state)
+        code, said = Fleet.of(recorded).route(server, ["delete", name])
+    finally:
+        state.api_servers[server.vmid] = server
     if code != 0:
         # zpack-api deletes the route first; a server it cannot unroute stays.
         _say(f"route delete for {name} FAILED (exit {code}): {said}")
         return ExitCode.FAILED
-    state.api_servers.pop(server.vmid)
-    state.save()
-    _apply(dirs, state, store)
+    _forget(dirs, state, store, server)
     _say(f"removed lab-{server.vmid} ({name}) and its route")
     return ExitCode.OK
 

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from zlh_infra.tooling.lab.api_servers import ApiServer
+from zlh_infra.tooling.lab.system import LabError
 
-STATE_VERSION = 1
+#: 2: each server of ``lab server create`` remembers its route host's kind.
+STATE_VERSION = 2
 
 
 @dataclass(slots=True)
@@ -55,12 +57,16 @@ class LabState:
     layer_counter: int = 0
 
     @classmethod
-    def load(cls, path: Path) -> LabState:
+    def load(cls, path: Path, *, any_version: bool = False) -> LabState:
+        """The state at ``path``; ``any_version`` reads what ``lab down`` needs of a
+        state another version of the lab wrote (everything else refuses it)."""
         if not path.is_file():
             return cls(path=path)
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         if data.get("version") != STATE_VERSION:
-            raise ValueError(f"{path}: state of another lab version; run `lab down` first")
+            if not any_version:
+                raise LabError(f"{path}: state of another lab version; run `lab down` first")
+            data.pop("apiServers", None)
         return cls(
             path=path,
             netns=bool(data.get("netns")),
