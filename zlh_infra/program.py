@@ -46,12 +46,18 @@ from zlh_infra.layers.host import Host, HostArgs
 from zlh_infra.layers.runtime import FleetMember, Runtime, RuntimeArgs
 from zlh_infra.layers.site import Site
 from zlh_infra.layers.vendor import not_known
-from zlh_infra.platform.api_identity import FleetSegment, FleetSpec, FleetTemplate
+from zlh_infra.platform.api_identity import (
+    FLEET_SPEC_OUTPUT,
+    FleetSegment,
+    FleetSpec,
+    FleetTemplate,
+)
 from zlh_infra.platform.catalogue import EDGE_SERVICES, RUNTIME_SERVICES, Network
 from zlh_infra.platform.fleet_firewall import fleet_ipsets
 from zlh_infra.platform.proxy_config import GameServer, HttpRoute
 from zlh_infra.platform.topology import StackRole, UnknownStackError, short_stack, stack_role
 from zlh_infra.platform.vmids import VmidRole
+from zlh_infra.services.routes import HOST_KEYS_OUTPUT
 
 WAN_BRIDGE = "vmbr0"
 
@@ -444,10 +450,10 @@ def deploy_runtime(stack: str, config: RuntimeStackConfig, core: CoreOutputs) ->
     pulumi.export("node", config.proxmox.node)
     pulumi.export("coreStack", config.core_stack)
     # What zpack-api gives a container it makes here (docs/fleet.md).
-    pulumi.export("fleetSpec", fleet_spec(stack, config, site).export())
+    pulumi.export(FLEET_SPEC_OUTPUT, fleet_spec(stack, config, site).export())
     if edge.route_host_keys is not None:
         # For the core stack's runtimeHosts.<stack>.routeHostKeys (docs/fleet.md).
-        pulumi.export("routeHostKeys", edge.route_host_keys)
+        pulumi.export(HOST_KEYS_OUTPUT, edge.route_host_keys)
     pulumi.export(
         "fleet",
         {

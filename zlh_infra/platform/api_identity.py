@@ -797,6 +797,10 @@ class FleetSegment:
     gateway: IPv4Address | None = None
 
 
+#: The runtime stack's output holding ``FleetSpec.export()``: all zpack-api reads of a host.
+FLEET_SPEC_OUTPUT = "fleetSpec"
+
+
 @dataclass(frozen=True, slots=True)
 class FleetSpec:
     """What zpack-api gives a container it makes on one runtime host: what it clones

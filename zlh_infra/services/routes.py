@@ -59,6 +59,9 @@ TENANT_PREFIX = "tenant-"
 KEY = "/etc/zpack-api/route-key"
 KNOWN_HOSTS = "/etc/zpack-api/route-known-hosts"
 SSH_CONFIG = "/etc/zpack-api/route-ssh-config"
+#: The runtime stack's output of each route host's SSH host key, which the operator
+#: copies into the core stack's ``runtimeHosts.<stack>.routeHostKeys``.
+HOST_KEYS_OUTPUT = "routeHostKeys"
 
 VELOCITY_PATH_UNIT = "zlh-velocity-servers.path"
 VELOCITY_MERGE_UNIT = "zlh-velocity-servers.service"

@@ -25,6 +25,7 @@ from zlh_infra.tooling.lab.api_servers import (
     API_GUEST,
     ApiServer,
     as_resources,
+    route_argv,
 )
 from zlh_infra.tooling.lab.checks import CheckContext, CheckResult
 from zlh_infra.tooling.lab.plan import unwrap
@@ -53,14 +54,11 @@ def _route(ctx: CheckContext, server: ApiServer) -> CheckResult:
     api = ctx.guest(API_GUEST)
     if api is None:
         return CheckResult(server.name, server.vmid, ROUTE_CHECK, False, f"no {API_GUEST} guest")
-    kind = server.route
-    argv = ["runuser", "-u", API_ACCOUNT, "--"]
-    argv += routes.client_command(server.stack, kind, "list")
-    done = ctx.executor.run(api.vmid, argv, timeout=60)
+    done = ctx.executor.run(api.vmid, route_argv(server, "list"), timeout=60)
     listed = [line.split() for line in done.stdout.splitlines()]
     wanted = [server.name, server.workload]
     ok = done.returncode == 0 and wanted in listed
-    guest = routes.ROUTE_GUESTS[kind]
+    guest = routes.ROUTE_GUESTS[server.route]
     if ok:
         detail = f"{guest} lists {server.name} -> {server.workload} (asked as {API_ACCOUNT})"
     elif done.returncode != 0:

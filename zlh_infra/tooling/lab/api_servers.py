@@ -79,7 +79,7 @@ class ApiCalls:
 def route_kind(spec: Mapping[str, Any], template: int) -> routes.RouteKind:
     """The kind of route a template's servers get: the one whose proxy is its source."""
     for entry in spec.get("templates") or ():
-        if int(entry["vmid"]) == template:
+        if whole_number(entry.get("vmid"), digits=False) == template:
             for kind, guest in routes.ROUTE_GUESTS.items():
                 if guest == entry.get("workloadSource"):
                     return kind
@@ -90,10 +90,17 @@ def _params(values: Mapping[str, Any]) -> str:
     return " ".join(f"{key}={value}" for key, value in values.items())
 
 
+def route_argv(server: ApiServer, *words: str) -> list[str]:
+    """``zlh-route`` ``words`` for ``server``'s route host, run as zpack-api runs it."""
+    command = routes.client_command(server.stack, server.route, *words)
+    return ["runuser", "-u", API_ACCOUNT, "--", *command]
+
+
 def _whole(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    number = whole_number(value, digits=False)
+    if number is None:
         raise ApiServerError(f"fleetSpec {what}: {value!r} is not a whole number")
-    return int(value)
+    return number
 
 
 def plan_calls(spec: Mapping[str, Any], role: str, name: str, taken: Collection[int]) -> ApiCalls:
@@ -125,7 +132,7 @@ def plan_calls(spec: Mapping[str, Any], role: str, name: str, taken: Collection[
     offset = _whole(addressing.get("fleetOffset"), "addressing.fleetOffset")
     first_vmid = _whole(addressing.get("firstVmid"), "addressing.firstVmid")
     config: dict[str, Any] = {}
-    lan_address = None
+    lan_address = lan_iface = None
     for nic in spec.get("nics") or ():
         network = IPv4Network(str(nic["cidr"]))
         address = fleet_address(network, offset, first_vmid, vmid)
@@ -138,7 +145,7 @@ def plan_calls(spec: Mapping[str, Any], role: str, name: str, taken: Collection[
             value += f",gw={nic['gateway']}"
         config[str(nic["key"])] = value
         if nic.get("network") == "lan":
-            lan_address = address
+            lan_address, lan_iface = address, str(nic["key"])
     if lan_address is None:
         raise ApiServerError("nics: fleetSpec has no LAN NIC")
     config |= {
@@ -152,7 +159,6 @@ def plan_calls(spec: Mapping[str, Any], role: str, name: str, taken: Collection[
         for group in spec.get("securityGroups") or ()
     ]
     ports = [_whole(port, "templates[].ports") for port in template.get("ports") or ()]
-    lan_iface = next(str(n["key"]) for n in spec["nics"] if n.get("network") == "lan")
     for port in ports:
         rules.append(
             {
@@ -186,7 +192,8 @@ def plan_calls(spec: Mapping[str, Any], role: str, name: str, taken: Collection[
 
 def _option(value: Any) -> Any:
     """The export's numbers come as JSON numbers; Proxmox's options take integers."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    number = whole_number(value, digits=False)
+    return value if number is None else number
 
 
 def host_record(calls: ApiCalls, template_config: Mapping[str, Any]) -> GuestRecord:
@@ -325,28 +332,28 @@ class ApiServer:
         )
 
 
+def _recorded_vmids(resources: Sequence[RecordedResource]) -> dict[int, str]:
+    """Each VMID the recorded guests hold, with its guest's type."""
+    found = {}
+    for resource in resources:
+        vmid = whole_number(unwrap(resource.inputs).get("vmId"), digits=False)
+        if vmid is not None:
+            found[vmid] = resource.type
+    return found
+
+
 def conflict(server: ApiServer, recording: StackRecording | None) -> str | None:
     """Why ``server`` can no longer stand beside ``recording`` (its stack's), or None."""
     if recording is None:
         return f"its stack {server.stack} is not recorded"
-    guests = {
-        vmid
-        for r in recording.resources
-        if r.type == CONTAINER
-        and (vmid := whole_number(unwrap(r.inputs).get("vmId"), digits=False)) is not None
-    }
+    guests = _recorded_vmids(recording.resources)
     if server.vmid in guests:
         return f"the stack now declares VMID {server.vmid} itself"
-    if server.template not in guests:
+    if guests.get(server.template) != CONTAINER:
         return f"its template {server.template} is no longer recorded"
     return None
 
 
 def taken_vmids(resources: Sequence[RecordedResource], servers: Collection[int]) -> set[int]:
     """Every VMID the host holds: the recorded guests' and zpack-api's servers'."""
-    found = set(servers)
-    for resource in resources:
-        vmid = unwrap(resource.inputs).get("vmId")
-        if isinstance(vmid, int | float) and not isinstance(vmid, bool):
-            found.add(int(vmid))
-    return found
+    return set(servers) | set(_recorded_vmids(resources))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zlh_infra.platform.topology import StackRole
+from zlh_infra.services import routes
 from zlh_infra.tooling.exit_codes import ExitCode
 from zlh_infra.tooling.lab import host, lxc
 from zlh_infra.tooling.lab.api_server_checks import api_server_checks
@@ -200,7 +201,7 @@ def exported_route_host_keys(recordings: Sequence[StackRecording]) -> dict[str, 
     """Each runtime stack's ``routeHostKeys`` output, once every key in it is known."""
     found = {}
     for recording in recordings:
-        keys = unwrap(recording.outputs.get("routeHostKeys"))
+        keys = unwrap(recording.outputs.get(routes.HOST_KEYS_OUTPUT))
         if (
             isinstance(keys, dict)
             and keys

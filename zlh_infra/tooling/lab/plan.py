@@ -213,7 +213,28 @@ class LabStep:
     @property
     def hash(self) -> str:
         """A step reruns only when this changes (like the provider's replace on change)."""
-        return _digest({"create": self.create, "stdin": self.stdin, "triggers": self.triggers})
+        return _command_hash((self.create, self.stdin, self.triggers))
+
+
+#: What a Command runs with, as the lab reads it: ``create``, ``stdin``, ``triggers``.
+CommandFields = tuple[str, str | None, tuple[Any, ...]]
+
+
+def _command_hash(fields: CommandFields) -> str:
+    create, stdin, triggers = fields
+    return _digest({"create": create, "stdin": stdin, "triggers": triggers})
+
+
+def _command_fields(inputs: Mapping[str, Any]) -> CommandFields | None:
+    """A Command's wire-form inputs as the lab runs them; None while any is unknown, or
+    when it has no ``create`` command."""
+    if has_unknown(dict(inputs)):
+        return None
+    plain = unwrap(dict(inputs))
+    create, stdin = plain.get("create"), plain.get("stdin")
+    if not isinstance(create, str) or not create:
+        return None
+    return create, str(stdin) if stdin is not None else None, tuple(plain.get("triggers") or ())
 
 
 ActionKind = Literal["guest", "step"]
@@ -470,38 +491,16 @@ def _step(stack: str, resource: RecordedResource) -> LabStep:
             deferred=True,
             secret_stdout=secret_stdout,
         )
-    inputs = unwrap(resource.inputs)
-    create = inputs.get("create")
-    if not isinstance(create, str) or not create:
+    fields = _command_fields(resource.inputs)
+    if fields is None:
         raise PlanError(f"{resource.urn}: no create command")
-    stdin = inputs.get("stdin")
-    return LabStep(
-        urn=resource.urn,
-        name=resource.name,
-        stack=stack,
-        create=create,
-        stdin=str(stdin) if stdin is not None else None,
-        triggers=tuple(inputs.get("triggers") or ()),
-        secret_stdout=secret_stdout,
-    )
+    return LabStep(resource.urn, resource.name, stack, *fields, secret_stdout=secret_stdout)
 
 
 def step_hash(inputs: Mapping[str, Any]) -> str | None:
     """The hash a step with these wire-form inputs has (``LabStep.hash``); None if deferred."""
-    if has_unknown(dict(inputs)):
-        return None
-    plain = unwrap(dict(inputs))
-    create, stdin = plain.get("create"), plain.get("stdin")
-    if not isinstance(create, str) or not create:
-        return None
-    return LabStep(
-        "",
-        "",
-        "",
-        create,
-        str(stdin) if stdin is not None else None,
-        tuple(plain.get("triggers") or ()),
-    ).hash
+    fields = _command_fields(inputs)
+    return None if fields is None else _command_hash(fields)
 
 
 def printed_outputs(printed: Mapping[str, Mapping[str, str]]) -> StateOutputs:

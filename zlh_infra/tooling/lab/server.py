@@ -4,27 +4,25 @@
 ``docs/fleet.md`` (``api_servers.plan_calls``; the lab keeps their result as the host
 would), builds the container as a clone of the template, loads the firewall with it,
 starts it, and registers its route from zpack-api's guest with zpack-api's own key and
-command (``routes.client_command``). ``lab check`` then holds it to the platform's
+command (``api_servers.route_argv``). ``lab check`` then holds it to the platform's
 rules like any fleet container. Pulumi's recording never holds it, and ``lab up``
 leaves it alone, as ``pulumi up`` leaves zpack-api's servers alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from zlh_infra.platform.api_identity import FLEET_SPEC_OUTPUT
 from zlh_infra.platform.type_tokens import CONTAINER
-from zlh_infra.services import routes
 from zlh_infra.tooling.exit_codes import ExitCode
 from zlh_infra.tooling.lab import host, lxc
 from zlh_infra.tooling.lab.api_servers import (
-    API_ACCOUNT,
     API_GUEST,
     ApiServer,
     host_record,
     plan_calls,
+    route_argv,
     route_kind,
     taken_vmids,
     template_config,
@@ -42,36 +40,30 @@ def _say(message: str) -> None:
     print(f"lab: {message}", flush=True)
 
 
-@dataclass(frozen=True, slots=True)
-class Fleet:
-    """What zpack-api reads before it makes a server: the export and where it runs."""
+def _fleet_spec(recorded: Recorded) -> tuple[str, dict[str, Any]]:
+    """What zpack-api reads before it makes a server: the one runtime stack's export."""
+    found = [r for r in recorded.recordings if FLEET_SPEC_OUTPUT in r.outputs]
+    if len(found) != 1:
+        raise LabError(
+            f"{len(found)} stacks export {FLEET_SPEC_OUTPUT}; the lab makes servers on one"
+        )
+    spec = unwrap(found[0].outputs[FLEET_SPEC_OUTPUT])
+    if has_unknown(spec):
+        raise LabError(
+            f"stack {found[0].stack}: {FLEET_SPEC_OUTPUT} is not known yet (run `lab up`)"
+        )
+    return found[0].stack, spec
 
-    stack: str
-    spec: Mapping[str, Any]
-    #: zpack-api's own guest (where the route calls run).
-    api_vmid: int
-    recorded: Recorded
 
-    @classmethod
-    def of(cls, recorded: Recorded) -> Fleet:
-        found = [r for r in recorded.recordings if "fleetSpec" in r.outputs]
-        if len(found) != 1:
-            raise LabError(f"{len(found)} stacks export fleetSpec; the lab makes servers on one")
-        spec = unwrap(found[0].outputs["fleetSpec"])
-        if has_unknown(spec):
-            raise LabError(f"stack {found[0].stack}: fleetSpec is not known yet (run `lab up`)")
-        api = recorded.plan.guest_by_hostname(API_GUEST)
-        if api is None:
-            raise LabError(f"the recording has no {API_GUEST} guest")
-        return cls(found[0].stack, spec, api.vmid, recorded)
-
-    def route(self, server: ApiServer, words: Sequence[str]) -> tuple[int, str]:
-        """Run a ``zlh-route`` command as zpack-api does; exit code and what it said."""
-        argv = ["runuser", "-u", API_ACCOUNT, "--"]
-        argv += routes.client_command(server.stack, server.route, *words)
-        done = lxc.attach(self.api_vmid, argv, timeout=60)
-        said = (done.stdout + done.stderr).strip()
-        return done.returncode, redact(said, self.recorded.plan.secrets)
+def _route(recorded: Recorded, server: ApiServer, *words: str) -> tuple[int, str]:
+    """Run a ``zlh-route`` command in zpack-api's guest as zpack-api does; exit code and
+    what it said."""
+    api = recorded.plan.guest_by_hostname(API_GUEST)
+    if api is None:
+        raise LabError(f"the recording has no {API_GUEST} guest")
+    done = lxc.attach(api.vmid, route_argv(server, *words), timeout=60)
+    said = (done.stdout + done.stderr).strip()
+    return done.returncode, redact(said, recorded.plan.secrets)
 
 
 def _loaded() -> tuple[LabDirs, LabState, SecretStore]:
@@ -116,12 +108,12 @@ def _forget(dirs: LabDirs, state: LabState, store: SecretStore, server: ApiServe
 def create(*, role: str, name: str) -> int:
     dirs, state, store = _loaded()
     recorded = record(project_root(), dirs, store, str(host.host_resolver()), state)
-    fleet = Fleet.of(recorded)
+    stack, spec = _fleet_spec(recorded)
     hostnames = {g.hostname for g in recorded.plan.guests.values()}
     if name in hostnames:
         raise LabError(f"name: {name!r} is taken by a guest of the host")
     resources = [r for rec in recorded.recordings for r in rec.resources]
-    calls = plan_calls(fleet.spec, role, name, taken_vmids(resources, state.api_servers))
+    calls = plan_calls(spec, role, name, taken_vmids(resources, state.api_servers))
     template = next(
         (
             r
@@ -136,12 +128,12 @@ def create(*, role: str, name: str) -> int:
     for line in calls.describe():
         _say(f"  {line}")
     server = ApiServer(
-        stack=fleet.stack,
+        stack=stack,
         role=role,
         template=calls.template,
         workload=calls.workload,
         record=host_record(calls, template_config(template)),
-        route=route_kind(fleet.spec, calls.template),
+        route=route_kind(spec, calls.template),
     )
     state.api_servers[server.vmid] = server
     state.save()
@@ -153,7 +145,7 @@ def create(*, role: str, name: str) -> int:
     except LabError:
         _forget(dirs, state, store, server)
         raise
-    code, said = Fleet.of(recorded).route(server, ["put", name, server.workload])
+    code, said = _route(recorded, server, "put", name, server.workload)
     if code != 0:
         _say(f"route for {name} FAILED (exit {code}): {said}")
         _say(f"lab-{server.vmid} stays; `lab server delete --name {name}` removes it")
@@ -172,7 +164,7 @@ def delete(*, name: str) -> int:
     state.api_servers.pop(server.vmid)
     try:
         recorded = record(project_root(), dirs, store, str(host.host_resolver()), state)
-        code, said = Fleet.of(recorded).route(server, ["delete", name])
+        code, said = _route(recorded, server, "delete", name)
     finally:
         state.api_servers[server.vmid] = server
     if code != 0:
